@@ -1,0 +1,27 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint clean
+
+# pip here is capped at torch 2.14.1 / torchvision 0.29.1, which lie on local disk.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/bench run suites/smoke.yaml
+
+lint: install
+	$(BIN)/ruff check .
+
+# pytest exits 5 when it collects no test: make fails on it like on any other failure.
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results/smoke *.egg-info

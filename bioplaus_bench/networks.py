@@ -1,0 +1,248 @@
+"""Forward architectures built from a spec: the tanh MLP and the small CNN (spec §1, §4.10).
+
+Layers are numbered 1..L as in the spec; layer L is the linear output layer. A forward pass returns
+every layer's pre-activation ``a[i]`` and activation ``h[i]`` (``h[0]`` is the input) instead of
+storing them on the layers, so passes are re-entrant: evaluation never overwrites training state.
+For a conv layer the "activation" is the pooled output, the thing that receives targets and noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Activation = Literal["tanh", "relu", "linear"]
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What to build. ``hidden`` are the fully connected hidden widths; a CNN puts
+    ``conv_channels`` conv → activation → max-pool blocks in front of them."""
+
+    type: Literal["mlp", "cnn"] = "mlp"
+    hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
+    activation: Activation = "tanh"
+    conv_channels: tuple[int, ...] = ()
+    kernel_size: int = 5
+    pool: tuple[int, int, int] = (3, 2, 1)  # kernel, stride, padding
+    no_bias_layers: tuple[int, ...] = ()  # 1-based layer indices built without a bias
+
+    @property
+    def depth(self) -> int:
+        """L, the number of layers with parameters (the output layer included)."""
+        return len(self.conv_channels) + len(self.hidden) + 1
+
+    def without_bias(self, layer: int) -> ArchitectureSpec:
+        """The same architecture with layer ``layer`` (1-based) built without a bias."""
+        return dataclasses.replace(self, no_bias_layers=tuple(sorted({*self.no_bias_layers, layer})))
+
+
+@dataclass
+class ForwardPass:
+    """One minibatch through the network. Index ``i`` is layer ``i`` everywhere:
+    ``h[0] = a[0] = x``, ``a[i]`` the pre-activation, ``h[i]`` the activation, ``h[L]`` the logits."""
+
+    x: Tensor
+    y: Tensor
+    a: list[Tensor]
+    h: list[Tensor]
+    loss: Tensor  # batch-mean task loss, with an autograd graph only when one was recorded
+
+    @property
+    def output(self) -> Tensor:
+        return self.h[-1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+
+def _activate(kind: Activation, a: Tensor) -> Tensor:
+    if kind == "tanh":
+        return torch.tanh(a)
+    if kind == "relu":
+        return torch.relu(a)
+    return a
+
+
+def _activation_derivative(kind: Activation, a: Tensor, h: Tensor) -> Tensor:
+    if kind == "tanh":
+        return 1.0 - h * h
+    if kind == "relu":
+        return (a > 0).to(a.dtype)
+    return torch.ones_like(a)
+
+
+class Dense(nn.Module):
+    """A fully connected layer ``h = s(W h_prev + b)``; flattens a conv input."""
+
+    def __init__(self, n_in: int, n_out: int, activation: Activation, bias: bool = True,
+                 **factory):
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out, bias=bias, **factory)
+        self.activation = activation
+
+    def forward(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
+        a = self.linear(h_prev.flatten(1))
+        return a, _activate(self.activation, a)
+
+    def activation_derivative(self, a: Tensor, h: Tensor) -> Tensor:
+        return _activation_derivative(self.activation, a, h)
+
+    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor) -> list[Tensor]:
+        """Gradient of ``(1/B) Σ_b ‖h − ĥ‖²`` w.r.t. this layer's parameters (spec §3):
+        ``δ = 2 s'(a) ⊙ (h − ĥ)``, ``∇W = δᵀ h_prev / B``, ``∇b = Σ_b δ / B``."""
+        batch = h_prev.shape[0]
+        delta = 2.0 * self.activation_derivative(a, h) * (h - target)
+        grads = [delta.t() @ h_prev.flatten(1) / batch]
+        if self.linear.bias is not None:
+            grads.append(delta.sum(0) / batch)
+        return grads
+
+
+class ConvBlock(nn.Module):
+    """conv → activation → max-pool; its activation ``h`` is the pooled output (spec §4.10)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, pool: tuple[int, int, int],
+                 activation: Activation, bias: bool = True, **factory):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel, stride=1, padding=kernel // 2, bias=bias,
+                              **factory)
+        self.pool = nn.MaxPool2d(*pool)
+        self.activation = activation
+
+    def forward(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
+        a = self.conv(h_prev)
+        return a, self.pool(_activate(self.activation, a))
+
+    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor) -> list[Tensor]:
+        """Autograd of the element-mean ``mse_loss(h, ĥ)`` through conv, activation and pool
+        (spec §3: conv layers are normalised over all B·C·H·W elements)."""
+        with torch.enable_grad():
+            _, h_graph = self(h_prev.detach())
+            loss = F.mse_loss(h_graph, target.detach())
+            return list(torch.autograd.grad(loss, list(self.parameters())))
+
+
+Layer = Dense | ConvBlock
+
+
+class Network(nn.Module):
+    """A feed-forward network whose layers are addressed 1..L, as in the spec."""
+
+    def __init__(self, spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        super().__init__()
+        factory = {"dtype": dtype, "device": device}
+        self.spec = spec
+        self.input_shape = tuple(input_shape)
+        self.n_outputs = n_outputs
+        layers: list[nn.Module] = []
+        shape = self.input_shape
+        index = 1
+        if spec.conv_channels:
+            if len(shape) != 3:
+                raise ValueError(f"a CNN needs image inputs (C, H, W), got shape {shape}")
+            channels, height, width = shape
+            for c_out in spec.conv_channels:
+                layers.append(ConvBlock(channels, c_out, spec.kernel_size, spec.pool,
+                                        spec.activation, bias=index not in spec.no_bias_layers,
+                                        **factory))
+                kernel, stride, padding = spec.pool
+                height = (height + 2 * padding - kernel) // stride + 1
+                width = (width + 2 * padding - kernel) // stride + 1
+                channels = c_out
+                index += 1
+            shape = (channels, height, width)
+        width_in = math.prod(shape)
+        for width_out in spec.hidden:
+            layers.append(Dense(width_in, width_out, spec.activation,
+                                bias=index not in spec.no_bias_layers, **factory))
+            width_in = width_out
+            index += 1
+        layers.append(Dense(width_in, n_outputs, "linear",
+                            bias=index not in spec.no_bias_layers, **factory))
+        self.layers = nn.ModuleList(layers)
+        self.reset_parameters()
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def layer(self, i: int) -> Layer:
+        """Layer ``i``, 1-based as in the spec."""
+        return self.layers[i - 1]
+
+    def layer_parameters(self, i: int) -> list[nn.Parameter]:
+        return list(self.layer(i).parameters())
+
+    def reset_parameters(self) -> None:
+        """Glorot-normal weights (gain 1), zero biases: the paper's ``xavier_normal``."""
+        for layer in self.layers:
+            for name, parameter in layer.named_parameters():
+                if name.endswith("weight"):
+                    nn.init.xavier_normal_(parameter)
+                else:
+                    nn.init.zeros_(parameter)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for layer in self.layers:
+            _, h = layer(h)
+        return h
+
+    def activations(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """All pre-activations and activations, each list indexed 0..L (index 0 = the input)."""
+        a, h = [x], [x]
+        for layer in self.layers:
+            a_i, h_i = layer(h[-1])
+            a.append(a_i)
+            h.append(h_i)
+        return a, h
+
+    def propagate(self, h: Tensor, start: int) -> Tensor:
+        """The output reached from layer ``start``'s activation ``h`` (the map f̄_{start,L})."""
+        for layer in self.layers[start:]:
+            _, h = layer(h)
+        return h
+
+    def activation_shape(self, i: int) -> tuple[int, ...]:
+        """Shape of one sample's activation of layer ``i`` (0 = the input)."""
+        with torch.no_grad():
+            probe = torch.zeros(1, *self.input_shape, dtype=self.dtype, device=self.device)
+            _, h = self.activations(probe)
+        return tuple(h[i].shape[1:])
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,
+                  dtype: torch.dtype | None = None, device: torch.device | str | None = None
+                  ) -> Network:
+    if spec.type == "cnn" and not spec.conv_channels:
+        raise ValueError("a CNN architecture needs conv_channels")
+    if spec.type == "mlp" and spec.conv_channels:
+        raise ValueError("an MLP architecture takes no conv_channels")
+    return Network(spec, input_shape, n_outputs, dtype=dtype, device=device)
+
+
+def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False) -> ForwardPass:
+    """Run ``x`` through ``network`` and keep every layer's activations and the batch-mean loss.
+    ``record_graph`` keeps the autograd graph (needed by backprop); otherwise nothing is recorded."""
+    with torch.set_grad_enabled(record_graph):
+        a, h = network.activations(x)
+        loss = task.loss(h[-1], y)
+    return ForwardPass(x=x, y=y, a=a, h=h, loss=loss)

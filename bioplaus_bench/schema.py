@@ -1,0 +1,224 @@
+"""Typed validation of plain YAML data against dataclasses, with errors that point into the file.
+
+``Source`` remembers the file and the line of every key path while the YAML is read (duplicate keys
+are an error, not silently overwritten). ``coerce`` turns plain data into a typed value, checking
+types, unknown keys (with a suggestion for misspellings) and missing fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+
+from .errors import SuiteError, did_you_mean
+
+Path_ = tuple[str | int, ...]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-4`` as a string; accept YAML 1.2 floats, which users write."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$"
+               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def format_path(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+@dataclass
+class Source:
+    """Where each key path of a document came from: a file and its lines, or the command line."""
+
+    file: str
+    lines: dict[Path_, int | str] = field(default_factory=dict)
+
+    def line(self, path: Path_) -> int | str | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+    def error(self, path: Path_, message: str) -> SuiteError:
+        line = self.line(path)
+        if isinstance(line, str):  # a value given on the command line
+            return SuiteError(message, file=line, key=format_path(path))
+        return SuiteError(message, file=self.file, line=line, key=format_path(path))
+
+
+def load_yaml(text: str, file: str) -> tuple[Any, Source]:
+    """Parse ``text`` and record the line of every key path."""
+    source = Source(file)
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        raise SuiteError(f"invalid YAML: {error.problem or error}", file=file, line=line) from None
+    if node is not None:
+        _record_lines(node, (), source)
+    return data, source
+
+
+def _record_lines(node: yaml.Node, path: Path_, source: Source) -> None:
+    source.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise SuiteError(f"duplicate key '{key}'", file=source.file,
+                                 line=key_node.start_mark.line + 1, key=format_path(path))
+            seen.add(key)
+            source.lines[(*path, key)] = key_node.start_mark.line + 1
+            _record_lines(value_node, (*path, key), source)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, (*path, index), source)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} values"
+        return f"a list of {_type_name(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) if a is not type(None) else "null"
+                           for a in typing.get_args(tp))
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _shown(value: Any) -> str:
+    return f"'{value}'" if isinstance(value, str) else repr(value)
+
+
+def coerce(value: Any, tp: Any, path: Path_, source: Source, *, partial: bool = False) -> Any:
+    """Check ``value`` against the type ``tp`` and convert it (lists to tuples, mappings to
+    dataclasses). With ``partial``, dataclass fields may be missing and a dict of the given
+    fields is returned instead (for overrides that are merged later)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return coerce_dataclass(value, tp, path, source, partial=partial)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(value, option, path, source, partial=partial)
+            except SuiteError:
+                continue
+        raise source.error(path, f"expected {_type_name(tp)}, got {_shown(value)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+            raise source.error(path, f"expected {_type_name(tp)}, got {_shown(value)}{hint}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise source.error(path, f"expected {_type_name(tp)}, got {_shown(value)}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise source.error(path, f"expected {_type_name(tp)}, got {len(value)}")
+            return tuple(coerce(v, a, (*path, i), source) for i, (v, a) in
+                         enumerate(zip(value, args, strict=True)))
+        items = [coerce(v, args[0], (*path, i), source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise source.error(path, f"expected a mapping, got {_shown(value)}")
+        key_tp, value_tp = typing.get_args(tp)
+        return {coerce(k, key_tp, (*path, k), source): coerce(v, value_tp, (*path, k), source)
+                for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise source.error(path, f"expected true or false, got {_shown(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise source.error(path, f"expected an integer, got {_shown(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise source.error(path, f"expected a number, got {_shown(value)}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise source.error(path, f"expected a string, got {_shown(value)}")
+        return value
+    raise TypeError(f"unsupported schema type {tp!r}")
+
+
+def coerce_dataclass(value: Any, cls: type, path: Path_, source: Source, *,
+                     partial: bool = False) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise source.error(path, f"expected a mapping, got {_shown(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            known = ", ".join(fields) or "none"
+            raise source.error((*path, key), f"unknown key{did_you_mean(str(key), fields)}; "
+                                             f"expected one of: {known}")
+    converted = {key: coerce(item, hints[key], (*path, key), source, partial=partial)
+                 for key, item in value.items()}
+    if partial:
+        return converted
+    for name, f in fields.items():
+        if name not in converted and f.default is dataclasses.MISSING \
+                and f.default_factory is dataclasses.MISSING:
+            raise source.error(path, f"missing required key '{name}'")
+    return cls(**converted)
+
+
+def schema_fields(cls: type) -> list[tuple[str, str, Any]]:
+    """(name, type description, default) of each field, for documentation and ``bench list``."""
+    hints = typing.get_type_hints(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        rows.append((f.name, _type_name(hints[f.name]), default))
+    return rows

@@ -1,0 +1,345 @@
+"""YAML suites: the schema, validation with ``file:line: key.path`` errors, and expansion into cells
+(dataset × algorithm × seed). The schema is documented in ``docs/suites.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import data
+from .errors import InputError, SuiteError, did_you_mean
+from .networks import ArchitectureSpec
+from .plugins import Registry
+from .schema import Path_, Source, coerce_dataclass, load_yaml
+
+Precision = Literal["float32", "float64"]
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """Stop a run whose training accuracy is below ``min_train_accuracy`` after epoch
+    ``from_epoch`` or later (spec §7: 0.40 for MNIST / Fashion-MNIST, 0.25 for CIFAR-10, from 6)."""
+
+    min_train_accuracy: float
+    from_epoch: int = 6
+
+
+@dataclass(frozen=True)
+class Protocol:
+    epochs: int
+    batch_size: int = 128
+    validation: int | None = 5000  # samples held out of the training set; null: none
+    frozen_layers: tuple[int, ...] = ()  # 1-based layers whose forward weights never move
+    pruning: Pruning | None = None
+    eval_batch_size: int = 1000
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    source: str
+    architecture: ArchitectureSpec
+    protocol: Protocol
+    label: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The forward Adam. A list of learning rates (and epsilons) means one Adam per layer."""
+
+    lr: float | tuple[float, ...]
+    betas: tuple[float, float] = (0.99, 0.99)
+    eps: float | tuple[float, ...] = 1e-4
+    normalize_lr: bool = True  # divide lr by the algorithm's target step size (spec §3)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    feedback_pretraining_epochs: int = 0
+    extra_feedback_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an algorithm entry sets, and what a per-dataset override may change."""
+
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    params: dict[str, Any] = field(default_factory=dict)
+    precision: Precision | None = None
+
+
+@dataclass(frozen=True)
+class AlgorithmEntry:
+    """The keys of one entry under ``algorithms:`` (``Settings`` plus these)."""
+
+    algorithm: str | None = None  # the plugin's algorithm name; defaults to the entry's key
+    label: str | None = None
+    skip: tuple[str, ...] = ()  # dataset ids this entry is not run on
+    datasets: dict[str, Any] = field(default_factory=dict)  # per-dataset Settings overrides
+
+
+@dataclass(frozen=True)
+class SuiteHeader:
+    name: str | None = None
+    description: str = ""
+    seeds: int | tuple[int, ...] = 1
+    precision: Precision = "float32"
+    datasets: dict[str, Any] = field(default_factory=dict)
+    algorithms: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (dataset, algorithm, seed) run with everything resolved."""
+
+    suite: str
+    dataset_id: str
+    dataset: DatasetConfig
+    algorithm_id: str
+    algorithm: str
+    label: str
+    settings: Settings
+    params: Any  # the algorithm's Params dataclass instance
+    precision: Precision
+    seed: int
+    order: tuple[int, int]  # (dataset index, algorithm index) in the suite, for table layout
+    skip_reason: str | None = None
+    subset: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset_id}/{self.algorithm_id}/seed-{self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """Everything that determines the result (and nothing else): hashed for caching."""
+        return _jsonable({
+            "dataset": self.dataset, "algorithm": self.algorithm,
+            "optimizer": self.settings.optimizer, "schedule": self.settings.schedule,
+            "params": self.params, "precision": self.precision, "seed": self.seed,
+            "subset": self.subset,
+        })
+
+    def config_hash(self) -> str:
+        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    seeds: tuple[int, ...]
+    datasets: dict[str, DatasetConfig]
+    algorithms: dict[str, AlgorithmEntry]
+    resolved: dict[tuple[str, str], tuple[Settings, Any, Precision]]  # (alg, ds) -> settings
+    names: dict[str, str]  # algorithm entry id -> plugin algorithm name
+    labels: dict[str, str]  # algorithm entry id -> display label
+
+    def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
+              datasets: list[str] | None = None, epochs: int | None = None,
+              subset: int | None = None, registry: Registry | None = None) -> list[Cell]:
+        """Expand into cells, with the command line's quick-trial overrides applied."""
+        for kind, chosen, known in (("algorithm", only, self.algorithms),
+                                    ("dataset", datasets, self.datasets)):
+            for name in chosen or ():
+                if name not in known:
+                    raise InputError(f"{self.path}: no {kind} '{name}' in this suite"
+                                     f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
+        seed_list = list(self.seeds)
+        if seeds is not None:
+            seed_list = (seed_list + list(range(max(seed_list, default=-1) + 1,
+                                                max(seed_list, default=-1) + 1 + seeds)))[:seeds]
+        cells = []
+        for d_index, (d_id, dataset) in enumerate(self.datasets.items()):
+            if datasets and d_id not in datasets:
+                continue
+            if epochs is not None:
+                dataset = dataclasses.replace(
+                    dataset, protocol=dataclasses.replace(dataset.protocol, epochs=epochs))
+            for a_index, (a_id, entry) in enumerate(self.algorithms.items()):
+                if only and a_id not in only:
+                    continue
+                settings, params, precision = self.resolved[(a_id, d_id)]
+                reason = None
+                if d_id in entry.skip:
+                    reason = "not run on this dataset (suite's skip list)"
+                elif registry is not None:
+                    caps = registry.get(self.names[a_id]).cls.capabilities
+                    kind = dataset.architecture.type
+                    if not getattr(caps, kind):
+                        reason = f"{self.names[a_id]} does not support {kind.upper()} networks"
+                for seed in seed_list:
+                    cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
+                                      self.labels[a_id], settings, params, precision, seed,
+                                      (d_index, a_index), reason, subset))
+        return cells
+
+
+def _set_path(document: dict, dotted: str, value: Any, source: Source) -> None:
+    parts = dotted.split(".")
+    node = document
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SuiteError(f"cannot set a key inside {'.'.join(parts[:depth + 1])}, "
+                             "which is not a mapping", file="--set", key=dotted)
+        node = child
+    node[parts[-1]] = value
+    source.lines[tuple(parts)] = f"--set {dotted}"
+
+
+def apply_overrides(document: Any, source: Source, overrides: list[str]) -> None:
+    """``--set KEY=VALUE``: KEY is a dotted path into the suite, VALUE is read as YAML."""
+    if not isinstance(document, dict):
+        return
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got '{item}'")
+        value, _ = load_yaml(text, f"--set {key}")
+        _set_path(document, key.strip(), value, source)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_SETTINGS_KEYS = {f.name for f in dataclasses.fields(Settings)}
+
+
+def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Suite:
+    """Read and validate a suite file. Every problem is a ``SuiteError`` with file and line."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"cannot read suite {file}: {error.strerror}") from None
+    document, source = load_yaml(text, file)
+    if document is None:
+        raise SuiteError("the suite is empty", file=file, line=1)
+    apply_overrides(document, source, list(overrides))
+    header = coerce_dataclass(document, SuiteHeader, (), source)
+    for key in ("datasets", "algorithms"):
+        if not header.__dict__[key]:
+            raise source.error((), f"missing required key '{key}' (a non-empty mapping)")
+
+    seeds = tuple(range(header.seeds)) if isinstance(header.seeds, int) else header.seeds
+    if not seeds:
+        raise source.error(("seeds",), "expected at least one seed")
+
+    datasets = {d_id: _dataset(raw, ("datasets", d_id), source)
+                for d_id, raw in header.datasets.items()}
+
+    algorithms: dict[str, AlgorithmEntry] = {}
+    resolved: dict[tuple[str, str], tuple[Settings, Any, Precision]] = {}
+    names, labels = {}, {}
+    for a_id, raw in header.algorithms.items():
+        where: Path_ = ("algorithms", a_id)
+        if not isinstance(raw, dict):
+            raise source.error(where, f"expected a mapping, got {raw!r}")
+        meta = {k: v for k, v in raw.items() if k not in _SETTINGS_KEYS}
+        try:
+            entry = coerce_dataclass(meta, AlgorithmEntry, where, source)
+        except SuiteError as error:
+            if "unknown key" in error.message:  # name every key an entry may have
+                known = sorted({f.name for f in dataclasses.fields(AlgorithmEntry)}
+                               | _SETTINGS_KEYS)
+                raise source.error((*where, error.key.split(".")[-1]),
+                                   error.message.split(";")[0]
+                                   + f"; expected one of: {', '.join(known)}") from None
+            raise
+        name = entry.algorithm or a_id
+        if name not in registry:
+            raise source.error((*where, "algorithm") if entry.algorithm else where,
+                               f"unknown algorithm '{name}'{did_you_mean(name, registry.algorithms)}"
+                               f"; known: {', '.join(registry.algorithms)}")
+        cls = registry.get(name).cls
+        base = {k: v for k, v in raw.items() if k in _SETTINGS_KEYS}
+        _check_settings(base, where, source, cls)
+        for d_id in (*entry.skip, *entry.datasets):
+            if d_id not in datasets:
+                key = "datasets" if d_id in entry.datasets else "skip"
+                raise source.error((*where, key, d_id) if key == "datasets" else (*where, key),
+                                   f"unknown dataset '{d_id}'{did_you_mean(d_id, datasets)}")
+        for d_id in datasets:
+            override = entry.datasets.get(d_id) or {}
+            o_where = (*where, "datasets", d_id)
+            _check_settings(override, o_where, source, cls)
+            merged = _merge(base, override)
+            settings = coerce_dataclass(merged, Settings, where, source)
+            params = coerce_dataclass(settings.params, cls.Params, (*where, "params"), source)
+            precision = settings.precision or header.precision
+            resolved[(a_id, d_id)] = (settings, params, precision)
+        algorithms[a_id] = entry
+        names[a_id] = name
+        labels[a_id] = entry.label or cls.label or name
+
+    return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
+                 resolved, names, labels)
+
+
+def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:
+    """Type-check (part of) a Settings mapping where it stands in the file, so that errors
+    point at the line that holds the bad value."""
+    if not isinstance(raw, dict):
+        raise source.error(where, f"expected a mapping, got {raw!r}")
+    coerce_dataclass(raw, Settings, where, source, partial=True)
+    coerce_dataclass(raw.get("params") or {}, cls.Params, (*where, "params"), source, partial=True)
+
+
+def _dataset(raw: Any, where: Path_, source: Source) -> DatasetConfig:
+    config = coerce_dataclass(raw, DatasetConfig, where, source)
+    if config.source not in data.SOURCES:
+        raise source.error((*where, "source"), f"unknown dataset source '{config.source}'"
+                           f"{did_you_mean(config.source, data.SOURCES)}; known: "
+                           f"{', '.join(data.SOURCES)}")
+    src = data.SOURCES[config.source]
+    options = coerce_dataclass(config.options, src.Options, (*where, "options"), source)
+    config = dataclasses.replace(config, options=options, label=config.label or src.label)
+    arch = config.architecture
+    if arch.type == "cnn" and not arch.conv_channels:
+        raise source.error((*where, "architecture", "conv_channels"), "a CNN needs conv_channels")
+    if arch.type == "mlp" and arch.conv_channels:
+        raise source.error((*where, "architecture", "conv_channels"),
+                           "an MLP takes no conv_channels (use type: cnn)")
+    protocol = config.protocol
+    for key, value in (("epochs", protocol.epochs), ("batch_size", protocol.batch_size),
+                       ("eval_batch_size", protocol.eval_batch_size)):
+        if value < 1:
+            raise source.error((*where, "protocol", key), f"expected a positive integer, got {value}")
+    if protocol.validation is not None and protocol.validation < 1:
+        raise source.error((*where, "protocol", "validation"),
+                           "expected a positive number of samples, or null for no split")
+    for layer in protocol.frozen_layers:
+        if not 1 <= layer <= arch.depth:
+            raise source.error((*where, "protocol", "frozen_layers"),
+                               f"layer {layer} does not exist: the network has layers "
+                               f"1..{arch.depth}")
+    return config
