@@ -123,27 +123,41 @@ def _md5(path: Path) -> str:
 def _idx_root(cls: type, settings: DataSettings) -> Path:
     """A root from which torchvision's ``cls`` loads without writing: the data folder itself
     when the decompressed IDX files are there, otherwise a cache folder into which the ``.gz``
-    files are decompressed (the data folder may be read-only)."""
+    files are decompressed (the data folder may be read-only). The cache folder is named after
+    the files' contents, so two data folders never share a stale copy."""
     raw = settings.root / cls.__name__ / "raw"
     names = [name.removesuffix(".gz") for name, _ in cls.resources]
     if all((raw / name).is_file() for name in names):
         return settings.root
-    if all((raw / f"{name}.gz").is_file() for name in names):
-        cache_raw = settings.cache_dir / cls.__name__ / "raw"
-        for (gz_name, md5), name in zip(cls.resources, names, strict=True):
-            gz = raw / gz_name
-            if settings.verify_checksums and _md5(gz) != md5:
-                raise InputError(f"{gz}: MD5 {_md5(gz)} does not match torchvision's {md5}")
-            if not (cache_raw / name).is_file():
-                _decompress(gz, cache_raw / name)
-        return settings.cache_dir
-    if settings.download:
-        cls(str(settings.root), download=True)
-        return settings.root
-    expected = ", ".join(f"{name}[.gz]" for name in names)
-    raise DataMissingError(
-        f"{cls.__name__} not found in {raw}: expected {expected}; set --data-dir or "
-        f"{DATA_ENV} to a folder holding {cls.__name__}/raw/, or allow --download")
+    files = [raw / name if (raw / name).is_file() else raw / gz_name
+             for (gz_name, _), name in zip(cls.resources, names, strict=True)]
+    if not all(path.is_file() for path in files):
+        if settings.download:
+            cls(str(settings.root), download=True)
+            return settings.root
+        expected = ", ".join(f"{n}[.gz]" for n in names)
+        raise DataMissingError(
+            f"{cls.__name__} not found in {raw}: expected {expected}; set --data-dir or "
+            f"{DATA_ENV} to a folder holding {cls.__name__}/raw/, or allow --download")
+    found = [(path, _md5(path)) for path in files]
+    for (path, digest), (_, expected_md5) in zip(found, cls.resources, strict=True):
+        if settings.verify_checksums and path.suffix == ".gz" and digest != expected_md5:
+            raise InputError(f"{path}: MD5 {digest} does not match torchvision's {expected_md5}"
+                             "; use --skip-checksums to accept it")
+    key = hashlib.sha1("".join(digest for _, digest in found).encode()).hexdigest()[:12]
+    cache_root = settings.cache_dir / f"{cls.__name__}-{key}"
+    for (path, _), name in zip(found, names, strict=True):
+        target = cache_root / cls.__name__ / "raw" / name
+        if not target.is_file():
+            _decompress(path, target) if path.suffix == ".gz" else _copy(path, target)
+    return cache_root
+
+
+def _copy(path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, target)
 
 
 class _UncheckedCIFAR10(tv.CIFAR10):
@@ -207,20 +221,14 @@ def _load_images(name: str, settings: DataSettings) -> tuple[Split, Split]:
 
 def _image_source(name: str, mean: float | None, std: float | None):
     def load(settings: DataSettings) -> tuple[Split, Split]:
-        train, test = _load_images(name, settings)
-        if mean is None:
-            return train, test
-        return tuple(Split((s.x - mean) / std, s.y) for s in (train, test))
+        # Fresh tensors every time: a cell may modify its data without touching the cache.
+        return tuple(Split(s.x.clone() if mean is None else (s.x - mean) / std, s.y.clone())
+                     for s in _load_images(name, settings))
     return load
 
 
 def _check_idx(cls: type) -> Callable[[DataSettings], None]:
     def check(settings: DataSettings) -> None:
-        raw = settings.root / cls.__name__ / "raw"
-        names = [name.removesuffix(".gz") for name, _ in cls.resources]
-        if settings.download or all((raw / n).is_file() or (raw / f"{n}.gz").is_file()
-                                    for n in names):
-            return
         _idx_root(cls, settings)  # raises the message that names the folder and files
     return check
 

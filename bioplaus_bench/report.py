@@ -98,8 +98,9 @@ def caption(summary: pd.DataFrame) -> str:
         what.append("test error (%) at the first epoch of best validation accuracy "
                     "(the last epoch without a validation split)")
     if "regression" in tasks:
-        what.append("test MSE" + (" for regression datasets" if len(tasks) > 1 else ""))
-    text = "; ".join(what).capitalize() + ", mean ± SD over seeds (n = seeds that finished)."
+        what.append("test loss (MSE)" + (" for regression datasets" if len(tasks) > 1 else ""))
+    text = "; ".join(what)
+    text = text[0].upper() + text[1:] + ", mean ± SD over seeds (n = seeds that finished)."
     if not summary.paper_protocol.all():
         text += " Quick-trial runs on a subset of the data: not the paper protocol."
     return text

@@ -205,7 +205,7 @@ def _set_path(document: dict, dotted: str, value: Any, source: Source) -> None:
                              "which is not a mapping", file="--set", key=dotted)
         node = child
     node[parts[-1]] = value
-    source.lines[tuple(parts)] = f"--set {dotted}"
+    source.lines[tuple(parts)] = "--set"
 
 
 def apply_overrides(document: Any, source: Source, overrides: list[str]) -> None:

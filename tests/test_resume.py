@@ -1,0 +1,100 @@
+"""Killed runs resume with nothing lost: per-epoch checkpoints inside a cell, atomic records."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.suite import load_suite
+from bioplaus_bench.training import train_cell
+
+SUITE = """\
+name: resume
+seeds: [0, 1, 2]
+precision: float64
+datasets:
+  teacher:
+    source: teacher
+    options: {n_train: 3000, n_test: 64, hidden: [32]}
+    architecture: {type: mlp, hidden: [64, 64]}
+    protocol: {epochs: EPOCHS, batch_size: 8, validation: 64}
+algorithms:
+  bp:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+  dfa:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+"""
+
+
+class Stop(Exception):
+    pass
+
+
+def without_timing(result):
+    history = [{k: v for k, v in row.items() if k != "seconds"} for row in result["history"]]
+    return {**{k: v for k, v in result.items() if k not in ("history", "wall_time")},
+            "history": history}
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "dfa"])
+def test_a_cell_interrupted_after_an_epoch_resumes_to_the_same_result(tmp_path, algorithm):
+    registry = load_registry()
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE.replace("EPOCHS", "3").replace("n_train: 3000", "n_train: 200"))
+    cell = next(c for c in load_suite(path, registry).cells(only=[algorithm], seeds=1))
+    cls = registry.get(algorithm).cls
+    unbroken = train_cell(cell, cls)
+
+    checkpoint = tmp_path / "cell.ckpt"
+
+    def stop_after_first_epoch(phase, done, total):
+        if done == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_cell(cell, cls, checkpoint=checkpoint, on_epoch=stop_after_first_epoch)
+    assert checkpoint.is_file()
+    resumed = train_cell(cell, cls, checkpoint=checkpoint)
+    assert without_timing(resumed) == without_timing(unbroken)
+
+
+def test_sigkilled_run_resumes_only_the_missing_cells(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("EPOCHS", "3").replace("n_train: 3000", "n_train: 2000"))
+    out = tmp_path / "r"
+    bench = [sys.executable, "-m", "bioplaus_bench", "run", str(suite), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        # Kill in the middle of a cell: after the first record, once a later cell has checkpointed.
+        while time.time() < deadline:
+            if list(out.glob("*/*/seed-*.json")) and list(out.glob("*/*/seed-*.ckpt")):
+                break
+            assert process.poll() is None, "the run finished before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no record and checkpoint appeared in time")
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    done_before = {p: p.read_text() for p in out.glob("*/*/seed-*.json")}
+    assert 1 <= len(done_before) < 6
+    for text in done_before.values():
+        json.loads(text)  # every record on disk is whole
+
+    resumed = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(done_before)} from earlier runs" in resumed.stderr
+    after = sorted(Path(p) for p in out.glob("*/*/seed-*.json"))
+    assert len(after) == 6
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in after)
+    for path, text in done_before.items():
+        assert path.read_text() == text  # finished cells were not run again
+    assert not list(out.rglob("*.tmp")) and not list(out.rglob(".*tmp"))
+    assert not list(out.glob("*/*/*.ckpt"))
