@@ -18,13 +18,8 @@ from bioplaus_bench import data as D
 from bioplaus_bench.data import DataMissingError, DataSettings, InputError, TeacherOptions
 from bioplaus_bench.training import seed_everything
 
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-CIFAR_TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+from .conftest import CIFAR_TRAIN_BATCHES, IDX_FILES
+
 IDX_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
