@@ -295,6 +295,8 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
             merged = _merge(base, override)
             settings = coerce_dataclass(merged, Settings, where, source)
             params = coerce_dataclass(settings.params, cls.Params, (*where, "params"), source)
+            _check_per_layer(settings.optimizer, datasets[d_id].architecture.depth,
+                             o_where if "optimizer" in override else where, source)
             precision = settings.precision or header.precision
             resolved[(a_id, d_id)] = (settings, params, precision)
         algorithms[a_id] = entry
@@ -303,6 +305,18 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
 
     return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
                  resolved, names, labels)
+
+
+def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, source: Source) -> None:
+    """Lists of learning rates or epsilons need one entry per layer (one Adam per layer)."""
+    for key in ("lr", "eps"):
+        value = getattr(optimizer, key)
+        if isinstance(value, tuple) and len(value) != depth:
+            raise source.error((*where, "optimizer", key), f"expected {depth} values, one per "
+                               f"layer of the network, got {len(value)}")
+    if isinstance(optimizer.eps, tuple) and not isinstance(optimizer.lr, tuple):
+        raise source.error((*where, "optimizer", "eps"), "a list of epsilons needs a list of "
+                           "learning rates (one Adam per layer)")
 
 
 def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:
