@@ -22,30 +22,39 @@ A plugin module exposes its algorithms through the ``bioplaus_bench_algorithms``
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import pluggy
-import torch
-from torch import Tensor, nn
-
+from .algorithm import Algorithm, Capabilities, NoParams, hookimpl
+from .feedback import (
+                       DifferenceReconstructionLoss,
+                       DirectPath,
+                       FeedbackMap,
+                       FeedbackPath,
+                       LayerwisePath,
+                       RandomHiddenLayerPath,
+                       ReconstructionLoss,
+)
 from .networks import ArchitectureSpec, ForwardPass, Network, forward_pass
+from .target_propagation import TargetPropagation, TPParams
 from .targets import glorot_normal, local_updates, output_target
 from .tasks import Classification, Regression, Task
-
-hookimpl = pluggy.HookimplMarker("bioplaus_bench")
 
 __all__ = [
     "Algorithm",
     "ArchitectureSpec",
     "Capabilities",
     "Classification",
+    "DifferenceReconstructionLoss",
+    "DirectPath",
+    "FeedbackMap",
+    "FeedbackPath",
     "ForwardPass",
+    "LayerwisePath",
     "Network",
     "NoParams",
+    "RandomHiddenLayerPath",
+    "ReconstructionLoss",
     "Regression",
+    "TPParams",
+    "TargetPropagation",
     "Task",
     "forward_pass",
     "glorot_normal",
@@ -53,94 +62,3 @@ __all__ = [
     "local_updates",
     "output_target",
 ]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What an algorithm can do; the runner skips cells it cannot run, with the reason."""
-
-    mlp: bool = True
-    cnn: bool = False
-    trainable_feedback: bool = False
-
-    def describe(self) -> str:
-        parts = [name for name, on in (("MLP", self.mlp), ("CNN", self.cnn)) if on]
-        if self.trainable_feedback:
-            parts.append("trainable feedback")
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class NoParams:
-    """For algorithms without hyper-parameters of their own."""
-
-
-class Algorithm(nn.Module):
-    """Base class of every credit-assignment algorithm.
-
-    Subclasses set the class attributes and implement ``forward_updates``; those with trainable
-    feedback set ``capabilities.trainable_feedback`` and implement ``feedback_step``. Feedback
-    parameters and buffers registered on the algorithm (it is an ``nn.Module``) and optimisers
-    stored as attributes are saved in checkpoints automatically.
-
-    Class attributes:
-        name: the identifier used in suites and on the command line (unique across plugins).
-        label: the display name in tables (the paper's name).
-        Params: a (frozen) dataclass of hyper-parameters with types and defaults; the suite's
-            ``params`` mapping is validated against it.
-        capabilities: see ``Capabilities``.
-        record_graph: True if ``forward_updates`` needs the autograd graph of the forward pass
-            (backprop does); otherwise the runner runs the forward pass without one.
-    """
-
-    name: ClassVar[str]
-    label: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-    Params: ClassVar[type] = NoParams
-    capabilities: ClassVar[Capabilities] = Capabilities()
-    record_graph: ClassVar[bool] = False
-
-    def __init__(self, network: Network, task: Task, params: Any):
-        super().__init__()
-        # Not registered as a submodule: the forward network belongs to the runner.
-        object.__setattr__(self, "network", network)
-        self.task = task
-        self.params = params
-
-    @classmethod
-    def adapt_architecture(cls, spec: ArchitectureSpec, params: Any) -> ArchitectureSpec:
-        """Change the forward architecture before it is built (e.g. drop a bias). Default: none."""
-        return spec
-
-    def lr_normalizer(self) -> float:
-        """The forward learning rate is divided by this when the suite's optimiser sets
-        ``normalize_lr`` (target methods return their target step size η̂, spec §3)."""
-        return 1.0
-
-    def forward_updates(self, fwd: ForwardPass) -> Sequence[Tensor]:
-        """The proposed update (a gradient-like direction: the optimiser subtracts it) for every
-        forward parameter, aligned with ``self.network.parameters()``, same shapes and dtype.
-
-        Called once per training minibatch, before ``feedback_step`` on the same ``fwd``, so
-        targets use the feedback weights from before this minibatch's feedback update."""
-        raise NotImplementedError
-
-    def feedback_step(self, fwd: ForwardPass) -> float | None:
-        """Train the feedback parameters on the stored forward pass ``fwd``; return the feedback
-        loss (a float) or None. Called after ``forward_updates`` during training, and alone in
-        feedback-only epochs (pre-training and extra feedback epochs)."""
-        return None
-
-    # Optimisers kept as attributes travel with the module's state_dict (for checkpoints).
-    def get_extra_state(self) -> dict[str, Any]:
-        return {key: value.state_dict() for key, value in vars(self).items()
-                if isinstance(value, torch.optim.Optimizer)}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            getattr(self, key).load_state_dict(value)
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f.name}={getattr(self.params, f.name)!r}"
-                           for f in dataclasses.fields(self.params))
-        return f"{type(self).__name__}({fields})"

@@ -132,19 +132,25 @@ def validate(
 
 
 @app.command("list")
-def list_algorithms(plugin: PluginOption = []) -> None:  # noqa: B006
-    """Every algorithm with its origin, capabilities and hyper-parameters."""
+def list_algorithms(
+    params: Annotated[bool, typer.Option("--params", help="Also list hyper-parameters.")] = False,
+    plugin: PluginOption = [],  # noqa: B006
+) -> None:
+    """Every algorithm with its origin and capabilities (and hyper-parameters)."""
     with _input_errors():
         registry = _registry(plugin)
-    table = Table(show_lines=False)
-    for column in ("name", "label", "origin", "capabilities", "hyper-parameters (default)"):
-        table.add_column(column)
+    table = Table()
+    for column in ("name", "label", "origin", "capabilities"):
+        table.add_column(column, no_wrap=column != "capabilities")
     for info in registry.algorithms.values():
-        params = ", ".join(f"{name}={default!r}" for name, _, default in
-                           schema_fields(info.cls.Params)) or "–"
-        table.add_row(info.name, info.label, info.origin, info.cls.capabilities.describe(),
-                      params)
+        table.add_row(info.name, info.label, info.origin, info.cls.capabilities.describe())
     out.print(table)
+    for info in registry.algorithms.values():
+        if params:
+            fields = ", ".join(f"{name}={default!r}" for name, _, default in
+                               schema_fields(info.cls.Params)) or "none"
+            out.print(f"{info.name} ({info.source}): {fields}", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()

@@ -207,9 +207,10 @@ class Network(nn.Module):
             h.append(h_i)
         return a, h
 
-    def propagate(self, h: Tensor, start: int) -> Tensor:
-        """The output reached from layer ``start``'s activation ``h`` (the map f̄_{start,L})."""
-        for layer in self.layers[start:]:
+    def propagate(self, h: Tensor, start: int, stop: int | None = None) -> Tensor:
+        """Layer ``stop``'s activation reached from layer ``start``'s activation ``h``
+        (the map f̄_{start,stop}; by default up to the output, f̄_{start,L})."""
+        for layer in self.layers[start:stop]:
             _, h = layer(h)
         return h
 

@@ -20,7 +20,7 @@ from types import ModuleType
 import pluggy
 
 from . import hookspecs
-from .api import Algorithm
+from .algorithm import Algorithm
 from .errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "bioplaus_bench.plugins"

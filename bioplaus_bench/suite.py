@@ -292,7 +292,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
             override = entry.datasets.get(d_id) or {}
             o_where = (*where, "datasets", d_id)
             _check_settings(override, o_where, source, cls)
-            merged = _merge(base, override)
+            merged = _merge({"schedule": dict(cls.default_schedule)}, _merge(base, override))
             settings = coerce_dataclass(merged, Settings, where, source)
             params = coerce_dataclass(settings.params, cls.Params, (*where, "params"), source)
             _check_per_layer(settings.optimizer, datasets[d_id].architecture.depth,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .api import Algorithm
+from .algorithm import Algorithm
 from .data import Data, DataSettings, Split, load_data
 from .errors import InputError
 from .networks import Network, build_network, forward_pass

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# The tests use tiny networks, for which thread start-up costs more than it saves; with other
+# processes on the machine, two spinning OpenMP threads can make a step 50× slower.
+torch.set_num_threads(1)
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",

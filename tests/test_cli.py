@@ -86,16 +86,18 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     out = tmp_path / "results"
     first = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
     assert first.exit_code == 0, first.output
-    assert "| Method |" in first.stdout and "| BP |" in first.stdout and "| DFA |" in first.stdout
+    for label in ("BP", "DDTP-linear", "DDTP-RHL", "DTP-DRL", "DDTP-control", "DTP",
+                  "DTP (pre-trained)", "DFA"):
+        assert f"| {label} |" in first.stdout
     saved = records(out)
-    assert len(saved) == 4 and all(r["status"] == "ok" for r in saved.values())
+    assert len(saved) == 16 and all(r["status"] == "ok" for r in saved.values())
     record = saved["teacher/bp/seed-0.json"]
     assert record["provenance"]["torch"] and record["provenance"]["dtype"] == "float64"
     assert len(record["history"]) == record["config"]["dataset"]["protocol"]["epochs"]
 
     second = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
     assert second.exit_code == 0
-    assert "4 from earlier runs" in second.stderr
+    assert "16 from earlier runs" in second.stderr
     assert records(out) == saved
 
     markdown = invoke("table", out)
@@ -106,7 +108,7 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     csv = invoke("table", out, "--format", "csv")
     lines = csv.stdout.strip().splitlines()
     assert lines[0].startswith("dataset,dataset_label,algorithm,label,task,mean,sd,n")
-    assert len(lines) == 3
+    assert len(lines) == 1 + 8
     assert invoke("table", out, "--format", "html").exit_code == 2
 
 

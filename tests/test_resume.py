@@ -69,7 +69,8 @@ def test_sigkilled_run_resumes_only_the_missing_cells(tmp_path):
     suite.write_text(SUITE.replace("EPOCHS", "3").replace("n_train: 3000", "n_train: 2000"))
     out = tmp_path / "r"
     bench = [sys.executable, "-m", "bioplaus_bench", "run", str(suite), "--out", str(out), "--quiet"]
-    process = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 120
     try:
         # Kill in the middle of a cell: after the first record, once a later cell has checkpointed.
@@ -88,7 +89,7 @@ def test_sigkilled_run_resumes_only_the_missing_cells(tmp_path):
     for text in done_before.values():
         json.loads(text)  # every record on disk is whole
 
-    resumed = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(bench, capture_output=True, text=True, timeout=300, env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(done_before)} from earlier runs" in resumed.stderr
     after = sorted(Path(p) for p in out.glob("*/*/seed-*.json"))

@@ -1,0 +1,197 @@
+"""Building blocks of the target-propagation family (spec §4.2–§4.8).
+
+A method is a *feedback path* (the maps g_1..g_{L-1} that carry targets down) and a *feedback
+loss* (how those maps are trained):
+
+- paths: ``LayerwisePath`` (g_i from layer i+1, DTP), ``DirectPath`` (g_i from the output, linear
+  or tanh: DDTP-linear, DDTP-control, DFA when frozen), ``RandomHiddenLayerPath`` (g_i from the
+  output through a fixed random tanh layer: DDTP-RHL);
+- losses: ``ReconstructionLoss`` (DTP's, clipped 1/σ²; DDTP-control's, unscaled) and
+  ``DifferenceReconstructionLoss`` (DRL, Eq. 10, 1/σ²).
+
+Every path computes difference-corrected targets the same way, ``ĥ_i = g_i(ĥ_s) + h_i − g_i(h_s)``
+with ``s = source(i)`` (i+1 for a layer-wise path, L for a direct one), top-down from ``ĥ_L = ŷ``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .networks import ForwardPass, Network
+
+
+class FeedbackMap(nn.Module):
+    """``g(v) = s(Q v + c)``, reshaped to the target layer's activation shape. ``Q`` is
+    Glorot-normal and ``c`` zero (spec §1)."""
+
+    def __init__(self, n_in: int, out_shape: Sequence[int], activation: str = "linear",
+                 bias: bool = True, dtype=None, device=None):
+        super().__init__()
+        self.out_shape = tuple(out_shape)
+        self.linear = nn.Linear(n_in, math.prod(self.out_shape), bias=bias, dtype=dtype,
+                                device=device)
+        nn.init.xavier_normal_(self.linear.weight)
+        if bias:
+            nn.init.zeros_(self.linear.bias)
+        self.activation = activation
+
+    def forward(self, v: Tensor) -> Tensor:
+        out = self.linear(v.flatten(1))
+        if self.activation == "tanh":
+            out = torch.tanh(out)
+        return out.view(-1, *self.out_shape)
+
+
+class FeedbackPath(nn.Module):
+    """The feedback maps ``g_1..g_{L-1}``; ``maps[i - 1]`` is ``g_i``."""
+
+    maps: nn.ModuleList
+
+    def __init__(self, network: Network):
+        super().__init__()
+        object.__setattr__(self, "network", network)  # the runner's, not a submodule
+
+    @property
+    def depth(self) -> int:
+        return self.network.depth
+
+    def source(self, i: int) -> int:
+        """The layer whose activation ``g_i`` reads."""
+        raise NotImplementedError
+
+    def g(self, i: int, v: Tensor) -> Tensor:
+        return self.maps[i - 1](v)
+
+    def map_parameters(self, i: int) -> list[nn.Parameter]:
+        return list(self.maps[i - 1].parameters())
+
+    def freeze(self) -> FeedbackPath:
+        """Fixed random feedback (DFA): nothing is trained."""
+        self.requires_grad_(False)
+        return self
+
+    def correct(self, i: int, target_source: Tensor, fwd: ForwardPass) -> Tensor:
+        """The difference-corrected target of layer ``i`` given its source's target."""
+        s = self.source(i)
+        return self.g(i, target_source) + fwd.h[i] - self.g(i, fwd.h[s])
+
+    def targets(self, fwd: ForwardPass, output_target: Tensor) -> list[Tensor | None]:
+        """Targets of every layer, indexed 0..L (index 0 unused), top-down from the output."""
+        targets: list[Tensor | None] = [None] * (self.depth + 1)
+        targets[self.depth] = output_target
+        with torch.no_grad():
+            for i in range(self.depth - 1, 0, -1):
+                targets[i] = self.correct(i, targets[self.source(i)], fwd)
+        return targets
+
+    def reconstruct(self, i: int, output: Tensor, fwd: ForwardPass) -> Tensor:
+        """Carry ``output`` (a value in the output space) down to layer ``i`` through every
+        difference-corrected map on the way, with the real activations of ``fwd``; only
+        ``g_i`` itself is differentiated (spec §4.5 steps 3–4)."""
+        chain = [i]
+        while chain[-1] != self.depth:
+            chain.append(self.source(chain[-1]))
+        values = {self.depth: output}
+        with torch.no_grad():
+            for k in reversed(chain[1:-1]):
+                values[k] = self.correct(k, values[self.source(k)], fwd)
+        return self.correct(i, values[self.source(i)], fwd)
+
+
+class LayerwisePath(FeedbackPath):
+    """``g_i(v) = s(Q_{i+1} v + c_{i+1})`` from layer i+1 (DTP's, tanh; spec §4.3)."""
+
+    def __init__(self, network: Network, activation: str = "tanh"):
+        super().__init__(network)
+        factory = {"dtype": network.dtype, "device": network.device}
+        self.maps = nn.ModuleList(
+            FeedbackMap(math.prod(network.activation_shape(i + 1)), network.activation_shape(i),
+                        activation, **factory)
+            for i in range(1, network.depth))
+
+    def source(self, i: int) -> int:
+        return i + 1
+
+
+class DirectPath(FeedbackPath):
+    """``g_i(v) = s(Q_i v + c_i)`` straight from the output (DDTP-linear, DDTP-control, DFA;
+    spec §4.6, §4.8). ``no_bias`` lists the layers whose map has no bias."""
+
+    def __init__(self, network: Network, activation: str = "linear",
+                 no_bias: Sequence[int] = ()):
+        super().__init__(network)
+        factory = {"dtype": network.dtype, "device": network.device}
+        self.maps = nn.ModuleList(
+            FeedbackMap(network.n_outputs, network.activation_shape(i), activation,
+                        bias=i not in no_bias, **factory)
+            for i in range(1, network.depth))
+
+    def source(self, i: int) -> int:
+        return self.depth
+
+
+class RandomHiddenLayerPath(DirectPath):
+    """DDTP-RHL (spec §4.7): ``g_i(v) = tanh(Q_i r(v) + c_i)`` with a fixed random expansion
+    ``r(v) = tanh(R v + ρ)`` of width ``width`` (PyTorch's default ``nn.Linear`` init, never
+    trained); the last hidden layer bypasses ``r``: ``g_{L-1}(v) = tanh(Q_{L-1} v + c_{L-1})``."""
+
+    def __init__(self, network: Network, width: int):
+        FeedbackPath.__init__(self, network)
+        factory = {"dtype": network.dtype, "device": network.device}
+        random_layer = nn.Linear(network.n_outputs, width, **factory)  # U(±1/sqrt(fan_in))
+        self.register_buffer("R", random_layer.weight.detach().clone())
+        self.register_buffer("rho", random_layer.bias.detach().clone())
+        last = network.depth - 1
+        self.maps = nn.ModuleList(
+            FeedbackMap(network.n_outputs if i == last else width, network.activation_shape(i),
+                        "tanh", **factory)
+            for i in range(1, network.depth))
+
+    def g(self, i: int, v: Tensor) -> Tensor:
+        if i < self.depth - 1:
+            v = torch.tanh(F.linear(v, self.R, self.rho))
+        return self.maps[i - 1](v)
+
+
+def _noisy(h: Tensor, sigma: float) -> Tensor:
+    """``h̃ = h + σ ε``, one fresh Gaussian sample per element."""
+    return h + sigma * torch.randn_like(h)
+
+
+@dataclass(frozen=True)
+class ReconstructionLoss:
+    """``ℒ_i = scale · mean_{b,units}(g_i(f_{i→s}(h̃_i)) − h̃_i)²`` with ``s = source(i)``: DTP's
+    loss on a layer-wise path with ``scale = 1/max(σ, clip)²`` (spec §4.3), DDTP-control's on a
+    direct path with no scale (``scaled=False``, spec §4.8)."""
+
+    scaled: bool = True
+    clip: float = 0.02
+
+    def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
+        noisy = _noisy(fwd.h[i], sigma)
+        with torch.no_grad():
+            reached = path.network.propagate(noisy, i, path.source(i))
+        loss = F.mse_loss(path.g(i, reached), noisy)
+        return loss / max(sigma, self.clip) ** 2 if self.scaled else loss
+
+
+@dataclass(frozen=True)
+class DifferenceReconstructionLoss:
+    """The difference reconstruction loss (DRL, Eq. 10; spec §4.5–§4.7): propagate
+    ``h̃_i`` to the output, carry it back down through the difference-corrected maps, and
+    ``ℒ_i = (1/σ²) · mean_{b,units}(r_i − h̃_i)²``."""
+
+    def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
+        noisy = _noisy(fwd.h[i], sigma)
+        with torch.no_grad():
+            output = path.network.propagate(noisy, i)
+        return F.mse_loss(path.reconstruct(i, output, fwd), noisy) / sigma ** 2
+
+
+FeedbackLoss = ReconstructionLoss | DifferenceReconstructionLoss

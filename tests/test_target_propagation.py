@@ -1,0 +1,316 @@
+"""The target-propagation family against hand-written computations of spec §4.3–§4.8 (float64)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import jacrev
+
+from bioplaus_bench.api import (
+    ArchitectureSpec,
+    Classification,
+    FeedbackPath,
+    ForwardPass,
+    ReconstructionLoss,
+    forward_pass,
+    local_updates,
+    output_target,
+)
+from bioplaus_bench.networks import build_network
+from bioplaus_bench.plugins import load_registry
+
+REGISTRY = load_registry()
+TP = ["dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl", "ddtp-control"]
+HIDDEN = (6, 5, 4)
+
+
+def build(name, hidden=HIDDEN, n_in=7, n_out=3, seed=0, **params):
+    cls = REGISTRY.get(name).cls
+    if name == "ddtp-rhl":
+        params.setdefault("random_width", 9)
+    defaults = {"target_stepsize": 0.3} if name == "dfa" else {"target_stepsize": 0.3, "sigma": 0.1}
+    p = cls.Params(**{**defaults, **params})
+    torch.manual_seed(seed)
+    spec = cls.adapt_architecture(ArchitectureSpec(hidden=hidden), p)
+    net = build_network(spec, (n_in,), n_out, dtype=torch.float64)
+    algorithm = cls(net, Classification(n_out), p)
+    for parameter in algorithm.parameters():  # non-zero feedback biases, so that they matter
+        if parameter.requires_grad and parameter.dim() == 1:
+            torch.nn.init.normal_(parameter, std=0.1)
+    return net, algorithm
+
+
+def data(n=8, n_in=7, n_out=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, n_in, generator=g, dtype=torch.float64),
+            torch.randint(0, n_out, (n,), generator=g))
+
+
+def run(net, algorithm, seed=1):
+    x, y = data(seed=seed)
+    return forward_pass(net, algorithm.task, x, y)
+
+
+def weights(algorithm, i):
+    """(Q, c) of g_i (c = 0 where the map has no bias)."""
+    linear = algorithm.path.maps[i - 1].linear
+    bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features, dtype=torch.float64)
+    return linear.weight, bias
+
+
+def mean_ce_error(logits, y):
+    return (torch.softmax(logits, 1) - F.one_hot(y, logits.shape[1])) / len(y)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["dtp", "dtp-drl"])
+def test_layerwise_targets_spec_4_3(name):
+    net, alg = build(name)
+    fwd = run(net, alg)
+    eta = alg.params.target_stepsize
+    target = fwd.output - eta * mean_ce_error(fwd.output, fwd.y)
+    expected = {net.depth: target}
+    for i in range(net.depth - 1, 0, -1):
+        Q, c = weights(alg, i)
+        g = lambda v, Q=Q, c=c: torch.tanh(v @ Q.t() + c)  # noqa: E731
+        expected[i] = g(expected[i + 1]) + fwd.h[i] - g(fwd.h[i + 1])
+    got = alg.targets(fwd)
+    for i in range(1, net.depth + 1):
+        assert torch.allclose(got[i], expected[i])
+
+
+@pytest.mark.parametrize("name", ["ddtp-linear", "ddtp-control"])
+def test_direct_linear_targets_spec_4_6(name):
+    net, alg = build(name)
+    fwd = run(net, alg)
+    eta = alg.params.target_stepsize
+    e = mean_ce_error(fwd.output, fwd.y)
+    got = alg.targets(fwd)
+    for i in range(1, net.depth):
+        Q, _ = weights(alg, i)
+        assert torch.allclose(got[i], fwd.h[i] - eta * e @ Q.t())
+
+
+def test_ddtp_linear_and_dfa_last_hidden_layer_has_no_bias_anywhere_but_control_has():
+    for name in ("ddtp-linear", "dfa"):
+        net, alg = build(name)
+        assert net.layer(3).linear.bias is None and alg.path.maps[2].linear.bias is None
+        assert net.layer(2).linear.bias is not None and alg.path.maps[1].linear.bias is not None
+    net, alg = build("ddtp-linear", last_hidden_bias=True)
+    assert net.layer(3).linear.bias is not None and alg.path.maps[2].linear.bias is not None
+    net, alg = build("ddtp-control")
+    assert net.layer(3).linear.bias is not None and alg.path.maps[2].linear.bias is not None
+
+
+def test_random_hidden_layer_targets_spec_4_7():
+    net, alg = build("ddtp-rhl", random_width=11)
+    fwd = run(net, alg)
+    R, rho = alg.path.R, alg.path.rho
+    assert R.shape == (11, 3) and rho.shape == (11,)
+    bound = 1 / math.sqrt(3)  # PyTorch's default nn.Linear init, fan_in = n_outputs
+    assert R.abs().max() <= bound and rho.abs().max() <= bound
+    assert not any(p is R or p is rho for p in alg.parameters())  # never trained
+    eta = alg.params.target_stepsize
+    target = fwd.output - eta * mean_ce_error(fwd.output, fwd.y)
+    got = alg.targets(fwd)
+    for i in range(1, net.depth):
+        Q, c = weights(alg, i)
+        last = i == net.depth - 1
+        assert Q.shape[1] == (3 if last else 11)
+
+        def g(v, Q=Q, c=c, last=last):
+            return torch.tanh((v if last else torch.tanh(v @ R.t() + rho)) @ Q.t() + c)
+        assert torch.allclose(got[i], g(target) + fwd.h[i] - g(fwd.output))
+
+
+@pytest.mark.parametrize("name", TP + ["dfa"])
+def test_output_layer_update_is_2_eta_over_B_times_its_bp_gradient(name):
+    net, alg = build(name)
+    fwd = run(net, alg)
+    updates = alg.forward_updates(fwd)
+    x, y = data()
+    grads = torch.autograd.grad(F.cross_entropy(net(x), y), net.layer_parameters(net.depth))
+    eta = alg.params.target_stepsize
+    for got, bp in zip(updates[-2:], grads, strict=True):
+        assert torch.allclose(got, 2 * eta / len(y) * bp)
+
+
+@pytest.mark.parametrize("name", TP)
+def test_hidden_updates_are_the_local_rule_towards_the_targets(name):
+    net, alg = build(name)
+    fwd = run(net, alg)
+    assert all(torch.equal(a, b) for a, b in
+               zip(alg.forward_updates(fwd), local_updates(net, fwd, alg.targets(fwd)), strict=True))
+
+
+# --- feedback losses ---------------------------------------------------------------------------
+
+def noise_of(fwd, i, seed):
+    torch.manual_seed(seed)
+    return torch.randn_like(fwd.h[i])
+
+
+def forward_from(net, h, start, stop=None):
+    for k in range(start + 1, (stop or net.depth) + 1):
+        lin = net.layer(k).linear
+        a = h @ lin.weight.t() + (lin.bias if lin.bias is not None else 0)
+        h = torch.tanh(a) if k < net.depth else a
+    return h
+
+
+def expected_loss(name, alg, net, fwd, i, eps):
+    sigma = alg.params.sigma
+    noisy = fwd.h[i] + sigma * eps
+    if name in ("dtp", "dtp-pretrained"):
+        Q, c = weights(alg, i)
+        rec = torch.tanh(forward_from(net, noisy, i, i + 1) @ Q.t() + c)
+        return ((rec - noisy) ** 2).mean() / max(sigma, 0.02) ** 2
+    if name == "ddtp-control":
+        Q, c = weights(alg, i)
+        rec = forward_from(net, noisy, i) @ Q.t() + c
+        return ((rec - noisy) ** 2).mean()
+    if name == "ddtp-linear":
+        Q, _ = weights(alg, i)
+        return ((Q @ (forward_from(net, noisy, i) - fwd.output).t()).t() - sigma * eps).pow(2).mean() \
+            / sigma ** 2
+    if name == "dtp-drl":  # back down through every higher difference-corrected map (§4.5)
+        r = forward_from(net, noisy, i)
+        for k in range(net.depth - 1, i - 1, -1):
+            Q, c = weights(alg, k)
+            r = torch.tanh(r @ Q.t() + c) + fwd.h[k] - torch.tanh(fwd.h[k + 1] @ Q.t() + c)
+        return ((r - noisy) ** 2).mean() / sigma ** 2
+    if name == "ddtp-rhl":
+        y_noisy = forward_from(net, noisy, i)
+        Q, c = weights(alg, i)
+        R, rho = alg.path.R, alg.path.rho
+
+        def g(v):
+            if i < net.depth - 1:
+                v = torch.tanh(v @ R.t() + rho)
+            return torch.tanh(v @ Q.t() + c)
+        return ((g(y_noisy) + fwd.h[i] - g(fwd.output) - noisy) ** 2).mean() / sigma ** 2
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("sigma", [0.1, 0.01])
+@pytest.mark.parametrize("name", TP)
+def test_feedback_loss_values_and_only_the_layers_own_map_gets_gradient(name, sigma):
+    net, alg = build(name, sigma=sigma)
+    fwd = run(net, alg)
+    feedback = [p for p in alg.parameters() if p.requires_grad]
+    for i in range(1, net.depth):
+        torch.manual_seed(100 + i)
+        loss = alg.feedback_loss(alg.path, i, fwd, sigma)
+        eps = noise_of(fwd, i, 100 + i)
+        assert torch.allclose(loss, expected_loss(name, alg, net, fwd, i, eps))
+        grads = torch.autograd.grad(loss, feedback, allow_unused=True)
+        own = {id(p) for p in alg.path.map_parameters(i)}
+        # In the DRL of a direct linear map the bias cancels: ĝ(ỹ) − g(a_L) = Q(ỹ − a_L).
+        cancels = {id(p) for p in alg.path.map_parameters(i)
+                   if p.dim() == 1 and name == "ddtp-linear"}
+        for p, g in zip(feedback, grads, strict=True):
+            if id(p) in own and id(p) not in cancels:
+                assert g is not None and g.abs().sum() > 0
+            else:
+                assert g is None or g.abs().sum() < 1e-12
+
+
+def test_dtp_clips_the_noise_scale_and_control_has_none():
+    assert ReconstructionLoss(scaled=True, clip=0.02).clip == 0.02
+    net, alg = build("dtp", sigma=0.001)
+    fwd = run(net, alg)
+    torch.manual_seed(5)
+    clipped = alg.feedback_loss(alg.path, 2, fwd, 0.001)
+    torch.manual_seed(5)
+    plain = ReconstructionLoss(scaled=False)(alg.path, 2, fwd, 0.001)
+    assert torch.allclose(clipped, plain / 0.02 ** 2)
+
+
+@pytest.mark.parametrize("name", TP)
+def test_feedback_step_is_one_adam_step_on_all_layers_with_weight_decay(name):
+    net, alg = build(name, feedback_weight_decay=0.01, feedback_lr=0.001, feedback_eps=1e-16)
+    fwd = run(net, alg)
+    forward_before = [p.detach().clone() for p in net.parameters()]
+    before = [p.detach().clone() for p in alg.feedback_parameters]
+    torch.manual_seed(3)
+    total = sum(alg.feedback_losses(fwd))
+    grads = torch.autograd.grad(total, alg.feedback_parameters)
+    torch.manual_seed(3)
+    reported = alg.feedback_step(fwd)
+    assert reported == pytest.approx(total.item())
+    # Adam's first step moves every parameter by lr·sign(g + wd·p): coupled weight decay.
+    for p0, p1, g in zip(before, alg.feedback_parameters, grads, strict=True):
+        expected = p0 - 0.001 * torch.sign(g + 0.01 * p0)
+        assert torch.allclose(p1, expected, atol=1e-9)
+    assert all(torch.equal(a, b) for a, b in zip(forward_before, net.parameters(), strict=True))
+    assert all(p.grad is None for p in net.parameters())
+
+
+# --- theory ------------------------------------------------------------------------------------
+
+def test_theorem_4_drl_trains_direct_linear_feedback_to_the_damped_pseudo_inverse():
+    """Training DDTP-linear's Q_i with the DRL on one input, small σ, converges to
+    J_iᵀ(J_i J_iᵀ + λI)⁻¹ with J_i = ∂a_L/∂h_i; coupled weight decay wd gives λ = wd·n_i/2
+    (the loss is a mean over the n_i units). Tolerance: 5% relative Frobenius error after 1500
+    Adam steps, and the error keeps shrinking with more training."""
+    torch.manual_seed(0)
+    net, alg = build("ddtp-linear", hidden=(5, 4, 4), n_in=3, n_out=2, sigma=1e-3,
+                     feedback_lr=0.01, feedback_betas=(0.9, 0.999), feedback_eps=1e-8,
+                     feedback_weight_decay=0.02)
+    x = torch.randn(1, 3, dtype=torch.float64).repeat(512, 1)
+    fwd = forward_pass(net, alg.task, x, torch.zeros(512, dtype=torch.long))
+
+    def optimum(i):
+        J = jacrev(lambda h: net.propagate(h.unsqueeze(0), i)[0])(fwd.h[i][0])
+        lam = 0.02 * fwd.h[i].shape[1] / 2
+        return J.t() @ torch.linalg.inv(J @ J.t() + lam * torch.eye(2, dtype=torch.float64))
+
+    def errors():
+        return [((weights(alg, i)[0] - optimum(i)).norm() / optimum(i).norm()).item()
+                for i in range(1, net.depth)]
+
+    for _ in range(500):
+        alg.feedback_step(fwd)
+    early = errors()
+    for group in alg.feedback_optimizer.param_groups:
+        group["lr"] = 0.002
+    for _ in range(1000):
+        alg.feedback_step(fwd)
+    late = errors()
+    assert max(late) < 0.05, late
+    assert sum(late) < sum(early)
+
+
+class InversePath(FeedbackPath):
+    """Exact layer-wise inverses of an invertible tanh network (a third-party path)."""
+
+    def source(self, i):
+        return i + 1
+
+    def g(self, i, v):
+        lin = self.network.layer(i + 1).linear
+        pre = v if i + 1 == self.depth else torch.atanh(v)
+        return torch.linalg.solve(lin.weight, (pre - lin.bias).t()).t()
+
+
+@pytest.mark.parametrize("stepsize", [1e-2, 1e-3, 1e-4])
+def test_lemma_1_exact_inverses_give_gauss_newton_targets_as_the_stepsize_vanishes(stepsize):
+    torch.manual_seed(0)
+    net = build_network(ArchitectureSpec(hidden=(4, 4, 4)), (4,), 4, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in net.layers:  # well conditioned, invertible layers
+            layer.linear.weight.copy_(torch.eye(4) + 0.3 * torch.randn(4, 4))
+    path = InversePath(net)
+    x, y = torch.randn(6, 4, dtype=torch.float64) * 0.5, torch.randint(0, 4, (6,))
+    task = Classification(4)
+    fwd: ForwardPass = forward_pass(net, task, x, y)
+    targets = path.targets(fwd, output_target(fwd, task, stepsize))
+    e = task.output_error(fwd.output, y)
+    for i in range(1, net.depth):
+        for b in range(len(y)):
+            J = jacrev(lambda h, i=i: net.propagate(h.unsqueeze(0), i)[0])(fwd.h[i][b])
+            gauss_newton = -stepsize * torch.linalg.solve(J, e[b])
+            error = (targets[i][b] - fwd.h[i][b] - gauss_newton).norm() / gauss_newton.norm()
+            assert error < 50 * stepsize  # first-order agreement: the gap shrinks with η̂
