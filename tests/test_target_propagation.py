@@ -314,3 +314,38 @@ def test_lemma_1_exact_inverses_give_gauss_newton_targets_as_the_stepsize_vanish
             gauss_newton = -stepsize * torch.linalg.solve(J, e[b])
             error = (targets[i][b] - fwd.h[i][b] - gauss_newton).norm() / gauss_newton.norm()
             assert error < 50 * stepsize  # first-order agreement: the gap shrinks with η̂
+
+
+def test_a_third_party_variant_composes_the_public_pieces():
+    """A direct tanh path trained with a new loss, written with the public API alone."""
+    from dataclasses import dataclass
+
+    from bioplaus_bench.api import DirectPath, TargetPropagation, TPParams
+
+    @dataclass(frozen=True)
+    class CosineLoss:
+        def __call__(self, path, i, fwd, sigma):
+            noisy = fwd.h[i] + sigma * torch.randn_like(fwd.h[i])
+            with torch.no_grad():
+                output = path.network.propagate(noisy, i)
+            return 1 - F.cosine_similarity(path.g(i, output), noisy, dim=1).mean()
+
+    class DirectCosine(TargetPropagation):
+        name = "direct-cosine"
+        Params = TPParams
+        feedback_loss = CosineLoss()
+
+        def build_path(self):
+            return DirectPath(self.network, "tanh")
+
+    torch.manual_seed(0)
+    net = build_network(ArchitectureSpec(hidden=HIDDEN), (7,), 3, dtype=torch.float64)
+    alg = DirectCosine(net, Classification(3), TPParams(feedback_lr=0.01))
+    fwd = run(net, alg)
+    losses = [alg.feedback_step(fwd) for _ in range(30)]
+    assert losses[-1] < losses[0]
+    e = mean_ce_error(fwd.output, fwd.y)
+    Q, c = weights(alg, 2)
+    target = fwd.output - 0.01 * e
+    assert torch.allclose(alg.targets(fwd)[2], torch.tanh(target @ Q.t() + c) + fwd.h[2]
+                          - torch.tanh(fwd.output @ Q.t() + c))

@@ -39,6 +39,12 @@ algorithms:
     optimizer: {lr: 1.0e-2, betas: [0.9, 0.999], eps: 1.0e-8}
     schedule: {feedback_pretraining_epochs: 2, extra_feedback_epochs: 3}
     params: {stepsize: 0.5}
+  dtp: {optimizer: {lr: 1.0e-3}}
+  dtp-pretrained: {optimizer: {lr: 1.0e-3}}
+  dtp-drl: {optimizer: {lr: 1.0e-3}}
+  ddtp-linear: {optimizer: {lr: 1.0e-3}}
+  ddtp-rhl: {optimizer: {lr: 1.0e-3}, params: {random_width: 32}}
+  ddtp-control: {optimizer: {lr: 1.0e-3}}
 """
 
 
@@ -144,20 +150,32 @@ def test_targets_use_feedback_weights_from_before_the_feedback_step(setup):
     assert not torch.equal(algorithm.q.detach(), q_seen)
 
 
-@pytest.mark.parametrize("algorithm", ["bp", "dfa", "recorder"])
-def test_frozen_layers_keep_their_weights(setup, algorithm, tmp_path):
+ALL = ["bp", "dfa", "dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl", "ddtp-control",
+       "recorder"]
+
+
+@pytest.mark.parametrize("algorithm", ALL)
+def test_frozen_layers_keep_their_weights_and_feedback_still_trains(setup, algorithm, tmp_path):
     registry, env, cell = setup
-    c = cell(algorithm, **{"datasets.digits.protocol.frozen_layers": "[2, 3, 4]"})
+    c = cell(algorithm, **{"datasets.digits.protocol.frozen_layers": "[2, 3, 4]",
+                           "datasets.digits.protocol.epochs": "1",
+                           f"algorithms.{algorithm}.optimizer.lr": "0.01"})
     cls = registry.get(algorithm).cls
-    _, network, _ = prepare(c, cls, env)
+    _, network, algo = prepare(c, cls, env)
     before = [parameters_of(network.layer(i)) for i in range(1, 5)]
-    # The checkpoint holds the network as training left it.
+    feedback_before = {k: v.clone() for k, v in algo.state_dict().items() if k != "_extra_state"}
+    # The checkpoint holds the network and the algorithm as training left them.
     train_cell(c, cls, env, checkpoint=tmp_path / "c.ckpt")
-    network.load_state_dict(torch.load(tmp_path / "c.ckpt", weights_only=False)["network"])
+    saved = torch.load(tmp_path / "c.ckpt", weights_only=False)
+    network.load_state_dict(saved["network"])
     after = [parameters_of(network.layer(i)) for i in range(1, 5)]
     assert any(not torch.equal(a, b) for a, b in zip(before[0], after[0], strict=True))
     for i in (1, 2, 3):
         assert all(torch.equal(a, b) for a, b in zip(before[i], after[i], strict=True))
+    if cls.capabilities.trainable_feedback:  # every feedback matrix was trained
+        trained = [name for name, p in algo.named_parameters() if p.requires_grad]
+        moved = [k for k in trained if not torch.equal(saved["algorithm"][k], feedback_before[k])]
+        assert moved and all(k in moved for k in trained if k.endswith("weight")), moved
 
 
 def test_lr_is_normalised_by_the_target_stepsize_and_lists_give_one_adam_per_layer(setup):
