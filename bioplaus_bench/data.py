@@ -150,6 +150,7 @@ def _idx_root(cls: type, settings: DataSettings) -> Path:
         target = cache_root / cls.__name__ / "raw" / name
         if not target.is_file():
             _decompress(path, target) if path.suffix == ".gz" else _copy(path, target)
+            print(f"{cls.__name__}: {path.name} unpacked into {target.parent}", file=sys.stderr)
     return cache_root
 
 

@@ -19,7 +19,10 @@ def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         final = r.get("final") or {}
-        if r["task"] == "classification":
+        metric = r.get("metric", "test_error")
+        if metric == "train_loss":
+            value = final.get("train_loss_last", math.nan)
+        elif r["task"] == "classification":
             value = 100.0 * final["test_error"] if "test_error" in final else math.nan
         else:
             value = final.get("test_loss", math.nan)
@@ -28,17 +31,18 @@ def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "algorithm": r["algorithm"], "algorithm_name": r["algorithm_name"],
             "label": r["label"], "seed": r["seed"], "status": r["status"], "task": r["task"],
             "dataset_order": r["order"][0], "algorithm_order": r["order"][1],
-            "paper_protocol": r.get("paper_protocol", True), "value": value,
+            "paper_protocol": r.get("paper_protocol", True), "metric": metric, "value": value,
         })
     columns = ["dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed",
-               "status", "task", "dataset_order", "algorithm_order", "paper_protocol", "value"]
+               "status", "task", "dataset_order", "algorithm_order", "paper_protocol", "metric",
+               "value"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean and SD (ddof 1) over the seeds that finished, with counts of every status."""
     keys = ["dataset", "algorithm"]
-    firsts = ["dataset_label", "algorithm_name", "label", "task", "dataset_order",
+    firsts = ["dataset_label", "algorithm_name", "label", "task", "metric", "dataset_order",
               "algorithm_order"]
     ok = frame[frame.status == "ok"]
     stats = ok.groupby(keys)["value"].agg(mean="mean", sd=lambda v: v.std(ddof=1), n="count")
@@ -57,10 +61,11 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     return summary.reset_index(drop=True)
 
 
-def _number(value: float, task: str) -> str:
+def _number(value: float, row) -> str:
     if math.isnan(value):
         return "–"
-    return f"{value:.2f}" if task == "classification" else f"{value:.3g}"
+    return f"{value:.2f}" if row.task == "classification" and row.metric == "test_error" \
+        else f"{value:.3g}"
 
 
 def _cell_text(row: pd.Series, pm: str) -> tuple[str, str]:
@@ -69,9 +74,9 @@ def _cell_text(row: pd.Series, pm: str) -> tuple[str, str]:
         if row.skipped and not (row.diverged or row.error):
             return "n/a", ""
         return "–", _counts(row)
-    text = _number(row["mean"], row.task)
+    text = _number(row["mean"], row)
     if row.n > 1:
-        text += f" {pm} {_number(row.sd, row.task)}"
+        text += f" {pm} {_number(row.sd, row)}"
     return text, _counts(row)
 
 
@@ -94,6 +99,9 @@ def _layout(summary: pd.DataFrame) -> tuple[list[tuple[str, str]], list[tuple[st
 def caption(summary: pd.DataFrame) -> str:
     tasks = set(summary.task)
     what = []
+    if set(summary.metric) == {"train_loss"}:
+        tasks = set()
+        what.append("training loss (mean over the minibatches of the last epoch)")
     if "classification" in tasks:
         what.append("test error (%) at the first epoch of best validation accuracy "
                     "(the last epoch without a validation split)")

@@ -63,6 +63,7 @@ def make_record(cell: Cell, result: dict[str, Any], device: str) -> dict[str, An
         "seed": cell.seed,
         "order": list(cell.order),
         "paper_protocol": cell.subset is None,
+        "metric": cell.metric,
         "config": cell.config(),
         "config_hash": cell.config_hash(),
         "provenance": provenance(device, cell.precision, cell.config_hash()),

@@ -19,6 +19,9 @@ from .plugins import Registry
 from .schema import Path_, Source, coerce_dataclass, load_yaml
 
 Precision = Literal["float32", "float64"]
+# What a table reports: the test error (test loss for regression) at the selected epoch, or the
+# training loss of the last epoch (the paper's Table 2).
+Metric = Literal["test_error", "train_loss"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class SuiteHeader:
     description: str = ""
     seeds: int | tuple[int, ...] = 1
     precision: Precision = "float32"
+    metric: Metric = "test_error"
     datasets: dict[str, Any] = field(default_factory=dict)
     algorithms: dict[str, Any] = field(default_factory=dict)
 
@@ -112,6 +116,7 @@ class Cell:
     order: tuple[int, int]  # (dataset index, algorithm index) in the suite, for table layout
     skip_reason: str | None = None
     subset: int | None = None
+    metric: Metric = "test_error"  # reporting only: not part of the config hash
 
     @property
     def key(self) -> str:
@@ -152,6 +157,7 @@ class Suite:
     resolved: dict[tuple[str, str], tuple[Settings, Any, Precision]]  # (alg, ds) -> settings
     names: dict[str, str]  # algorithm entry id -> plugin algorithm name
     labels: dict[str, str]  # algorithm entry id -> display label
+    metric: Metric = "test_error"
 
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,
@@ -189,7 +195,7 @@ class Suite:
                 for seed in seed_list:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
                                       self.labels[a_id], settings, params, precision, seed,
-                                      (d_index, a_index), reason, subset))
+                                      (d_index, a_index), reason, subset, self.metric))
         return cells
 
 
@@ -304,7 +310,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         labels[a_id] = entry.label or cls.label or name
 
     return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
-                 resolved, names, labels)
+                 resolved, names, labels, header.metric)
 
 
 def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, source: Source) -> None:

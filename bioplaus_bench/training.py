@@ -13,7 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ EpochCallback = Callable[[str, int, int], None]  # (phase, epoch done, epochs in
 class Environment:
     """Where cells run: data location and device. Not part of a cell's config hash."""
 
-    data: DataSettings = DataSettings()
+    data: DataSettings = field(default_factory=DataSettings)
     device: str = "cpu"
 
 
@@ -179,10 +179,11 @@ def prepare(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, N
     return data, network, algorithm
 
 
-def train_cell(cell: Cell, cls: type[Algorithm], env: Environment = Environment(), *,
+def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None, *,
                checkpoint: Path | None = None, on_epoch: EpochCallback | None = None
                ) -> dict[str, Any]:
     """Train one cell; return its result (status, history, selected epoch, final metrics)."""
+    env = env or Environment()
     if env.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device '{env.device}' requested but CUDA is not available")
     started = time.perf_counter()
