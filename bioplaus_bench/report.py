@@ -32,10 +32,11 @@ def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "label": r["label"], "seed": r["seed"], "status": r["status"], "task": r["task"],
             "dataset_order": r["order"][0], "algorithm_order": r["order"][1],
             "paper_protocol": r.get("paper_protocol", True), "metric": metric, "value": value,
+            "deviations": "; ".join(r.get("deviations", [])),
         })
     columns = ["dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed",
                "status", "task", "dataset_order", "algorithm_order", "paper_protocol", "metric",
-               "value"]
+               "value", "deviations"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -117,6 +117,7 @@ class Cell:
     skip_reason: str | None = None
     subset: int | None = None
     metric: Metric = "test_error"  # reporting only: not part of the config hash
+    deviations: tuple[str, ...] = ()  # quick-trial overrides that depart from the suite
 
     @property
     def key(self) -> str:
@@ -158,6 +159,7 @@ class Suite:
     names: dict[str, str]  # algorithm entry id -> plugin algorithm name
     labels: dict[str, str]  # algorithm entry id -> display label
     metric: Metric = "test_error"
+    overrides: tuple[str, ...] = ()  # --set items applied when loading
 
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,
@@ -170,6 +172,11 @@ class Suite:
                     raise InputError(f"{self.path}: no {kind} '{name}' in this suite"
                                      f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
         seed_list = list(self.seeds)
+        deviations = [f"--set {item}" for item in self.overrides]
+        if seeds is not None and seeds != len(seed_list):
+            deviations.append(f"{seeds} of the suite's {len(seed_list)} seeds")
+        if subset is not None:
+            deviations.append(f"trained on {subset} samples")
         if seeds is not None:
             seed_list = (seed_list + list(range(max(seed_list, default=-1) + 1,
                                                 max(seed_list, default=-1) + 1 + seeds)))[:seeds]
@@ -177,7 +184,9 @@ class Suite:
         for d_index, (d_id, dataset) in enumerate(self.datasets.items()):
             if datasets and d_id not in datasets:
                 continue
-            if epochs is not None:
+            cell_deviations = list(deviations)
+            if epochs is not None and epochs != dataset.protocol.epochs:
+                cell_deviations.append(f"{epochs} instead of {dataset.protocol.epochs} epochs")
                 dataset = dataclasses.replace(
                     dataset, protocol=dataclasses.replace(dataset.protocol, epochs=epochs))
             for a_index, (a_id, entry) in enumerate(self.algorithms.items()):
@@ -195,7 +204,8 @@ class Suite:
                 for seed in seed_list:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
                                       self.labels[a_id], settings, params, precision, seed,
-                                      (d_index, a_index), reason, subset, self.metric))
+                                      (d_index, a_index), reason, subset, self.metric,
+                                      tuple(cell_deviations)))
         return cells
 
 
@@ -310,7 +320,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         labels[a_id] = entry.label or cls.label or name
 
     return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
-                 resolved, names, labels, header.metric)
+                 resolved, names, labels, header.metric, tuple(overrides))
 
 
 def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, source: Source) -> None:
