@@ -160,17 +160,21 @@ def table(
                    ] = "markdown",
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")
                       ] = None,
+    compare: Annotated[str | None, typer.Option(
+        help="'paper': put the published numbers beside ours.")] = None,
 ) -> None:
     """Aggregate the records of a results folder into the paper's table layout."""
     with _input_errors():
         if fmt not in FORMATS:
             raise InputError(f"--format must be one of {', '.join(FORMATS)}, got '{fmt}'")
+        if compare not in (None, "paper"):
+            raise InputError(f"--compare takes 'paper', got '{compare}'")
         if not results.is_dir():
             raise InputError(f"results folder not found: {results}")
         records = list(ResultStore(results).records())
         if not records:
             raise InputError(f"no records in {results}")
-    text = render(summarise(records_frame(records)), fmt)
+    text = render(summarise(records_frame(records)), fmt, compare=compare == "paper")
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:

@@ -107,7 +107,7 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     assert "\\toprule" in latex.stdout and "\\mathbf" in latex.stdout
     csv = invoke("table", out, "--format", "csv")
     lines = csv.stdout.strip().splitlines()
-    assert lines[0].startswith("dataset,dataset_label,algorithm,label,task,mean,sd,n")
+    assert lines[0].startswith("dataset,dataset_label,algorithm,label,task,metric,mean,sd,n")
     assert len(lines) == 1 + 8
     assert invoke("table", out, "--format", "html").exit_code == 2
 

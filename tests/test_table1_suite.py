@@ -151,3 +151,24 @@ def test_tp_lr_is_raw_not_lr_eff(suite):
     lr_eff 0.0003338 must not appear)."""
     settings, params, _ = suite.resolved[("ddtp-linear", "mnist")]
     assert settings.optimizer.lr / params.target_stepsize == pytest.approx(0.0003338, rel=1e-3)
+
+
+def test_table3_cnn_suite_matches_spec_11():
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "table3.yaml",
+                       bioplaus_bench.plugins.load_registry())
+    assert list(suite.algorithms) == ["bp", "ddtp-linear", "ddtp-control", "dfa"]
+    arch = suite.datasets["cifar10_cnn"].architecture
+    assert (arch.type, arch.conv_channels, arch.hidden, arch.pool) == ("cnn", (32, 64), (512,), (3, 2, 1))
+    settings, params, precision = suite.resolved[("ddtp-linear", "cifar10_cnn")]
+    assert settings.optimizer.lr == (0.00025935571806476586, 0.000885500279951265,
+                                     0.0001423047695105589, 3.3871035558126015e-06)
+    assert settings.optimizer.eps[3] == 4.046144976139705e-05
+    assert params.target_stepsize == 0.015962099947441903 and params.sigma == 0.00921040366516759
+    assert (settings.schedule.feedback_pretraining_epochs, settings.schedule.extra_feedback_epochs) \
+        == (10, 1)
+    assert precision == "float64"
+    settings, params, _ = suite.resolved[("ddtp-control", "cifar10_cnn")]
+    assert params.feedback_eps == 0.00020685070303063725
+    assert settings.optimizer.lr[0] == 0.0007058630744815441
+    settings, _, _ = suite.resolved[("dfa", "cifar10_cnn")]
+    assert settings.optimizer.eps[1] == 1.3370147141514222e-08
