@@ -6,9 +6,10 @@ BIN := $(VENV)/bin
 .PHONY: install demo test lint clean
 
 # pip here is capped at torch 2.14.1 / torchvision 0.29.1, which lie on local disk.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/feedback_alignment/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e plugins/feedback_alignment
 	touch $@
 
 install: $(VENV)/.installed

@@ -7,7 +7,9 @@ A step is what the runner does per minibatch: the forward pass, the algorithm's 
 its feedback step, and the forward Adam step, on random tensors of the right shapes (batch 128).
 The printed epoch time is the step time × minibatches per epoch (MNIST 430, CIFAR-10 352),
 without evaluation. BP's achieved GFLOP/s counts the useful matmul FLOPs of its forward and
-backward passes (MLPs only), against a matrix-multiply peak measured in the same run.
+backward passes (MLPs only), against a matrix-multiply peak measured in the same run. The logging
+overhead is the time of one alignment log (angles to BP and to the GNT update, every layer)
+divided by ``--log-interval`` (80) minibatches.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import torch
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
+from bioplaus_bench.metrics import MetricsConfig, alignment
 from bioplaus_bench.networks import build_network
 from bioplaus_bench.plugins import load_registry
 
@@ -48,7 +51,9 @@ def bp_flops(spec: ArchitectureSpec, input_shape) -> float | None:
     return 3 * forward
 
 
-def time_steps(name: str, model: str, dtype: torch.dtype, steps: int) -> float | None:
+def time_steps(name: str, model: str, dtype: torch.dtype, steps: int
+               ) -> tuple[float, float] | None:
+    """(seconds per minibatch, seconds per alignment log)."""
     registry = load_registry()
     cls = registry.get(name).cls
     spec, input_shape, _ = MODELS[model]
@@ -65,10 +70,12 @@ def time_steps(name: str, model: str, dtype: torch.dtype, steps: int) -> float |
     x = torch.randn(BATCH, *input_shape, dtype=dtype)
     y = torch.randint(0, 10, (BATCH,))
 
-    def step():
+    def step(log: bool = False):
         fwd = forward_pass(network, algorithm.task, x, y, record_graph=cls.record_graph)
         updates = algorithm.forward_updates(fwd)
         algorithm.feedback_step(fwd)
+        if log:
+            alignment(network, algorithm.task, fwd, updates, MetricsConfig(gnt_damping=1.0))
         for parameter, update in zip(parameters, updates, strict=True):
             parameter.grad = update
         optimiser.step()
@@ -78,7 +85,13 @@ def time_steps(name: str, model: str, dtype: torch.dtype, steps: int) -> float |
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    return (time.perf_counter() - start) / steps
+    per_step = (time.perf_counter() - start) / steps
+    logs = max(1, steps // 10)
+    start = time.perf_counter()
+    for _ in range(logs):
+        step(log=True)
+    per_log = (time.perf_counter() - start) / logs - per_step
+    return per_step, per_log
 
 
 def main() -> None:
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--algorithms", default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--log-interval", type=int, default=80)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,20 +117,23 @@ def main() -> None:
             dtype = getattr(torch, dtype_name)
             peak = matmul_peak(dtype)
             print(f"### {model} ({spec.type}), {dtype_name}: matmul peak {peak:.1f} GFLOP/s\n")
-            print("| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s |")
-            print("|---|---|---|---|---|")
+            print("| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s | "
+                  f"logging @{args.log_interval} |")
+            print("|---|---|---|---|---|---|")
             bp = None
             for name in names:
-                seconds = time_steps(name, model, dtype, args.steps)
-                if seconds is None:
-                    print(f"| {name} | n/a | | | |")
+                timed = time_steps(name, model, dtype, args.steps)
+                if timed is None:
+                    print(f"| {name} | n/a | | | | |")
                     continue
+                seconds, per_log = timed
+                overhead = per_log / (args.log_interval * seconds)
                 bp = bp or seconds
                 flops = bp_flops(spec, input_shape) if name == "bp" else None
                 rate = f"{flops / seconds / 1e9:.1f} ({flops / seconds / 1e9 / peak:.0%} of peak)" \
                     if flops else ""
                 print(f"| {name} | {1000 * seconds:.2f} | {seconds * batches:.1f} | "
-                      f"{seconds / bp:.2f} | {rate} |")
+                      f"{seconds / bp:.2f} | {rate} | {overhead:+.1%} |")
             print()
 
 

@@ -7,8 +7,10 @@ input (suite, plugin, missing data, options).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -25,7 +27,7 @@ from .report import FORMATS, records_frame, render, summarise
 from .schema import schema_fields
 from .store import ResultStore
 from .suite import load_suite
-from .training import Environment
+from .training import DAMPING_GRID, Environment, damping_search
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
@@ -34,6 +36,8 @@ err = Console(stderr=True)
 
 PluginOption = Annotated[list[Path], typer.Option(
     "--plugin", help="A Python file with algorithm plugins (repeatable).")]
+SetOption = Annotated[list[str], typer.Option(
+    "--set", help="Override a suite value: KEY.PATH=VALUE (repeatable).")]
 
 
 @contextlib.contextmanager
@@ -52,6 +56,18 @@ def _registry(plugins: list[Path]) -> Registry:
     return registry
 
 
+def _data_settings(data_dir: Path | None, download: bool, skip_checksums: bool
+                   ) -> data_module.DataSettings:
+    return data_module.DataSettings(
+        root=data_dir or data_module.default_data_dir(),
+        download=download or os.environ.get("BIOPLAUS_DOWNLOAD") == "1",
+        verify_checksums=not skip_checksums)
+
+
+DataDirOption = Annotated[Path | None, typer.Option(
+    help=f"Dataset root (torchvision layout) [default: ${data_module.DATA_ENV} or ./data].")]
+
+
 def _names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -61,9 +77,7 @@ def run(
     suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
     results: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results folder [default: results/<suite name>].")] = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        help=f"Dataset root (torchvision layout) [default: ${data_module.DATA_ENV} or ./data].")
-    ] = None,
+    data_dir: DataDirOption = None,
     download: Annotated[bool, typer.Option(
         help="Allow downloading missing datasets (also BIOPLAUS_DOWNLOAD=1).")] = False,
     skip_checksums: Annotated[bool, typer.Option(
@@ -76,8 +90,7 @@ def run(
     subset: Annotated[int | None, typer.Option(
         help="Train on the first N training samples (quick trials; not the paper protocol).")
     ] = None,
-    set_: Annotated[list[str], typer.Option(
-        "--set", help="Override a suite value: KEY.PATH=VALUE (repeatable).")] = [],  # noqa: B006
+    set_: SetOption = [],  # noqa: B006
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a record.")] = False,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")
@@ -93,10 +106,7 @@ def run(
                 raise InputError(f"{name} must be a positive integer, got {value}")
         cells = loaded.cells(seeds=seeds, only=_names(only), datasets=_names(datasets),
                              epochs=epochs, subset=subset, registry=registry)
-        settings = data_module.DataSettings(
-            root=data_dir or data_module.default_data_dir(),
-            download=download or os.environ.get("BIOPLAUS_DOWNLOAD") == "1",
-            verify_checksums=not skip_checksums)
+        settings = _data_settings(data_dir, download, skip_checksums)
         for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
             data_module.check_available(source, settings)
         store = ResultStore(results or Path("results") / loaded.name)
@@ -116,8 +126,7 @@ def run(
 @app.command()
 def validate(
     suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
-    set_: Annotated[list[str], typer.Option("--set", help="KEY.PATH=VALUE overrides.")
-                    ] = [],  # noqa: B006
+    set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
     """Check a suite file without running it."""
@@ -179,6 +188,122 @@ def table(
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         output.write_text(text)
+
+
+@app.command()
+def plot(
+    results: Annotated[Path, typer.Argument(help="A results folder written by `bench run`.")],
+    figure: Annotated[str, typer.Option(help="angles, nullspace or curves.")] = "angles",
+    output: Annotated[Path, typer.Option("--out", "-o", help="The figure file (.png or .pdf).")
+                      ] = Path("figure.png"),
+    layer: Annotated[int | None, typer.Option(
+        help="The layer to show (default: the last hidden layer, or the logged one).")] = None,
+) -> None:
+    """Figure 4 style angle curves, Figure 2 nullspace bars, or learning curves."""
+    from .plots import plot as draw
+
+    with _input_errors():
+        records = list(ResultStore(results).records()) if results.is_dir() else []
+        if not records:
+            raise InputError(f"no records in {results}")
+        path = draw(records, figure, output, layer)
+    err.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def damping(
+    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    algorithm: Annotated[str, typer.Option(help="The algorithm entry to search for.")],
+    dataset: Annotated[str, typer.Option(help="The dataset entry.")],
+    epochs: Annotated[int, typer.Option(help="Training epochs before the search pass.")] = 3,
+    grid: Annotated[str, typer.Option(help="Comma-separated λ values.")] =
+        ",".join(str(d) for d in DAMPING_GRID),
+    seed: Annotated[int | None, typer.Option(help="Seed (default: the suite's first).")] = None,
+    data_dir: DataDirOption = None,
+    download: Annotated[bool, typer.Option(help="Allow downloading missing datasets.")] = False,
+    skip_checksums: Annotated[bool, typer.Option(help="Accept differing checksums.")] = False,
+    set_: SetOption = [],  # noqa: B006
+    plugin: PluginOption = [],  # noqa: B006
+) -> None:
+    """Search the GNT damping λ of every hidden layer (spec §9.2) and print it for the suite."""
+    with _input_errors():
+        registry = _registry(plugin)
+        loaded = load_suite(suite, registry, set_)
+        try:
+            values = tuple(float(v) for v in grid.split(","))
+        except ValueError:
+            raise InputError(f"--grid expects comma-separated numbers, got '{grid}'") from None
+        cells = [c for c in loaded.cells(only=[algorithm], datasets=[dataset], epochs=epochs)
+                 if seed is None or c.seed == seed]
+        if not cells:
+            raise InputError(f"seed {seed} is not in {suite}")
+        cell = cells[0]
+        settings = _data_settings(data_dir, download, skip_checksums)
+        data_module.check_available(cell.dataset.source, settings)
+        found = damping_search(cell, registry.get(cell.algorithm).cls,
+                               Environment(settings), values)
+    table = Table(title=f"mean GNT angle (degrees), {algorithm} on {dataset}")
+    table.add_column("λ")
+    layers = len(found["best"])
+    for i in range(layers):
+        table.add_column(f"h{i + 1}", justify="right")
+    for damping_value, angles in found["mean_angle"].items():
+        table.add_row(damping_value, *(f"{a:.1f}" for a in angles))
+    out.print(table)
+    best = "[" + ", ".join(repr(b) for b in found["best"]) + "]"
+    out.print(f"algorithms:\n  {algorithm}:\n    datasets:\n      {dataset}:\n"
+              f"        metrics: {{gnt_damping: {best}}}", markup=False, highlight=False,
+              soft_wrap=True)
+    err.print(f"or on the command line: --set algorithms.{algorithm}.datasets.{dataset}"
+              f".metrics.gnt_damping={best.replace(' ', '')}", markup=False, highlight=False,
+              soft_wrap=True)
+
+
+@app.command("check-plugin")
+def check_plugin(
+    target: Annotated[str, typer.Argument(
+        help="An algorithm name, a plugin file (.py), or an installed plugin package.")],
+    plugin: PluginOption = [],  # noqa: B006
+) -> None:
+    """Conformance checks of an algorithm plugin, one PASS/FAIL line each (docs/plugins.md).
+
+    Exit 0 when every check passes, 1 when one fails, 2 when the plugin cannot be loaded."""
+    from .conformance import find_algorithms, run_checks
+
+    started = time.perf_counter()
+    files = [*plugin, Path(target)] if target.endswith(".py") else list(plugin)
+    with _input_errors():
+        infos = find_algorithms(target, _registry(files))
+
+    def emit(line: str) -> None:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    summary = run_checks(infos, emit)
+    emit(dataclasses.replace(summary, seconds=time.perf_counter() - started).line())
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="The algorithm's name, e.g. sign-sgd.")],
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Folder to create (absent or empty) [default: ./NAME].")] = None,
+) -> None:
+    """Write an installable plugin package: pyproject with the entry point, a working rule,
+    a conformance test and a suite on the teacher task."""
+    from .scaffold import new_plugin as scaffold
+
+    target = directory or Path(name)
+    with _input_errors():
+        registry = load_registry()
+        names, written = scaffold(name, target, taken=registry.algorithms)
+    out.print(f"created {names.distribution} (algorithm '{names.algorithm}', package "
+              f"{names.package}) in {target}:", markup=False, highlight=False, soft_wrap=True)
+    for path in written:
+        out.print(f"  {path.relative_to(target)}", markup=False, highlight=False)
+    out.print(f"next: pip install -e {target} && bench check-plugin {names.algorithm} && "
+              f"(cd {target} && python -m pytest)", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from . import data
 from .errors import InputError, SuiteError, did_you_mean
+from .metrics import MetricsConfig
 from .networks import ArchitectureSpec
 from .plugins import Registry
 from .schema import Path_, Source, coerce_dataclass, load_yaml
@@ -76,6 +77,7 @@ class Settings:
     schedule: ScheduleConfig = ScheduleConfig()
     params: dict[str, Any] = field(default_factory=dict)
     precision: Precision | None = None
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True)
@@ -124,13 +126,17 @@ class Cell:
         return f"{self.dataset_id}/{self.algorithm_id}/seed-{self.seed}"
 
     def config(self) -> dict[str, Any]:
-        """Everything that determines the result (and nothing else): hashed for caching."""
-        return _jsonable({
+        """Everything that determines the result (and nothing else): hashed for caching.
+        Metrics appear only when some are logged, so records without any stay valid."""
+        config = {
             "dataset": self.dataset, "algorithm": self.algorithm,
             "optimizer": self.settings.optimizer, "schedule": self.settings.schedule,
             "params": self.params, "precision": self.precision, "seed": self.seed,
             "subset": self.subset,
-        })
+        }
+        if self.settings.metrics != MetricsConfig():
+            config["metrics"] = self.settings.metrics
+        return _jsonable(config)
 
     def config_hash(self) -> str:
         text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
@@ -311,8 +317,11 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
             merged = _merge({"schedule": dict(cls.default_schedule)}, _merge(base, override))
             settings = coerce_dataclass(merged, Settings, where, source)
             params = coerce_dataclass(settings.params, cls.Params, (*where, "params"), source)
-            _check_per_layer(settings.optimizer, datasets[d_id].architecture.depth,
+            depth = datasets[d_id].architecture.depth
+            _check_per_layer(settings.optimizer, depth,
                              o_where if "optimizer" in override else where, source)
+            _check_metrics(settings.metrics, depth, o_where if "metrics" in override else where,
+                           source)
             precision = settings.precision or header.precision
             resolved[(a_id, d_id)] = (settings, params, precision)
         algorithms[a_id] = entry
@@ -333,6 +342,19 @@ def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, sourc
     if isinstance(optimizer.eps, tuple) and not isinstance(optimizer.lr, tuple):
         raise source.error((*where, "optimizer", "eps"), "a list of epsilons needs a list of "
                            "learning rates (one Adam per layer)")
+
+
+def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Source) -> None:
+    damping = metrics.gnt_damping
+    if isinstance(damping, tuple) and len(damping) != depth - 1:
+        raise source.error((*where, "metrics", "gnt_damping"), f"expected {depth - 1} values, one "
+                           f"per hidden layer, got {len(damping)}")
+    for layer in metrics.nullspace_layers:
+        if not 1 <= layer <= depth:
+            raise source.error((*where, "metrics", "nullspace_layers"),
+                               f"layer {layer} does not exist: the network has layers 1..{depth}")
+    if metrics.log_interval is not None and metrics.log_interval < 1:
+        raise source.error((*where, "metrics", "log_interval"), "expected a positive integer")
 
 
 def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ class TPParams:
     feedback_betas: tuple[float, float] = (0.99, 0.99)
     feedback_eps: float = 1e-4
     feedback_weight_decay: float = 0.0
+    feedback_optimizer: Literal["adam", "sgd"] = "adam"  # SGD (no momentum) in Figure 2
 
 
 class TargetPropagation(Algorithm):
@@ -51,9 +52,14 @@ class TargetPropagation(Algorithm):
         self.path = self.build_path()
         self.feedback_parameters = [p for p in self.path.parameters() if p.requires_grad]
         if self.feedback_loss is not None and self.feedback_parameters:
-            self.feedback_optimizer = torch.optim.Adam(
-                self.feedback_parameters, lr=params.feedback_lr, betas=params.feedback_betas,
-                eps=params.feedback_eps, weight_decay=params.feedback_weight_decay)
+            if params.feedback_optimizer == "sgd":
+                self.feedback_optimizer = torch.optim.SGD(
+                    self.feedback_parameters, lr=params.feedback_lr,
+                    weight_decay=params.feedback_weight_decay)
+            else:
+                self.feedback_optimizer = torch.optim.Adam(
+                    self.feedback_parameters, lr=params.feedback_lr, betas=params.feedback_betas,
+                    eps=params.feedback_eps, weight_decay=params.feedback_weight_decay)
 
     def lr_normalizer(self) -> float:
         return self.params.target_stepsize

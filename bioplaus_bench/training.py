@@ -23,6 +23,7 @@ import torch
 from .algorithm import Algorithm
 from .data import Data, DataSettings, Split, load_data
 from .errors import InputError
+from .metrics import MetricsConfig, alignment
 from .networks import Network, build_network, forward_pass
 from .suite import Cell
 from .tasks import Task
@@ -180,9 +181,11 @@ def prepare(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, N
 
 
 def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None, *,
-               checkpoint: Path | None = None, on_epoch: EpochCallback | None = None
-               ) -> dict[str, Any]:
-    """Train one cell; return its result (status, history, selected epoch, final metrics)."""
+               checkpoint: Path | None = None, on_epoch: EpochCallback | None = None,
+               probe: Callable[[Network, Algorithm, Data], Any] | None = None) -> dict[str, Any]:
+    """Train one cell; return its result (status, history, selected epoch, final metrics, and
+    the logged alignment metrics). ``probe``, if given, is called with the trained network,
+    algorithm and data after the last epoch; what it returns is stored under ``"probe"``."""
     env = env or Environment()
     if env.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device '{env.device}' requested but CUDA is not available")
@@ -205,7 +208,9 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
 
     store = _Checkpoint(checkpoint, cell.config_hash())
     state = {"epoch": 0, "pretrained": 0, "history": [], "pretraining": [], "elapsed": 0.0,
-             "status": "ok", "pruned_at": None}
+             "status": "ok", "pruned_at": None, "metrics": []}
+    metrics = cell.settings.metrics
+    log_interval = metrics.log_interval
     saved = store.load()
     if saved is not None:
         network.load_state_dict(saved["network"])
@@ -234,7 +239,8 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         correct = torch.zeros((), dtype=torch.long, device=env.device)
         feedback_losses = []
-        for x, y in _batches(data.train, protocol.batch_size, shuffle=True):
+        batches = _batches(data.train, protocol.batch_size, shuffle=True)
+        for index, (x, y) in enumerate(batches):
             fwd = forward_pass(network, task, x, y, record_graph=cls.record_graph)
             updates = algorithm.forward_updates(fwd)
             feedback_loss = algorithm.feedback_step(fwd)
@@ -243,6 +249,10 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
             if not checked:
                 _check_updates(updates, parameters, cls.name)
                 checked = True
+            # Metrics see this minibatch's updates and the feedback weights after its step.
+            if log_interval and index % log_interval == 0:
+                state["metrics"].append({"epoch": state["epoch"] + 1, "batch": index,
+                                         **alignment(network, task, fwd, updates, metrics)})
             for parameter, update, moves in zip(parameters, updates, trainable, strict=True):
                 if moves:
                     parameter.grad = update.detach()
@@ -283,7 +293,44 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
 
     result = _summarise(state, task.kind, data.val is not None)
     result["wall_time"] = elapsed_before + time.perf_counter() - started
+    if state["metrics"]:
+        result["metrics"] = state["metrics"]
+    if probe is not None:
+        result["probe"] = probe(network, algorithm, data)
     return result
+
+
+DAMPING_GRID = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
+                   grid: tuple[float, ...] = DAMPING_GRID, log_interval: int | None = None
+                   ) -> dict[str, Any]:
+    """The GNT damping search of spec §9.2: train the cell (the paper stops after 3 epochs),
+    then make one more pass over the training set with the forward weights frozen (the
+    feedback still trains), logging the GNT angles every ``log_interval`` minibatches; per
+    hidden layer keep the λ of ``grid`` with the smallest mean angle. Every λ is measured in
+    the same pass (the original made one pass per λ, with the same frozen forward weights)."""
+    interval = log_interval or cell.settings.metrics.log_interval or 80
+
+    def probe(network: Network, algorithm: Algorithm, data: Data) -> dict[str, Any]:
+        config = MetricsConfig(bp_angles=False, gnt_angles=False, damping_grid=grid)
+        logged: dict[str, list[list[float]]] = {str(d): [] for d in grid}
+        batches = _batches(data.train, cell.dataset.protocol.batch_size, shuffle=True)
+        for index, (x, y) in enumerate(batches):
+            fwd = forward_pass(network, data.task, x, y, record_graph=cls.record_graph)
+            updates = algorithm.forward_updates(fwd)
+            algorithm.feedback_step(fwd)
+            if index % interval == 0:
+                for damping, angles in alignment(network, data.task, fwd, updates,
+                                                 config)["gnt_angle_grid"].items():
+                    logged[damping].append(angles)
+        means = {d: np.mean(rows, axis=0).tolist() for d, rows in logged.items()}
+        layers = network.depth - 1
+        best = [min(grid, key=lambda d, i=i: means[str(d)][i]) for i in range(layers)]
+        return {"grid": list(grid), "mean_angle": means, "best": best}
+
+    return train_cell(cell, cls, env, probe=probe)["probe"]
 
 
 def _summarise(state: dict[str, Any], kind: str, has_val: bool) -> dict[str, Any]:

@@ -87,17 +87,19 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     first = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
     assert first.exit_code == 0, first.output
     for label in ("BP", "DDTP-linear", "DDTP-RHL", "DTP-DRL", "DDTP-control", "DTP",
-                  "DTP (pre-trained)", "DFA"):
+                  "DTP (pre-trained)", "DFA", "FA"):
         assert f"| {label} |" in first.stdout
     saved = records(out)
-    assert len(saved) == 16 and all(r["status"] == "ok" for r in saved.values())
+    # 9 algorithms × 2 seeds: the 8 built-ins and feedback alignment, an outside plugin.
+    assert len(saved) == 18 and all(r["status"] == "ok" for r in saved.values())
+    assert saved["teacher/fa/seed-0.json"]["algorithm_name"] == "feedback-alignment"
     record = saved["teacher/bp/seed-0.json"]
     assert record["provenance"]["torch"] and record["provenance"]["dtype"] == "float64"
     assert len(record["history"]) == record["config"]["dataset"]["protocol"]["epochs"]
 
     second = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
     assert second.exit_code == 0
-    assert "16 from earlier runs" in second.stderr
+    assert "18 from earlier runs" in second.stderr
     assert records(out) == saved
 
     markdown = invoke("table", out)
@@ -108,7 +110,7 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     csv = invoke("table", out, "--format", "csv")
     lines = csv.stdout.strip().splitlines()
     assert lines[0].startswith("dataset,dataset_label,algorithm,label,task,metric,mean,sd,n")
-    assert len(lines) == 1 + 8
+    assert len(lines) == 1 + 9
     assert invoke("table", out, "--format", "html").exit_code == 2
 
 

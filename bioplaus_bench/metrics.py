@@ -1,0 +1,163 @@
+"""Alignment metrics computed by the core from any algorithm's proposed updates (spec §9, §10):
+
+- the angle between each layer's proposed weight update and the BP gradient of the same minibatch;
+- the angle between each hidden layer's update and the Gauss-Newton-target (GNT) update, with
+  ``Δh_b = J_bᵀ (J_b J_bᵀ + λ I)⁻¹ e_b`` (the pseudo-inverse for λ = 0), ``J_b = ∂a_L/∂h_i`` for
+  the whole minibatch at once: a closed-form chain through fully connected layers, batched
+  autograd (``vmap(jacrev)``) through conv layers;
+- the nullspace ratio of an update w.r.t. ``∂y/∂vec(W_i)`` (batch size 1, Figure 2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, jacrev, vmap
+
+from .networks import Dense, ForwardPass, Network
+from .tasks import Task
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """What to log, every ``log_interval`` minibatches (None: nothing)."""
+
+    log_interval: int | None = None
+    bp_angles: bool = True
+    gnt_angles: bool = True
+    # λ per hidden layer (one value: every layer); 0 means the pseudo-inverse.
+    gnt_damping: float | tuple[float, ...] = 0.0
+    # Damping search: GNT angles for every λ of this grid (spec §9.2).
+    damping_grid: tuple[float, ...] = ()
+    nullspace_layers: tuple[int, ...] = ()  # layers whose update's nullspace ratio is logged
+
+
+def angle(a: Tensor, b: Tensor) -> float:
+    """Angle in degrees between two tensors seen as flat vectors (Frobenius inner product)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    cosine = torch.dot(a, b) / (a.norm() * b.norm())
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(cosine)))))
+
+
+def bp_gradients(network: Network, task: Task, x: Tensor, y: Tensor) -> list[Tensor]:
+    with torch.enable_grad():
+        loss = task.loss(network(x), y)
+        return list(torch.autograd.grad(loss, list(network.parameters())))
+
+
+def output_jacobians(network: Network, fwd: ForwardPass) -> dict[int, Tensor]:
+    """``J_i[b] = ∂a_L^(b)/∂h_i^(b)`` (B × n_out × numel(h_i)) for every hidden layer i."""
+    jacobians: dict[int, Tensor] = {}
+    top = network.depth
+    weight = network.layer(top).linear.weight
+    jacobian = weight.expand(fwd.batch_size, *weight.shape)  # ∂a_L/∂h_{L-1}
+    for i in range(top - 1, 0, -1):
+        jacobians[i] = jacobian
+        layer = network.layer(i)
+        if i == 1 or not isinstance(layer, Dense):
+            break  # a conv → pool layer below: batched autograd instead
+        # ∂a_L/∂h_{i-1} = ∂a_L/∂h_i · diag(s'(a_i)) · W_i
+        derivative = layer.activation_derivative(fwd.a[i], fwd.h[i])
+        jacobian = (jacobian * derivative.unsqueeze(1)) @ layer.linear.weight
+    for i in range(1, top):
+        if i not in jacobians:  # through conv layers: batched autograd, one call per layer
+            def output_of(h, i=i):
+                return network.propagate(h.unsqueeze(0), i)[0]
+            with torch.enable_grad():
+                jac = vmap(jacrev(output_of))(fwd.h[i].detach())
+            jacobians[i] = jac.reshape(fwd.batch_size, network.n_outputs, -1)
+    return jacobians
+
+
+def gauss_newton_step(jacobian: Tensor, error: Tensor, damping: float) -> Tensor:
+    """``Δh_b = J_bᵀ (J_b J_bᵀ + λ I)⁻¹ e_b`` for every sample (``pinv(J_b) e_b`` if λ = 0)."""
+    if damping > 0:
+        gram = jacobian @ jacobian.transpose(1, 2)
+        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        solved = torch.linalg.solve(gram + damping * eye, error.unsqueeze(-1))
+        return (jacobian.transpose(1, 2) @ solved).squeeze(-1)
+    return (torch.linalg.pinv(jacobian) @ error.unsqueeze(-1)).squeeze(-1)
+
+
+def gnt_weight_update(network: Network, fwd: ForwardPass, i: int, delta_h: Tensor) -> Tensor:
+    """The weight update of layer i that moves h_i towards ``h_i − Δh`` with the local rule
+    (``(2/B) Σ_b (s'(a_i) ⊙ Δh_b) h_{i-1}ᵀ``; for conv layers the vector-Jacobian product)."""
+    target = fwd.h[i] - delta_h.view_as(fwd.h[i])
+    return network.layer(i).local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], target)[0]
+
+
+def _weight_indices(network: Network) -> dict[int, int]:
+    """Index of layer i's weight in ``network.parameters()``."""
+    indices, offset = {}, 0
+    for i in range(1, network.depth + 1):
+        indices[i] = offset
+        offset += len(network.layer_parameters(i))
+    return indices
+
+
+def _per_layer(value: float | Sequence[float], count: int) -> list[float]:
+    if isinstance(value, int | float):
+        return [float(value)] * count
+    if len(value) != count:
+        raise ValueError(f"expected {count} damping values (one per hidden layer), got {len(value)}")
+    return [float(v) for v in value]
+
+
+def alignment(network: Network, task: Task, fwd: ForwardPass, updates: Sequence[Tensor],
+              config: MetricsConfig) -> dict[str, object]:
+    """The metrics of one logged minibatch; lists are indexed by layer (1..L or 1..L-1)."""
+    weights = _weight_indices(network)
+    result: dict[str, object] = {}
+    if config.bp_angles:
+        grads = bp_gradients(network, task, fwd.x, fwd.y)
+        result["bp_angle"] = [angle(updates[weights[i]], grads[weights[i]])
+                              for i in range(1, network.depth + 1)]
+    if config.gnt_angles or config.damping_grid:
+        with torch.no_grad():
+            jacobians = output_jacobians(network, fwd)
+            error = task.output_error(fwd.output, fwd.y)
+
+            def angles(dampings: list[float]) -> list[float]:
+                return [angle(updates[weights[i]], gnt_weight_update(
+                    network, fwd, i, gauss_newton_step(jacobians[i], error, dampings[i - 1])))
+                    for i in range(1, network.depth)]
+            if config.gnt_angles:
+                result["gnt_angle"] = angles(_per_layer(config.gnt_damping, network.depth - 1))
+            if config.damping_grid:
+                result["gnt_angle_grid"] = {
+                    str(damping): angles([damping] * (network.depth - 1))
+                    for damping in config.damping_grid}
+    if config.nullspace_layers:
+        result["nullspace_ratio"] = {
+            str(i): nullspace_ratio(network, fwd.x, i, updates[weights[i]])
+            for i in config.nullspace_layers}
+    return result
+
+
+def nullspace_ratio(network: Network, x: Tensor, i: int, update: Tensor,
+                    tolerance: float = 1e-12) -> float:
+    """``‖V_nullᵀ vec(ΔW_i)‖ / ‖vec(ΔW_i)‖`` with ``V_null`` the right singular vectors of
+    ``J = ∂y/∂vec(W_i)`` beyond its numerical rank (singular values below ``tolerance``);
+    the mean over the batch when it has more than one sample (the paper uses batch size 1)."""
+    layer_weight = network.layer_parameters(i)[0]
+    name = next(n for n, p in network.named_parameters() if p is layer_weight)
+    params = dict(network.named_parameters())
+    weight = params[name].detach()
+
+    def output(w, sample):
+        return functional_call(network, {**params, name: w}, (sample.unsqueeze(0),))[0]
+
+    ratios = []
+    vector = update.detach().flatten().double()
+    for sample in x:
+        with torch.enable_grad():
+            jac = jacrev(output)(weight, sample).detach().reshape(network.n_outputs, -1).double()
+        _, singular, vh = torch.linalg.svd(jac, full_matrices=True)
+        rank = int((singular > tolerance).sum())
+        null = vh[rank:]
+        ratios.append(float((null @ vector).norm() / vector.norm()))
+    return sum(ratios) / len(ratios)
