@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from rich.table import Table
 
 from . import data as data_module
 from .errors import InputError
-from .executors import run_serial
+from .executors import RAY_MISSING, run_parallel, run_ray, run_serial
 from .plugins import Registry, load_registry
 from .progress import LogReporter, RichReporter
 from .report import FORMATS, records_frame, render, summarise
@@ -96,9 +97,27 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")
                      ] = False,
     plugin: PluginOption = [],  # noqa: B006
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", help="Run cells in N local worker processes (cpu_count // N torch threads "
+        "each); the display then shows cells done and ETA, not per-epoch progress.")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="local (this machine; see --jobs) or ray (cells as Ray tasks).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster address (default: start a local Ray; 'auto': the running cluster).")
+    ] = None,
+    cpus_per_cell: Annotated[float, typer.Option(help="Ray: CPUs reserved per cell.")] = 1,
+    gpus_per_cell: Annotated[float, typer.Option(help="Ray: GPUs reserved per cell.")] = 0,
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     with _input_errors():
+        if executor not in ("local", "ray"):
+            raise InputError(f"--executor must be local or ray, got '{executor}'")
+        if jobs < 1:
+            raise InputError(f"--jobs must be a positive integer, got {jobs}")
+        if executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise InputError(RAY_MISSING)
+        if cpus_per_cell <= 0 or gpus_per_cell < 0:
+            raise InputError("--cpus-per-cell must be positive and --gpus-per-cell not negative")
         registry = _registry(plugin)
         loaded = load_suite(suite, registry, set_)
         for name, value in (("--seeds", seeds), ("--epochs", epochs), ("--subset", subset)):
@@ -111,8 +130,16 @@ def run(
             data_module.check_available(source, settings)
         store = ResultStore(results or Path("results") / loaded.name)
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
-        summary = run_serial(cells, registry, store, Environment(settings, device), reporter,
-                             force=force)
+        environment = Environment(settings, device)
+        if executor == "ray":
+            summary = run_ray(cells, [str(p) for p in plugin], store, environment, reporter,
+                              address=ray_address, cpus_per_cell=cpus_per_cell,
+                              gpus_per_cell=gpus_per_cell, force=force)
+        elif jobs > 1:
+            summary = run_parallel(cells, [str(p) for p in plugin], store, environment, reporter,
+                                   jobs=jobs, force=force)
+        else:
+            summary = run_serial(cells, registry, store, environment, reporter, force=force)
     records = [r for r in (store.load(c) for c in cells) if r is not None]
     out.print(render(summarise(records_frame(records)), "markdown"), markup=False,
               highlight=False, soft_wrap=True)
@@ -257,6 +284,59 @@ def damping(
     err.print(f"or on the command line: --set algorithms.{algorithm}.datasets.{dataset}"
               f".metrics.gnt_damping={best.replace(' ', '')}", markup=False, highlight=False,
               soft_wrap=True)
+
+
+@app.command()
+def tune(
+    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    algorithm: Annotated[str, typer.Option(help="The algorithm entry (with a `search:` mapping).")],
+    dataset: Annotated[str, typer.Option(help="The dataset entry.")],
+    trials: Annotated[int, typer.Option(help="Total number of finished trials in the study.")] = 20,
+    study: Annotated[Path | None, typer.Option(
+        help="SQLite file of the study [default: results/<suite>/tune-<algorithm>-<dataset>.db].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Training seed, also the sampler's (default: the suite's first).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the dataset's epochs.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write the best configuration (a suite fragment) to this file.")
+    ] = None,
+    data_dir: DataDirOption = None,
+    download: Annotated[bool, typer.Option(help="Allow downloading missing datasets.")] = False,
+    skip_checksums: Annotated[bool, typer.Option(help="Accept differing checksums.")] = False,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    set_: SetOption = [],  # noqa: B006
+    plugin: PluginOption = [],  # noqa: B006
+) -> None:
+    """Search the hyper-parameters in the algorithm's `search:` mapping (Optuna TPE) on the
+    validation error; stopped searches resume from the study file. Prints the best values as
+    a suite fragment."""
+    from .tune import fragment_yaml
+    from .tune import tune as search
+
+    with _input_errors():
+        registry = _registry(plugin)
+        loaded = load_suite(suite, registry, set_)
+        if algorithm not in loaded.algorithms or dataset not in loaded.datasets:
+            loaded.cells(only=[algorithm], datasets=[dataset])  # raises the named error
+        settings = _data_settings(data_dir, download, skip_checksums)
+        data_module.check_available(loaded.datasets[dataset].source, settings)
+        if epochs is not None and epochs < 1:
+            raise InputError(f"--epochs must be a positive integer, got {epochs}")
+        best = search(suite, registry, algorithm, dataset, trials, study, seed=seed,
+                      epochs=epochs, overrides=set_, env=Environment(settings, device),
+                      log=lambda line: err.print(line, markup=False, highlight=False,
+                                                 soft_wrap=True))
+    err.print(f"best: trial {best['trial']} of {best['trials']}, validation "
+              f"{best['objective']:.6g} (study {best['study']})", markup=False, highlight=False)
+    text = fragment_yaml(best)
+    if output is None:
+        out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+    else:
+        output.write_text(text)
+        err.print(f"wrote {output}", markup=False, highlight=False)
+    err.print("or on the command line: " + " ".join(f"--set {item}" for item in best["set"]),
+              markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("check-plugin")

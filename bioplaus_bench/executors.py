@@ -1,15 +1,22 @@
-"""Where cells run. Today: in this process, one after the other. Every executor obeys the same
-rules: a finished record with the same config hash is not run again (unless forced), a failing
-cell becomes an ``error`` record with its traceback and the others still run, and every record
-is written atomically."""
+"""Where cells run: in this process one after the other (``run_serial``), in N local worker
+processes (``run_parallel``) or as Ray tasks (``run_ray``). Every executor obeys the same rules: a
+finished record with the same config hash is not run again (unless forced), a failing cell
+becomes an ``error`` record with its traceback and the others still run, and every record is
+written atomically by this process alone (workers return records; the parent writes them).
+All of them run a cell through ``execute_cell``."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .plugins import Registry
+from .errors import InputError
+from .plugins import Registry, load_registry
 from .progress import LogReporter
 from .store import ResultStore, make_record
 from .suite import Cell
@@ -38,7 +45,10 @@ def run_serial(cells: list[Cell], registry: Registry, store: ResultStore, env: E
                 summary.statuses[store.load(cell)["status"]] += 1
                 reporter.cell_finished(cell, index, "cached")
                 continue
-            record = _run_cell(cell, registry, store, env, reporter, force)
+            checkpoint = store.checkpoint_path(cell)
+            record = execute_cell(cell, registry, env, checkpoint, force,
+                                  on_epoch=lambda phase, done, total, cell=cell:
+                                  reporter.epoch(cell, phase, done, total))
             store.write(record, cell)
             store.checkpoint_path(cell).unlink(missing_ok=True)
             summary.statuses[record["status"]] += 1
@@ -48,21 +58,194 @@ def run_serial(cells: list[Cell], registry: Registry, store: ResultStore, env: E
     return summary
 
 
-def _run_cell(cell: Cell, registry: Registry, store: ResultStore, env: Environment,
-              reporter: LogReporter, force: bool) -> dict:
+def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
+                 checkpoint: Path | None, force: bool, *,
+                 on_epoch: Callable[[str, int, int], None] | None = None) -> dict:
+    """Run one cell and return its record (never raises for a failing cell: that is an ``error``
+    record with the traceback). ``plugins`` is a loaded registry, or the ``--plugin`` files to
+    load one from (in a worker process, where classes are not passed)."""
     if cell.skip_reason:
         return make_record(cell, {"status": "skipped", "reason": cell.skip_reason}, env.device)
-    checkpoint = store.checkpoint_path(cell)
-    if force:
+    if force and checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     try:
+        registry = plugins if isinstance(plugins, Registry) else _worker_registry(plugins)
         result = train_cell(cell, registry.get(cell.algorithm).cls, env, checkpoint=checkpoint,
-                            on_epoch=lambda phase, done, total:
-                            reporter.epoch(cell, phase, done, total))
+                            on_epoch=on_epoch)
     except Exception as error:  # a failing plugin must not stop the suite
         result = {"status": "error", "error": f"{type(error).__name__}: {error}",
                   "traceback": traceback.format_exc()}
     return make_record(cell, result, env.device)
+
+
+# --- worker side: processes and Ray tasks get plugin file paths and pickled cells, not classes ---
+
+_REGISTRIES: dict[tuple[str, ...], Registry] = {}
+
+
+def _worker_registry(plugin_files: list[str]) -> Registry:
+    key = tuple(plugin_files)
+    if key not in _REGISTRIES:
+        _REGISTRIES[key] = load_registry(plugin_files)
+    return _REGISTRIES[key]
+
+
+def _init_worker(plugin_files: list[str], threads: int) -> None:
+    import threading
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # a killed parent cannot collect results: stop computing
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    _worker_registry(plugin_files)  # imports the plugin modules before any cell is unpickled
+
+
+def _execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
+                     checkpoint: str | None, force: bool, threads: int | None = None) -> dict:
+    """A worker's entry point. The cell travels pickled, to be unpickled only after the plugin
+    files are imported (its params may be instances of a plugin's class)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        _worker_registry(plugin_files)
+        cell = pickle.loads(payload)
+    except Exception as error:
+        raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"
+                           ) from error
+    return execute_cell(cell, plugin_files, env, Path(checkpoint) if checkpoint else None, force)
+
+
+def _pending(cells: list[Cell], store: ResultStore, summary: RunSummary, reporter: LogReporter,
+             force: bool) -> list[tuple[int, Cell]]:
+    """Count and report the cached cells; return the ones to run."""
+    todo = []
+    for index, cell in enumerate(cells):
+        if not force and store.is_finished(cell):
+            summary.cached += 1
+            summary.statuses[store.load(cell)["status"]] += 1
+            reporter.cell_finished(cell, index, "cached")
+        else:
+            todo.append((index, cell))
+    return todo
+
+
+def _finish(cell: Cell, index: int, record: dict, store: ResultStore, summary: RunSummary,
+            reporter: LogReporter) -> None:
+    """The one writer: store a returned record atomically, drop the cell's checkpoint."""
+    store.write(record, cell)
+    store.checkpoint_path(cell).unlink(missing_ok=True)
+    summary.statuses[record["status"]] += 1
+    reporter.cell_finished(cell, index, record["status"], _detail(record))
+
+
+def _lost(cell: Cell, env: Environment, error: BaseException) -> dict:
+    """A record for a cell whose worker failed outside ``execute_cell`` (e.g. it was killed)."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return make_record(cell, {"status": "error", "error": f"{type(error).__name__}: {error}",
+                              "traceback": text}, env.device)
+
+
+def worker_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def run_parallel(cells: list[Cell], plugin_files: list[str], store: ResultStore, env: Environment,
+                 reporter: LogReporter, *, jobs: int, force: bool = False) -> RunSummary:
+    """Cells in ``jobs`` spawned worker processes, each with cpu_count // jobs torch threads.
+    Per-epoch progress is not reported; cells still checkpoint every epoch."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    summary = RunSummary()
+    reporter.start(len(cells))
+    try:
+        todo = _pending(cells, store, summary, reporter, force)
+        if not todo:
+            return summary
+        files = [str(Path(f).resolve()) for f in plugin_files]
+        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn"),
+                                 initializer=_init_worker,
+                                 initargs=(files, worker_threads(jobs))) as pool:
+            futures = {pool.submit(_execute_pickled, pickle.dumps(cell), files, env,
+                                   str(store.checkpoint_path(cell)), force): (index, cell)
+                       for index, cell in todo}
+            try:
+                remaining = set(futures)
+                while remaining:
+                    done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index, cell = futures[future]
+                        try:
+                            record = future.result()
+                        except Exception as error:  # the worker died or could not start
+                            record = _lost(cell, env, error)
+                        _finish(cell, index, record, store, summary, reporter)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        reporter.close()
+    return summary
+
+
+RAY_MISSING = "the Ray executor needs ray: pip install 'bioplaus-bench[ray]'"
+
+
+def run_ray(cells: list[Cell], plugin_files: list[str], store: ResultStore, env: Environment,
+            reporter: LogReporter, *, address: str | None = None, cpus_per_cell: float = 1,
+            gpus_per_cell: float = 0, max_retries: int = 3, force: bool = False) -> RunSummary:
+    """Cells as Ray tasks; the driver (this process) writes every record once. A task whose
+    worker is lost is re-run by Ray (``max_retries``); checkpoints go to the store's folder, so
+    on one machine (or a shared file system) a re-run continues from the last epoch."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(RAY_MISSING) from None
+    summary = RunSummary()
+    reporter.start(len(cells))
+    started_ray = False
+    try:
+        todo = _pending(cells, store, summary, reporter, force)
+        if not todo:
+            return summary
+        if not ray.is_initialized():
+            if address in (None, "local"):
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+            started_ray = True
+        files = [str(Path(f).resolve()) for f in plugin_files]
+        remote = ray.remote(_execute_pickled).options(
+            num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=max_retries,
+            retry_exceptions=False)
+        threads = max(1, int(cpus_per_cell))
+        refs = {remote.remote(pickle.dumps(cell), files, env, str(store.checkpoint_path(cell)),
+                              force, threads): (index, cell) for index, cell in todo}
+        remaining = list(refs)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            for ref in done:
+                index, cell = refs[ref]
+                try:
+                    record = ray.get(ref)
+                except Exception as error:  # retries exhausted, or the task could not run
+                    record = _lost(cell, env, error)
+                _finish(cell, index, record, store, summary, reporter)
+    finally:
+        reporter.close()
+        if started_ray:
+            ray.shutdown()
+    return summary
 
 
 def _detail(record: dict) -> str:

@@ -81,6 +81,18 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class SearchSpace:
+    """One hyper-parameter's range for ``bench tune``: ``low``..``high`` (integers when both
+    are integers; ``log`` for a log scale; optional ``step``) or a list of ``choices``."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
 class AlgorithmEntry:
     """The keys of one entry under ``algorithms:`` (``Settings`` plus these)."""
 
@@ -88,6 +100,8 @@ class AlgorithmEntry:
     label: str | None = None
     skip: tuple[str, ...] = ()  # dataset ids this entry is not run on
     datasets: dict[str, Any] = field(default_factory=dict)  # per-dataset Settings overrides
+    # bench tune: KEY.PATH (relative to the entry, e.g. optimizer.lr) -> SearchSpace
+    search: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -305,6 +319,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         cls = registry.get(name).cls
         base = {k: v for k, v in raw.items() if k in _SETTINGS_KEYS}
         _check_settings(base, where, source, cls)
+        entry = dataclasses.replace(entry, search=_search(entry.search, base, where, source, cls))
         for d_id in (*entry.skip, *entry.datasets):
             if d_id not in datasets:
                 key = "datasets" if d_id in entry.datasets else "skip"
@@ -330,6 +345,55 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
 
     return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
                  resolved, names, labels, header.metric, tuple(overrides))
+
+
+def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: type
+            ) -> dict[str, SearchSpace]:
+    """Validate ``search:``: each KEY.PATH must name a value of the entry's settings, and each
+    range must be usable (checked by setting its low value, or each choice, into the entry)."""
+    spaces = {}
+    for key, spec in raw.items():
+        at = (*where, "search", key)
+        space = coerce_dataclass(spec, SearchSpace, at, source)
+        parts = str(key).split(".")
+        if parts[0] not in _SETTINGS_KEYS or len(parts) < 2 and parts[0] != "precision":
+            raise source.error(at, f"expected KEY.PATH of a value of this entry, starting with one "
+                               f"of: {', '.join(sorted(_SETTINGS_KEYS))}")
+        if space.choices is not None:
+            if space.low is not None or space.high is not None or space.log or space.step:
+                raise source.error(at, "give either choices or low/high (with log, step)")
+            if not space.choices:
+                raise source.error((*at, "choices"), "expected at least one choice")
+            for i, choice in enumerate(space.choices):
+                if not isinstance(choice, bool | int | float | str) and choice is not None:
+                    raise source.error((*at, "choices", i), "a choice must be a number, a "
+                                       "string, true/false or null")
+            samples = list(space.choices)
+        else:
+            if space.low is None or space.high is None:
+                raise source.error(at, "expected low and high, or choices")
+            if not space.low < space.high:
+                raise source.error(at, f"low ({space.low}) must be below high ({space.high})")
+            if space.log and space.low <= 0:
+                raise source.error((*at, "low"), "a log-scale range needs low > 0")
+            if space.log and space.step is not None:
+                raise source.error((*at, "step"), "step cannot be combined with log")
+            samples = [space.low]
+        for sample in samples:
+            trial = copy.deepcopy(base)
+            node = trial
+            for part in parts[:-1]:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise source.error(at, f"cannot set a key inside {part}, which is not a mapping")
+                node = child
+            node[parts[-1]] = sample
+            try:
+                _check_settings(trial, where, source, cls)
+            except SuiteError as error:
+                raise source.error(at, f"{key}={sample!r} is not valid: {error.message}") from None
+        spaces[key] = space
+    return spaces
 
 
 def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, source: Source) -> None:
