@@ -267,6 +267,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 _SETTINGS_KEYS = {f.name for f in dataclasses.fields(Settings)}
+# Every key an entry under `algorithms:` may have.
+_ENTRY_KEYS = sorted({f.name for f in dataclasses.fields(AlgorithmEntry)} | _SETTINGS_KEYS)
 
 
 def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Suite:
@@ -300,17 +302,12 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         where: Path_ = ("algorithms", a_id)
         if not isinstance(raw, dict):
             raise source.error(where, f"expected a mapping, got {raw!r}")
+        for key in raw:
+            if key not in _ENTRY_KEYS:
+                raise source.error((*where, key), f"unknown key{did_you_mean(str(key), _ENTRY_KEYS)}"
+                                                  f"; expected one of: {', '.join(_ENTRY_KEYS)}")
         meta = {k: v for k, v in raw.items() if k not in _SETTINGS_KEYS}
-        try:
-            entry = coerce_dataclass(meta, AlgorithmEntry, where, source)
-        except SuiteError as error:
-            if "unknown key" in error.message:  # name every key an entry may have
-                known = sorted({f.name for f in dataclasses.fields(AlgorithmEntry)}
-                               | _SETTINGS_KEYS)
-                raise source.error((*where, error.key.split(".")[-1]),
-                                   error.message.split(";")[0]
-                                   + f"; expected one of: {', '.join(known)}") from None
-            raise
+        entry = coerce_dataclass(meta, AlgorithmEntry, where, source)
         name = entry.algorithm or a_id
         if name not in registry:
             raise source.error((*where, "algorithm") if entry.algorithm else where,

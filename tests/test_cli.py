@@ -150,6 +150,10 @@ INVALID = [
     ("missing field", "optimizer: {betas: [0.9, 0.999], eps: 1.0e-8}\n  dfa:",
      "optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n  dfa:",
      ":12: algorithms.bp.optimizer: missing required key 'lr'"),
+    ("unknown entry key", "optimizr: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n  dfa:",
+     "optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n  dfa:",
+     ":12: algorithms.bp.optimizr: unknown key (did you mean 'optimizer'?); expected one of: "
+     "algorithm, datasets, label, metrics"),
     ("unknown algorithm", "  dfb:", "  dfa:",
      ":13: algorithms.dfb: unknown algorithm 'dfb' (did you mean 'dfa'?)"),
     ("unknown dataset", "source: fashion", "source: teacher",

@@ -13,21 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli import PLUGIN, invoke, records, write
+from tests.test_cli import PLUGIN, TINY_SUITE, invoke, records, write
 
-TINY = """\
-name: scale
-seeds: [0, 1]
-precision: float64
-datasets:
-  teacher:
-    source: teacher
-    options: {n_train: 64, n_test: 32, hidden: [16, 16]}
-    architecture: {type: mlp, hidden: [8, 8]}
-    protocol: {epochs: 2, batch_size: 16, validation: 32}
-algorithms:
-  bp:
-    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+# The CLI tests' tiny suite without DFA, with a search space for BP and the --plugin rule.
+TINY = TINY_SUITE.replace("name: tiny", "name: scale").split("  dfa:\n")[0] + """\
     search:
       optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}
       optimizer.normalize_lr: {choices: [true, false]}

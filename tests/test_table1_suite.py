@@ -5,17 +5,14 @@ The expected numbers are typed from the spec's tables, not read from the suite f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import bioplaus_bench.plugins
-from bioplaus_bench.schema import load_yaml
 from bioplaus_bench.suite import load_suite
 
-SUITE = Path(__file__).resolve().parents[1] / "suites" / "table1.yaml"
-ROWS = ["bp", "ddtp-linear", "ddtp-rhl", "dtp-drl", "ddtp-control", "dtp", "dtp-pretrained", "dfa"]
-DATASETS = ["mnist", "frozen_mnist", "fashion_mnist", "cifar10"]
+from .paper_suites import DATASETS, ROWS, SUITES, tp_blocks, value
+
+SUITE = SUITES / "table1.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -112,38 +109,25 @@ CIFAR_CONTROL = [
 ]
 
 
-def _value(suite, algorithm, dataset, where, attribute):
-    settings, params, precision = suite.resolved[(algorithm, dataset)]
-    if where == "precision":
-        return precision
-    obj = {"opt": settings.optimizer, "schedule": settings.schedule, "params": params}[where]
-    value = getattr(obj, attribute)
-    return tuple(value) if isinstance(value, list | tuple) else value
-
-
 @pytest.mark.parametrize(("algorithm", "dataset", "where", "attribute", "expected"), CASES)
 def test_shipped_value(suite, algorithm, dataset, where, attribute, expected):
-    value = _value(suite, algorithm, dataset, where, attribute)
-    assert value == expected
-    assert type(value) is type(expected)
+    found = value(suite, algorithm, dataset, where, attribute)
+    assert found == expected
+    assert type(found) is type(expected)
 
 
 @pytest.mark.parametrize(("where", "attribute", "expected"), CIFAR_CONTROL)
 def test_cifar10_ddtp_control_uses_figure_script_config(suite, where, attribute, expected):
-    assert _value(suite, "ddtp-control", "cifar10", where, attribute) == expected
+    assert value(suite, "ddtp-control", "cifar10", where, attribute) == expected
     # and not the mislabelled final_configs values
-    assert _value(suite, "ddtp-control", "cifar10", "opt", "lr") != 2.8323219675905193e-06
+    assert value(suite, "ddtp-control", "cifar10", "opt", "lr") != 2.8323219675905193e-06
 
 
 def test_every_tp_entry_writes_schedule_and_precision_for_every_dataset():
     """Schedules differ per dataset, so no TP cell may fall back on an algorithm's default."""
-    document, _ = load_yaml(SUITE.read_text(), str(SUITE))
-    for a in ROWS[1:-1]:
-        entry = document["algorithms"][a]
-        blocks = [entry] + [entry["datasets"][d] for d in DATASETS[1:]]
-        for block in blocks:
-            assert set(block["schedule"]) == {"feedback_pretraining_epochs", "extra_feedback_epochs"}
-            assert block["precision"] in ("float32", "float64")
+    for block in tp_blocks(SUITE):
+        assert set(block["schedule"]) == {"feedback_pretraining_epochs", "extra_feedback_epochs"}
+        assert block["precision"] in ("float32", "float64")
 
 
 def test_tp_lr_is_raw_not_lr_eff(suite):
@@ -154,7 +138,7 @@ def test_tp_lr_is_raw_not_lr_eff(suite):
 
 
 def test_table3_cnn_suite_matches_spec_11():
-    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "table3.yaml",
+    suite = load_suite(SUITES / "table3.yaml",
                        bioplaus_bench.plugins.load_registry())
     assert list(suite.algorithms) == ["bp", "ddtp-linear", "ddtp-control", "dfa"]
     arch = suite.datasets["cifar10_cnn"].architecture

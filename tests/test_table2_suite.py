@@ -5,17 +5,14 @@ The expected numbers are typed from the spec's "training-loss (Table 2)" tables,
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import bioplaus_bench.plugins
-from bioplaus_bench.schema import load_yaml
 from bioplaus_bench.suite import load_suite
 
-SUITE = Path(__file__).resolve().parents[1] / "suites" / "table2.yaml"
-ROWS = ["bp", "ddtp-linear", "ddtp-rhl", "dtp-drl", "ddtp-control", "dtp", "dtp-pretrained", "dfa"]
-DATASETS = ["mnist", "frozen_mnist", "fashion_mnist", "cifar10"]
+from .paper_suites import DATASETS, ROWS, SUITES, tp_blocks, value
+
+SUITE = SUITES / "table2.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -117,38 +114,25 @@ CASES = [
 ]
 
 
-def _value(suite, algorithm, dataset, where, attribute):
-    settings, params, precision = suite.resolved[(algorithm, dataset)]
-    if where == "precision":
-        return precision
-    obj = {"opt": settings.optimizer, "schedule": settings.schedule, "params": params}[where]
-    value = getattr(obj, attribute)
-    return tuple(value) if isinstance(value, list | tuple) else value
-
-
 @pytest.mark.parametrize(("algorithm", "dataset", "where", "attribute", "expected"), CASES)
 def test_shipped_value(suite, algorithm, dataset, where, attribute, expected):
-    value = _value(suite, algorithm, dataset, where, attribute)
-    assert value == expected
-    assert type(value) is type(expected)
+    found = value(suite, algorithm, dataset, where, attribute)
+    assert found == expected
+    assert type(found) is type(expected)
 
 
 def test_table2_values_are_not_table1_values(suite):
     """A copy of the Table-1 numbers would pass most structural checks; catch it."""
-    assert _value(suite, "bp", "mnist", "opt", "lr") != 0.0002970474733093798
-    assert _value(suite, "ddtp-control", "cifar10", "opt", "lr") != 0.00013475123387594138
-    assert _value(suite, "dtp-pretrained", "frozen_mnist", "opt", "lr") != 5.800132985181198e-05
+    assert value(suite, "bp", "mnist", "opt", "lr") != 0.0002970474733093798
+    assert value(suite, "ddtp-control", "cifar10", "opt", "lr") != 0.00013475123387594138
+    assert value(suite, "dtp-pretrained", "frozen_mnist", "opt", "lr") != 5.800132985181198e-05
 
 
 def test_every_tp_entry_writes_schedule_and_precision_for_every_dataset():
     """Schedules differ per dataset, so no TP cell may fall back on an algorithm's default."""
-    document, _ = load_yaml(SUITE.read_text(), str(SUITE))
-    for a in ROWS[1:-1]:
-        entry = document["algorithms"][a]
-        blocks = [entry] + [entry["datasets"][d] for d in DATASETS[1:]]
-        for block in blocks:
-            assert set(block["schedule"]) == {"feedback_pretraining_epochs", "extra_feedback_epochs"}
-            assert block["precision"] in ("float32", "float64")
+    for block in tp_blocks(SUITE):
+        assert set(block["schedule"]) == {"feedback_pretraining_epochs", "extra_feedback_epochs"}
+        assert block["precision"] in ("float32", "float64")
 
 
 def test_tp_lr_is_raw_not_lr_eff(suite):

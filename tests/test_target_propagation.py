@@ -218,7 +218,8 @@ def test_feedback_loss_values_and_only_the_layers_own_map_gets_gradient(name, si
 
 
 def test_dtp_clips_the_noise_scale_and_control_has_none():
-    assert ReconstructionLoss(scaled=True, clip=0.02).clip == 0.02
+    assert REGISTRY.get("dtp").cls.feedback_loss == ReconstructionLoss(scaled=True, clip=0.02)
+    assert REGISTRY.get("ddtp-control").cls.feedback_loss == ReconstructionLoss(scaled=False)
     net, alg = build("dtp", sigma=0.001)
     fwd = run(net, alg)
     torch.manual_seed(5)
