@@ -1,45 +1,83 @@
-"""Time per training minibatch of every algorithm, as ratios to BP measured in the same run.
+"""Speed of every built-in algorithm against BP and against the hardware, with the goals of
+issue 9 checked at the end.
 
-    .venv/bin/python benchmarks/epoch_time.py [--steps 20] [--models mnist,cifar,cnn]
-        [--dtypes float32,float64] [--algorithms bp,dfa,...] [--threads N]
+    .venv/bin/python benchmarks/epoch_time.py [--quick] [--models mnist,cifar,cnn]
+        [--dtypes float32,float64] [--algorithms bp,dfa,...] [--threads N] [--device cpu|cuda]
+        [--data-dir DIR] [--no-epoch]
 
-A step is what the runner does per minibatch: the forward pass, the algorithm's proposed updates,
-its feedback step, and the forward Adam step, on random tensors of the right shapes (batch 128).
-The printed epoch time is the step time × minibatches per epoch (MNIST 430, CIFAR-10 352),
-without evaluation. BP's achieved GFLOP/s counts the useful matmul FLOPs of its forward and
-backward passes (MLPs only), against a matrix-multiply peak measured in the same run. The logging
-overhead is the time of one alignment log (angles to BP and to the GNT update, every layer)
-divided by ``--log-interval`` (80) minibatches.
+1. A matrix-multiply peak per dtype (a 1024³ GEMM), measured in this run.
+2. Per model and dtype, every algorithm's time per training minibatch: the forward pass, the
+   proposed updates, the feedback step and the forward Adam step, on random tensors of the right
+   shapes (batch 128). The algorithms take turns in every round, so that a slower or faster spell
+   of the machine hits them all alike; each figure is the median over rounds. Also: the epoch
+   this implies (MNIST 430 minibatches, CIFAR-10 352; no evaluation), the ratio to BP, BP's useful
+   GFLOP/s (forward and backward matmuls of the MLPs) against the peak, and the cost of logging
+   the alignment metrics (angles to BP and to the GNT update, every layer) every 80 minibatches.
+3. float64 against float32 for every algorithm.
+4. A whole MNIST epoch as ``bench run`` trains it (table 1's hyper-parameters, float32, seed 0,
+   feedback pre-training left out): training, the extra feedback epoch where the method has one,
+   evaluation of the validation and test sets; with the share of drawing minibatches (shuffle and
+   gather from the in-memory tensors) and of evaluation. Uses MNIST from ``--data-dir`` (default
+   ``$BIOPLAUS_DATA``); skipped, with the reason, when it is not there.
+5. The goals, each with its measured value and by how much it is met or missed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
+from bioplaus_bench.data import DataSettings
+from bioplaus_bench.errors import DataMissingError
 from bioplaus_bench.metrics import MetricsConfig, alignment
 from bioplaus_bench.networks import build_network
+from bioplaus_bench.optim import adam
 from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.suite import Cell, load_suite
+from bioplaus_bench.training import Environment, _batches, evaluate, prepare, train_cell
 
+ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
     "mnist": (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28), 430),
     "cifar": (ArchitectureSpec(hidden=(1024,) * 3), (3, 32, 32), 352),
     "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
 }
+# (timed minibatches per round, rounds) for --quick and for a full run
+SAMPLING = {"mnist": ((10, 3), (30, 5)), "cifar": ((2, 2), (6, 3)), "cnn": ((1, 1), (2, 1))}
 BATCH = 128
 RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
+ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
+              "dtp-drl"]
+RATIO_GOALS = {"dfa": 1.3, "ddtp-linear": 2.0, "ddtp-control": 2.0, "dtp": 3.0,
+               "dtp-pretrained": 3.0, "ddtp-rhl": 3.0, "dtp-drl": 6.0}
+LOG_INTERVAL = 80
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(function: Callable[[], object], device: str) -> float:
+    synchronize(device)
     start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def matmul_peak(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 5) -> float:
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+    a @ b
+    seconds = statistics.median(timed(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * n ** 3 / seconds / 1e9
 
 
 def bp_flops(spec: ArchitectureSpec, input_shape) -> float | None:
@@ -47,94 +85,199 @@ def bp_flops(spec: ArchitectureSpec, input_shape) -> float | None:
     if spec.type != "mlp":
         return None
     widths = [int(torch.Size(input_shape).numel()), *spec.hidden, 10]
-    forward = sum(2 * BATCH * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
-    return 3 * forward
+    return 3 * sum(2 * BATCH * a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
 
 
-def time_steps(name: str, model: str, dtype: torch.dtype, steps: int
-               ) -> tuple[float, float] | None:
-    """(seconds per minibatch, seconds per alignment log)."""
-    registry = load_registry()
-    cls = registry.get(name).cls
-    spec, input_shape, _ = MODELS[model]
-    if not getattr(cls.capabilities, spec.type):
-        return None
-    fields = {f.name for f in cls.Params.__dataclass_fields__.values()}
-    params = cls.Params(**({"random_width": RANDOM_WIDTH.get(model, 1024)}
-                           if "random_width" in fields else {}))
-    torch.manual_seed(0)
-    network = build_network(cls.adapt_architecture(spec, params), input_shape, 10, dtype=dtype)
-    algorithm = cls(network, Classification(10), params)
-    optimiser = torch.optim.Adam(network.parameters(), lr=1e-6)
-    parameters = list(network.parameters())
-    x = torch.randn(BATCH, *input_shape, dtype=dtype)
-    y = torch.randint(0, 10, (BATCH,))
+class Trainer:
+    """One algorithm on random data, stepping exactly as the runner does."""
 
-    def step(log: bool = False):
-        fwd = forward_pass(network, algorithm.task, x, y, record_graph=cls.record_graph)
-        updates = algorithm.forward_updates(fwd)
-        algorithm.feedback_step(fwd)
+    def __init__(self, name: str, model: str, dtype: torch.dtype, device: str):
+        cls = load_registry().get(name).cls
+        self.cls = cls
+        spec, input_shape, _ = MODELS[model]
+        fields = {f.name for f in dataclasses.fields(cls.Params)}
+        params = cls.Params(**({"random_width": RANDOM_WIDTH.get(model, 1024)}
+                               if "random_width" in fields else {}))
+        torch.manual_seed(0)
+        self.network = build_network(cls.adapt_architecture(spec, params), input_shape, 10,
+                                     dtype=dtype, device=device)
+        self.algorithm = cls(self.network, Classification(10), params)
+        self.optimiser = adam(self.network.parameters(), lr=1e-6)
+        self.parameters = list(self.network.parameters())
+        self.x = torch.randn(BATCH, *input_shape, dtype=dtype, device=device)
+        self.y = torch.randint(0, 10, (BATCH,), device=device)
+        self.device = device
+
+    def step(self, log: bool = False) -> None:
+        fwd = forward_pass(self.network, self.algorithm.task, self.x, self.y,
+                           record_graph=self.cls.record_graph)
+        updates = self.algorithm.forward_updates(fwd)
+        self.algorithm.feedback_step(fwd)
         if log:
-            alignment(network, algorithm.task, fwd, updates, MetricsConfig(gnt_damping=1.0))
-        for parameter, update in zip(parameters, updates, strict=True):
+            alignment(self.network, self.algorithm.task, fwd, updates,
+                      MetricsConfig(gnt_damping=1.0))
+        for parameter, update in zip(self.parameters, updates, strict=True):
             parameter.grad = update
-        optimiser.step()
+        self.optimiser.step()
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    per_step = (time.perf_counter() - start) / steps
-    logs = max(1, steps // 10)
-    start = time.perf_counter()
-    for _ in range(logs):
-        step(log=True)
-    per_log = (time.perf_counter() - start) / logs - per_step
-    return per_step, per_log
+    def seconds_per_step(self, steps: int, log: bool = False) -> float:
+        return timed(lambda: [self.step(log) for _ in range(steps)], self.device) / steps
+
+
+def time_model(model: str, dtype: torch.dtype, names: list[str], quick: bool, device: str
+               ) -> dict[str, tuple[float, float]]:
+    """{algorithm: (median seconds per minibatch, logging overhead at LOG_INTERVAL)}."""
+    spec = MODELS[model][0]
+    trainers = {}
+    for name in names:
+        trainer = Trainer(name, model, dtype, device)
+        if getattr(trainer.cls.capabilities, spec.type):
+            trainers[name] = trainer
+            trainer.seconds_per_step(1)  # warm-up
+    steps, rounds = SAMPLING[model][0 if quick else 1]
+    samples: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            samples[name].append(trainer.seconds_per_step(steps))
+    result = {}
+    for name, trainer in trainers.items():
+        seconds = statistics.median(samples[name])
+        logs = 2 if model == "mnist" else 1
+        per_log = trainer.seconds_per_step(logs, log=True) - seconds
+        result[name] = (seconds, per_log / (LOG_INTERVAL * seconds))
+    return result
+
+
+def print_model_table(model: str, dtype_name: str, peak: float,
+                      timings: dict[str, tuple[float, float]], names: list[str]) -> None:
+    spec, input_shape, batches = MODELS[model]
+    print(f"### {model} ({spec.type}), {dtype_name}: matmul peak {peak:.1f} GFLOP/s\n")
+    print(f"| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s | logging @{LOG_INTERVAL} |")
+    print("|---|---|---|---|---|---|")
+    bp = timings["bp"][0]
+    for name in names:
+        if name not in timings:
+            print(f"| {name} | n/a (no {spec.type.upper()} support) | | | | |")
+            continue
+        seconds, overhead = timings[name]
+        flops = bp_flops(spec, input_shape) if name == "bp" else None
+        rate = f"{flops / seconds / 1e9:.1f} ({flops / seconds / 1e9 / peak:.0%} of peak)" \
+            if flops else ""
+        print(f"| {name} | {1000 * seconds:.2f} | {seconds * batches:.1f} | {seconds / bp:.2f} "
+              f"| {rate} | {overhead:+.1%} |")
+    print()
+
+
+def print_precision_table(results: dict, models: list[str], names: list[str]) -> None:
+    print("### float64 time / float32 time\n")
+    print("| algorithm | " + " | ".join(models) + " |")
+    print("|---|" + "---|" * len(models))
+    for name in names:
+        cells = [f"{results[m, 'float64'][name][0] / results[m, 'float32'][name][0]:.2f}"
+                 if name in results[m, "float32"] else "n/a" for m in models]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+
+
+def table1_mnist_cell(name: str, registry) -> Cell:
+    """Table 1's MNIST cell of ``name``: one epoch, seed 0, float32, no feedback pre-training."""
+    suite = load_suite(ROOT / "suites" / "table1.yaml", registry)
+    cell = suite.cells(seeds=1, datasets=["mnist"], only=[name], epochs=1)[0]
+    schedule = dataclasses.replace(cell.settings.schedule, feedback_pretraining_epochs=0)
+    return dataclasses.replace(cell, precision="float32", settings=dataclasses.replace(
+        cell.settings, schedule=schedule))
+
+
+def whole_epochs(names: list[str], data_dir: Path | None, device: str) -> None:
+    print("### A whole MNIST epoch as `bench run` trains it (table 1, float32, seed 0)\n")
+    registry = load_registry()
+    env = Environment(DataSettings(root=data_dir) if data_dir else DataSettings(), device)
+    bp = table1_mnist_cell("bp", registry)
+    try:
+        data, network, _ = prepare(bp, registry.get("bp").cls, env)
+    except DataMissingError as error:
+        print(f"skipped: {error}\n")
+        return
+    protocol = bp.dataset.protocol
+    draw = statistics.median(
+        timed(lambda: list(_batches(data.train, protocol.batch_size, shuffle=True)), device)
+        for _ in range(3))
+    evaluation = timed(lambda: [evaluate(network, data.task, split, protocol.eval_batch_size)
+                                for split in (data.val, data.test)], device)
+    print(f"MNIST from {env.data.root}: {len(data.train)} training, {len(data.val)} validation, "
+          f"{len(data.test)} test samples. Drawing one epoch's minibatches (shuffle, gather) "
+          f"takes {draw * 1000:.0f} ms; evaluating the validation and test sets "
+          f"{evaluation * 1000:.0f} ms.\n")
+    print("| algorithm | epoch (s) | drawing minibatches | evaluation |")
+    print("|---|---|---|---|")
+    for name in names:
+        cell = table1_mnist_cell(name, registry)
+        result = train_cell(cell, registry.get(cell.algorithm).cls, env)
+        seconds = result["history"][0]["seconds"]
+        print(f"| {name} | {seconds:.1f} | {draw / seconds:.1%} | {evaluation / seconds:.1%} |")
+    print()
+
+
+def print_goals(peak: float, f32: dict, f64: dict | None) -> None:
+    print("### Goals (MNIST MLP)\n")
+    print("| goal | measured | verdict |")
+    print("|---|---|---|")
+
+    def row(goal: str, value: float, limit: float, unit: str, at_least: bool = False) -> None:
+        met = value >= limit if at_least else value <= limit
+        gap = (limit / value - 1) if at_least else (value / limit - 1)
+        verdict = "met" if met else f"missed by {gap:.0%}"
+        print(f"| {goal} | {value:.2f}{unit} | {verdict} |")
+
+    bp = f32["bp"][0]
+    flops = bp_flops(*MODELS["mnist"][:2])
+    row("BP float32 ≥ 1/3 of the matmul peak", flops / bp / 1e9 / peak, 1 / 3, " of peak",
+        at_least=True)
+    for name, goal in RATIO_GOALS.items():
+        if name in f32:
+            row(f"{name} ≤ {goal:g} × BP", f32[name][0] / bp, goal, " ×")
+    for name in f32:
+        if f64 and name in f64:
+            row(f"{name}: float64 ≤ 2 × float32", f64[name][0] / f32[name][0], 2.0, " ×")
+    for name in f32:
+        row(f"{name}: logging @{LOG_INTERVAL} < +10%", 100 * f32[name][1], 10.0, " %")
+    print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="fewer minibatches and rounds")
     parser.add_argument("--models", default="mnist,cifar,cnn")
     parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--algorithms", default=None)
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--log-interval", type=int, default=80)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch section")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = args.algorithms.split(",") if args.algorithms else \
-        ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl", "dtp-drl"]
-    if names[0] != "bp":
-        names = ["bp", *[n for n in names if n != "bp"]]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, "
-          f"{args.steps} timed minibatches per cell\n")
+    names = ["bp", *[n for n in args.algorithms.split(",") if n != "bp"]]
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
+          f"batch {BATCH}\n")
+    dtypes = args.dtypes.split(",")
+    peaks = {d: matmul_peak(getattr(torch, d), args.device) for d in dtypes}
+    print("matmul peak: " + ", ".join(f"{d} {p:.1f} GFLOP/s" for d, p in peaks.items()) + "\n")
+    results: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
     for model in args.models.split(","):
-        spec, input_shape, batches = MODELS[model]
-        for dtype_name in args.dtypes.split(","):
-            dtype = getattr(torch, dtype_name)
-            peak = matmul_peak(dtype)
-            print(f"### {model} ({spec.type}), {dtype_name}: matmul peak {peak:.1f} GFLOP/s\n")
-            print("| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s | "
-                  f"logging @{args.log_interval} |")
-            print("|---|---|---|---|---|---|")
-            bp = None
-            for name in names:
-                timed = time_steps(name, model, dtype, args.steps)
-                if timed is None:
-                    print(f"| {name} | n/a | | | | |")
-                    continue
-                seconds, per_log = timed
-                overhead = per_log / (args.log_interval * seconds)
-                bp = bp or seconds
-                flops = bp_flops(spec, input_shape) if name == "bp" else None
-                rate = f"{flops / seconds / 1e9:.1f} ({flops / seconds / 1e9 / peak:.0%} of peak)" \
-                    if flops else ""
-                print(f"| {name} | {1000 * seconds:.2f} | {seconds * batches:.1f} | "
-                      f"{seconds / bp:.2f} | {rate} | {overhead:+.1%} |")
-            print()
+        for dtype_name in dtypes:
+            results[model, dtype_name] = time_model(model, getattr(torch, dtype_name), names,
+                                                    args.quick, args.device)
+            print_model_table(model, dtype_name, peaks[dtype_name], results[model, dtype_name],
+                              names)
+    if {"float32", "float64"} <= set(dtypes):
+        print_precision_table(results, args.models.split(","), names)
+    if not args.no_epoch:
+        whole_epochs(names, args.data_dir, args.device)
+    if ("mnist", "float32") in results:
+        print_goals(peaks["float32"], results["mnist", "float32"], results.get(("mnist", "float64")))
+    print(f"benchmark took {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from torch import Tensor
 from .algorithm import Algorithm, Capabilities
 from .errors import PluginError, SuiteError, did_you_mean
 from .networks import ArchitectureSpec, Network, build_network, forward_pass
+from .optim import adam
 from .plugins import AlgorithmInfo, Registry
 from .schema import Source, coerce_dataclass
 from .tasks import Classification, Task
@@ -201,7 +202,7 @@ def _setting(cls: type[Algorithm], kind: str, dtype: torch.dtype, seed: int = 0,
         raise Failure(f"lr_normalizer() must return a positive finite number, got {normalizer!r}")
     trainable = [id(p) in moving for p in parameters]
     chosen = [p for p, t in zip(parameters, trainable, strict=True) if t]
-    optimiser = torch.optim.Adam(chosen, lr=LR / normalizer) if chosen else None
+    optimiser = adam(chosen, lr=LR / normalizer) if chosen else None
     generator = torch.Generator().manual_seed(1000 + seed)
     return _Setting(network, algorithm, task, parameters, _parameter_names(network), optimiser,
                     trainable, generator, input_shape)

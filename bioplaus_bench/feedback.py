@@ -56,6 +56,7 @@ class FeedbackPath(nn.Module):
     def __init__(self, network: Network):
         super().__init__()
         object.__setattr__(self, "network", network)  # the runner's, not a submodule
+        self._kept: tuple[ForwardPass, list[Tensor | None], list[int]] | None = None
 
     @property
     def depth(self) -> int:
@@ -76,21 +77,49 @@ class FeedbackPath(nn.Module):
         self.requires_grad_(False)
         return self
 
-    def correct(self, i: int, target_source: Tensor, fwd: ForwardPass) -> Tensor:
-        """The difference-corrected target of layer ``i`` given its source's target."""
-        s = self.source(i)
-        return self.g(i, target_source) + fwd.h[i] - self.g(i, fwd.h[s])
+    def references(self, fwd: ForwardPass) -> list[Tensor | None]:
+        """``g_i(h_s)``, ``s = source(i)``, of every hidden layer (index 0 unused), with the
+        autograd graph to the maps' parameters."""
+        with torch.enable_grad():
+            return [None, *(self.g(i, fwd.h[self.source(i)]) for i in range(1, self.depth))]
+
+    def _versions(self) -> list[int]:
+        return [p._version for p in self.parameters()]
+
+    def _references_for_targets(self, fwd: ForwardPass) -> list[Tensor | None]:
+        """The references, kept for the feedback loss of the same minibatch, which needs the
+        very same values (same activations, feedback weights from before its step)."""
+        references = self.references(fwd)
+        self._kept = (fwd, references, self._versions())
+        return references
+
+    def take_references(self, fwd: ForwardPass) -> list[Tensor | None]:
+        """The references of ``fwd`` for a feedback loss: those the targets of ``fwd`` computed,
+        if the weights have not moved since (once: their graph is freed by the backward pass),
+        else freshly computed."""
+        kept, self._kept = self._kept, None
+        if kept is not None and kept[0] is fwd and kept[2] == self._versions():
+            return kept[1]
+        return self.references(fwd)
+
+    def correct(self, i: int, target_source: Tensor, fwd: ForwardPass, reference: Tensor
+                ) -> Tensor:
+        """The difference-corrected target of layer ``i`` given its source's target and the
+        reference ``g_i(h_s)``: ``g_i(ĥ_s) + h_i − g_i(h_s)``."""
+        return self.g(i, target_source) + fwd.h[i] - reference
 
     def targets(self, fwd: ForwardPass, output_target: Tensor) -> list[Tensor | None]:
         """Targets of every layer, indexed 0..L (index 0 unused), top-down from the output."""
+        references = self._references_for_targets(fwd)
         targets: list[Tensor | None] = [None] * (self.depth + 1)
         targets[self.depth] = output_target
         with torch.no_grad():
             for i in range(self.depth - 1, 0, -1):
-                targets[i] = self.correct(i, targets[self.source(i)], fwd)
+                targets[i] = self.correct(i, targets[self.source(i)], fwd, references[i].detach())
         return targets
 
-    def reconstruct(self, i: int, output: Tensor, fwd: ForwardPass) -> Tensor:
+    def reconstruct(self, i: int, output: Tensor, fwd: ForwardPass,
+                    references: Sequence[Tensor | None]) -> Tensor:
         """Carry ``output`` (a value in the output space) down to layer ``i`` through every
         difference-corrected map on the way, with the real activations of ``fwd``; only
         ``g_i`` itself is differentiated (spec §4.5 steps 3–4)."""
@@ -100,8 +129,8 @@ class FeedbackPath(nn.Module):
         values = {self.depth: output}
         with torch.no_grad():
             for k in reversed(chain[1:-1]):
-                values[k] = self.correct(k, values[self.source(k)], fwd)
-        return self.correct(i, values[self.source(i)], fwd)
+                values[k] = self.correct(k, values[self.source(k)], fwd, references[k].detach())
+        return self.correct(i, values[self.source(i)], fwd, references[i])
 
 
 class LayerwisePath(FeedbackPath):
@@ -135,6 +164,23 @@ class DirectPath(FeedbackPath):
     def source(self, i: int) -> int:
         return self.depth
 
+    def g_each(self, v: Tensor) -> list[Tensor | None]:
+        """``[None, g_1(v), …, g_{L-1}(v)]``: every map applied to one output-space value."""
+        return [None, *(self.g(i, v) for i in range(1, self.depth))]
+
+    def references(self, fwd: ForwardPass) -> list[Tensor | None]:
+        with torch.enable_grad():
+            return self.g_each(fwd.output)
+
+    def targets(self, fwd: ForwardPass, output_target: Tensor) -> list[Tensor | None]:
+        """As ``FeedbackPath.targets``; every layer reads the same ``ŷ``, so the maps are
+        applied to it together."""
+        references = self._references_for_targets(fwd)
+        with torch.no_grad():
+            reached = self.g_each(output_target)
+            return [None, *(reached[i] + fwd.h[i] - references[i].detach()
+                            for i in range(1, self.depth)), output_target]
+
 
 class RandomHiddenLayerPath(DirectPath):
     """DDTP-RHL (spec §4.7): ``g_i(v) = tanh(Q_i r(v) + c_i)`` with a fixed random expansion
@@ -153,15 +199,26 @@ class RandomHiddenLayerPath(DirectPath):
                         "tanh", **factory)
             for i in range(1, network.depth))
 
+    def expand(self, v: Tensor) -> Tensor:
+        """``r(v) = tanh(R v + ρ)``."""
+        return torch.tanh(F.linear(v, self.R, self.rho))
+
     def g(self, i: int, v: Tensor) -> Tensor:
-        if i < self.depth - 1:
-            v = torch.tanh(F.linear(v, self.R, self.rho))
-        return self.maps[i - 1](v)
+        return self.maps[i - 1](self.expand(v) if i < self.depth - 1 else v)
+
+    def g_each(self, v: Tensor) -> list[Tensor | None]:
+        expanded = self.expand(v)  # once for all layers: 1024 or 2048 wide, the dearest part
+        return [None, *(self.maps[i - 1](expanded if i < self.depth - 1 else v)
+                        for i in range(1, self.depth))]
 
 
-def _noisy(h: Tensor, sigma: float) -> Tensor:
-    """``h̃ = h + σ ε``, one fresh Gaussian sample per element."""
-    return h + sigma * torch.randn_like(h)
+def _noisy_activations(fwd: ForwardPass, layers: Sequence[int], sigma: float) -> list[Tensor]:
+    """``h̃_i = h_i + σ ε`` for every layer of ``layers`` in turn, a fresh sample each."""
+    return [fwd.h[i] + sigma * torch.randn_like(fwd.h[i]) for i in layers]
+
+
+def _hidden_layers(path: FeedbackPath, layers: Sequence[int] | None) -> list[int]:
+    return list(layers) if layers is not None else list(range(1, path.depth))
 
 
 @dataclass(frozen=True)
@@ -174,11 +231,18 @@ class ReconstructionLoss:
     clip: float = 0.02
 
     def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
-        noisy = _noisy(fwd.h[i], sigma)
+        return self.layers(path, fwd, sigma, [i])[0]
+
+    def layers(self, path: FeedbackPath, fwd: ForwardPass, sigma: float,
+               layers: Sequence[int] | None = None) -> list[Tensor]:
+        """``ℒ_i`` of every layer of ``layers`` (default: all hidden layers), in that order."""
+        layers = _hidden_layers(path, layers)
+        noisy = _noisy_activations(fwd, layers, sigma)
         with torch.no_grad():
-            reached = path.network.propagate(noisy, i, path.source(i))
-        loss = F.mse_loss(path.g(i, reached), noisy)
-        return loss / max(sigma, self.clip) ** 2 if self.scaled else loss
+            reached = path.network.propagate_many(noisy, layers, [path.source(i) for i in layers])
+        scale = 1 / max(sigma, self.clip) ** 2 if self.scaled else 1.0
+        return [F.mse_loss(path.g(i, r), n) * scale
+                for i, r, n in zip(layers, reached, noisy, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -188,10 +252,18 @@ class DifferenceReconstructionLoss:
     ``ℒ_i = (1/σ²) · mean_{b,units}(r_i − h̃_i)²``."""
 
     def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
-        noisy = _noisy(fwd.h[i], sigma)
+        return self.layers(path, fwd, sigma, [i])[0]
+
+    def layers(self, path: FeedbackPath, fwd: ForwardPass, sigma: float,
+               layers: Sequence[int] | None = None) -> list[Tensor]:
+        """``ℒ_i`` of every layer of ``layers`` (default: all hidden layers), in that order."""
+        layers = _hidden_layers(path, layers)
+        noisy = _noisy_activations(fwd, layers, sigma)
         with torch.no_grad():
-            output = path.network.propagate(noisy, i)
-        return F.mse_loss(path.reconstruct(i, output, fwd), noisy) / sigma ** 2
+            outputs = path.network.propagate_many(noisy, layers, [path.depth] * len(layers))
+        references = path.take_references(fwd)
+        return [F.mse_loss(path.reconstruct(i, output, fwd, references), n) / sigma ** 2
+                for i, output, n in zip(layers, outputs, noisy, strict=True)]
 
 
 FeedbackLoss = ReconstructionLoss | DifferenceReconstructionLoss

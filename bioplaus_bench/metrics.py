@@ -151,13 +151,13 @@ def nullspace_ratio(network: Network, x: Tensor, i: int, update: Tensor,
     def output(w, sample):
         return functional_call(network, {**params, name: w}, (sample.unsqueeze(0),))[0]
 
-    ratios = []
+    with torch.enable_grad():
+        jac = vmap(jacrev(output), in_dims=(None, 0))(weight, x).detach()
+    jac = jac.reshape(len(x), network.n_outputs, -1).double()
     vector = update.detach().flatten().double()
-    for sample in x:
-        with torch.enable_grad():
-            jac = jacrev(output)(weight, sample).detach().reshape(network.n_outputs, -1).double()
-        _, singular, vh = torch.linalg.svd(jac, full_matrices=True)
-        rank = int((singular > tolerance).sum())
-        null = vh[rank:]
-        ratios.append(float((null @ vector).norm() / vector.norm()))
-    return sum(ratios) / len(ratios)
+    # The row space of each J_b has at most n_out directions: project onto it and subtract,
+    # instead of forming the (numel × numel) nullspace basis.
+    _, singular, vh = torch.linalg.svd(jac, full_matrices=False)
+    coefficients = (vh @ vector) * (singular > tolerance)
+    null = vector - (coefficients.unsqueeze(1) @ vh).squeeze(1)
+    return float((null.norm(dim=1) / vector.norm()).mean())

@@ -214,6 +214,21 @@ class Network(nn.Module):
             _, h = layer(h)
         return h
 
+    def propagate_many(self, values: Sequence[Tensor], starts: Sequence[int],
+                       stops: Sequence[int]) -> list[Tensor]:
+        """``[propagate(v, start, stop) for …]`` with one call per layer: the values passing
+        through the same layer go through it stacked as one batch (larger, faster matmuls)."""
+        values = list(values)
+        for k in range(min(starts), max(stops)):  # apply layer k + 1
+            active = [j for j in range(len(values)) if starts[j] <= k < stops[j]]
+            if not active:
+                continue
+            stacked = torch.cat([values[j] for j in active]) if len(active) > 1 else values[active[0]]
+            _, h = self.layers[k](stacked)
+            for j, part in zip(active, h.split([len(values[j]) for j in active]), strict=True):
+                values[j] = part
+        return values
+
     def activation_shape(self, i: int) -> tuple[int, ...]:
         """Shape of one sample's activation of layer ``i`` (0 = the input)."""
         with torch.no_grad():

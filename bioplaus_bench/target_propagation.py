@@ -19,6 +19,7 @@ from torch import Tensor
 from .algorithm import Algorithm, Capabilities
 from .feedback import FeedbackLoss, FeedbackPath
 from .networks import ForwardPass
+from .optim import adam
 from .targets import local_updates, output_target
 
 
@@ -57,7 +58,7 @@ class TargetPropagation(Algorithm):
                     self.feedback_parameters, lr=params.feedback_lr,
                     weight_decay=params.feedback_weight_decay)
             else:
-                self.feedback_optimizer = torch.optim.Adam(
+                self.feedback_optimizer = adam(
                     self.feedback_parameters, lr=params.feedback_lr, betas=params.feedback_betas,
                     eps=params.feedback_eps, weight_decay=params.feedback_weight_decay)
 
@@ -71,9 +72,13 @@ class TargetPropagation(Algorithm):
         return local_updates(self.network, fwd, self.targets(fwd))
 
     def feedback_losses(self, fwd: ForwardPass) -> list[Tensor]:
-        """ℒ_i of every hidden layer i = 1..L-1, each with a fresh noise sample."""
-        return [self.feedback_loss(self.path, i, fwd, self.params.sigma)
-                for i in range(1, self.network.depth)]
+        """ℒ_i of every hidden layer i = 1..L-1, each with a fresh noise sample. A loss with a
+        ``layers(path, fwd, sigma)`` method computes them all at once (the built-ins do, sharing
+        the forward re-propagations); otherwise it is called once per layer."""
+        loss, sigma = self.feedback_loss, self.params.sigma
+        if hasattr(loss, "layers"):
+            return loss.layers(self.path, fwd, sigma)
+        return [loss(self.path, i, fwd, sigma) for i in range(1, self.network.depth)]
 
     def feedback_step(self, fwd: ForwardPass) -> float | None:
         if self.feedback_loss is None or not self.feedback_parameters:

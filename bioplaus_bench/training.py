@@ -25,6 +25,7 @@ from .data import Data, DataSettings, Split, load_data
 from .errors import InputError
 from .metrics import MetricsConfig, alignment
 from .networks import Network, build_network, forward_pass
+from .optim import adam
 from .suite import Cell
 from .tasks import Task
 
@@ -86,14 +87,14 @@ class _Optimisers:
             eps = config.eps if isinstance(config.eps, tuple) else (config.eps,) * network.depth
             for i in layers:
                 if network.layer_parameters(i):
-                    self.optimisers.append(torch.optim.Adam(
+                    self.optimisers.append(adam(
                         network.layer_parameters(i), lr=config.lr[i - 1] / divisor,
                         betas=config.betas, eps=eps[i - 1]))
         else:
             parameters = [p for i in layers for p in network.layer_parameters(i)]
             if parameters:
-                self.optimisers.append(torch.optim.Adam(parameters, lr=config.lr / divisor,
-                                                        betas=config.betas, eps=config.eps))
+                self.optimisers.append(adam(parameters, lr=config.lr / divisor,
+                                            betas=config.betas, eps=config.eps))
 
     def step(self) -> None:
         for optimiser in self.optimisers:
