@@ -105,6 +105,16 @@ def test_nullspace_ratio_is_0_in_the_row_space_and_1_in_the_nullspace():
     assert nullspace_ratio(net, x, 2, mixed) == pytest.approx(2 ** -0.5, abs=1e-10)
 
 
+def test_nullspace_ratio_of_a_batch_is_the_mean_over_its_samples():
+    torch.manual_seed(1)
+    net = build_network(ArchitectureSpec(hidden=(6, 6)), (6,), 2, dtype=torch.float64)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    update = torch.randn_like(net.layer(2).linear.weight)
+    singles = [nullspace_ratio(net, sample.unsqueeze(0), 2, update) for sample in x]
+    assert len({round(r, 6) for r in singles}) > 1  # the samples differ
+    assert nullspace_ratio(net, x, 2, update) == pytest.approx(sum(singles) / 5, abs=1e-12)
+
+
 def test_metrics_are_logged_for_any_algorithm_at_the_interval(tmp_path):
     from bioplaus_bench.suite import load_suite
     from bioplaus_bench.training import train_cell

@@ -137,3 +137,16 @@ def test_a_layer_without_target_gets_zero_updates():
     updates = local_updates(net, fwd, targets)
     assert torch.count_nonzero(updates[0]) == 0 and torch.count_nonzero(updates[1]) == 0
     assert torch.count_nonzero(updates[2]) > 0
+
+
+@pytest.mark.parametrize("make", [small_mlp, small_cnn])
+def test_propagate_many_equals_one_propagation_per_value(make):
+    net = make()
+    x = torch.randn(4, *net.input_shape)
+    _, h = net.activations(x)
+    starts, stops = [0, 1, 1, 2, 3], [net.depth, net.depth, 2, net.depth, net.depth]
+    values = [h[s] + 0.1 * torch.randn_like(h[s]) for s in starts]
+    values[2] = values[2][:3]  # values may differ in batch size
+    got = net.propagate_many(values, starts, stops)
+    for value, start, stop, result in zip(values, starts, stops, got, strict=True):
+        assert torch.allclose(result, net.propagate(value, start, stop), atol=1e-12)

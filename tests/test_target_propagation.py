@@ -217,6 +217,64 @@ def test_feedback_loss_values_and_only_the_layers_own_map_gets_gradient(name, si
                 assert g is None or g.abs().sum() < 1e-12
 
 
+@pytest.mark.parametrize("name", TP)
+def test_all_losses_at_once_equal_the_direct_computation_with_the_targets_references(name):
+    """``feedback_losses`` draws the layers' noise in turn (layer 1 first), stacks the
+    re-propagations and reuses the references ``g_i(h_s)`` the targets computed; every loss and
+    its gradient (to the layer's own map only) still equal the hand-written spec computation."""
+    net, alg = build(name)
+    fwd = run(net, alg)
+    alg.targets(fwd)
+    torch.manual_seed(11)
+    eps = [torch.randn_like(fwd.h[i]) for i in range(1, net.depth)]
+    torch.manual_seed(11)
+    losses = alg.feedback_losses(fwd)
+    feedback = alg.feedback_parameters
+
+    def flat(grads, parameters):
+        return torch.cat([torch.zeros(p.numel(), dtype=p.dtype) if g is None else g.flatten()
+                          for p, g in zip(parameters, grads, strict=True)])
+    for i, loss, noise in zip(range(1, net.depth), losses, eps, strict=True):
+        expected = expected_loss(name, alg, net, fwd, i, noise)
+        assert torch.allclose(loss, expected)
+        own = alg.path.map_parameters(i)
+        others = [p for p in feedback if all(p is not q for q in own)]
+        got = torch.autograd.grad(loss, [*own, *others], retain_graph=True, allow_unused=True)
+        want = torch.autograd.grad(expected, own, allow_unused=True)
+        assert torch.allclose(flat(got[:len(own)], own), flat(want, own), atol=1e-12)
+        assert flat(got[len(own):], others).abs().max() < 1e-14
+
+
+@pytest.mark.parametrize("name", ["dtp-drl", "ddtp-linear", "ddtp-rhl"])
+def test_kept_references_are_not_reused_once_the_feedback_weights_moved(name):
+    net, alg = build(name)
+    fwd = run(net, alg)
+    alg.targets(fwd)
+    with torch.no_grad():
+        for p in alg.feedback_parameters:
+            p.add_(0.05)
+    torch.manual_seed(4)
+    eps = [torch.randn_like(fwd.h[i]) for i in range(1, net.depth)]
+    torch.manual_seed(4)
+    losses = alg.feedback_losses(fwd)
+    for i, loss, noise in zip(range(1, net.depth), losses, eps, strict=True):
+        assert torch.allclose(loss, expected_loss(name, alg, net, fwd, i, noise))
+
+
+@pytest.mark.parametrize("name", TP)
+def test_a_feedback_step_after_the_targets_equals_one_without(name):
+    (net_a, alg_a), (net_b, alg_b) = build(name), build(name)
+    fwd_a, fwd_b = run(net_a, alg_a), run(net_b, alg_b)
+    alg_a.forward_updates(fwd_a)
+    for _ in range(2):  # the second step must not reuse the first step's references
+        torch.manual_seed(9)
+        alg_a.feedback_step(fwd_a)
+        torch.manual_seed(9)
+        alg_b.feedback_step(fwd_b)
+    for a, b in zip(alg_a.feedback_parameters, alg_b.feedback_parameters, strict=True):
+        assert torch.allclose(a, b, atol=1e-14)
+
+
 def test_dtp_clips_the_noise_scale_and_control_has_none():
     assert REGISTRY.get("dtp").cls.feedback_loss == ReconstructionLoss(scaled=True, clip=0.02)
     assert REGISTRY.get("ddtp-control").cls.feedback_loss == ReconstructionLoss(scaled=False)
