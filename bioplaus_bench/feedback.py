@@ -214,7 +214,7 @@ class RandomHiddenLayerPath(DirectPath):
 
 def _noisy_activations(fwd: ForwardPass, layers: Sequence[int], sigma: float) -> list[Tensor]:
     """``h̃_i = h_i + σ ε`` for every layer of ``layers`` in turn, a fresh sample each."""
-    return [fwd.h[i] + sigma * torch.randn_like(fwd.h[i]) for i in layers]
+    return [torch.randn_like(fwd.h[i]).mul_(sigma).add_(fwd.h[i]) for i in layers]
 
 
 def _hidden_layers(path: FeedbackPath, layers: Sequence[int] | None) -> list[int]:
