@@ -1,0 +1,23 @@
+"""benchmarks/epoch_time.py runs end to end (a quick pass; its figures are not checked here)."""
+
+import runpy
+import sys
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "epoch_time.py"
+
+
+def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [
+        str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32,float64",
+        "--algorithms", "bp,dfa,ddtp-linear", "--data-dir", str(tmp_path)])
+    runpy.run_path(str(BENCHMARK), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "### mnist (mlp), float32" in out and "### float64 time / float32 time" in out
+    assert "| ddtp-linear |" in out and "% of peak)" in out
+    assert "skipped: " in out and str(tmp_path) in out  # no MNIST there: said in one line
+    goals = out.split("### Goals (MNIST MLP)")[1]
+    assert "ddtp-linear ≤ 2 × BP" in goals and "dfa: float64 ≤ 2 × float32" in goals
+    rows = [line for line in goals.splitlines() if line.startswith("| ") and "| goal |" not in line]
+    assert len(rows) == 1 + 2 + 3 + 3  # peak, two ratios, three f64/f32, three logging
+    assert all("| met |" in row or "| missed by " in row for row in rows)
