@@ -32,7 +32,7 @@ from .feedback import (
                        RandomHiddenLayerPath,
                        ReconstructionLoss,
 )
-from .networks import ArchitectureSpec, ForwardPass, Network, forward_pass
+from .networks import ArchitectureSpec, ForwardPass, LayerGraph, Network, forward_pass
 from .target_propagation import TargetPropagation, TPParams
 from .targets import glorot_normal, local_updates, output_target
 from .tasks import Classification, Regression, Task
@@ -47,6 +47,7 @@ __all__ = [
     "FeedbackMap",
     "FeedbackPath",
     "ForwardPass",
+    "LayerGraph",
     "LayerwisePath",
     "Network",
     "NoParams",

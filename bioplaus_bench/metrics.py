@@ -87,7 +87,8 @@ def gnt_weight_update(network: Network, fwd: ForwardPass, i: int, delta_h: Tenso
     """The weight update of layer i that moves h_i towards ``h_i − Δh`` with the local rule
     (``(2/B) Σ_b (s'(a_i) ⊙ Δh_b) h_{i-1}ᵀ``; for conv layers the vector-Jacobian product)."""
     target = fwd.h[i] - delta_h.view_as(fwd.h[i])
-    return network.layer(i).local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], target)[0]
+    return network.layer(i).local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], target,
+                                            fwd.layer_graphs.get(i))[0]
 
 
 def _weight_indices(network: Network) -> dict[int, int]:

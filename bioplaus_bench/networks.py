@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -44,6 +44,19 @@ class ArchitectureSpec:
         return dataclasses.replace(self, no_bias_layers=tuple(sorted({*self.no_bias_layers, layer})))
 
 
+@dataclass(frozen=True)
+class LayerGraph:
+    """A layer's activation with the autograd graph of that layer alone (its input detached),
+    kept from the forward pass so that the layer's local update needs no second pass through it.
+    Valid while the layer's parameters are unchanged."""
+
+    h: Tensor
+    versions: tuple[int, ...]
+
+    def valid_for(self, layer: nn.Module) -> bool:
+        return self.versions == tuple(p._version for p in layer.parameters())
+
+
 @dataclass
 class ForwardPass:
     """One minibatch through the network. Index ``i`` is layer ``i`` everywhere:
@@ -54,6 +67,8 @@ class ForwardPass:
     a: list[Tensor]
     h: list[Tensor]
     loss: Tensor  # batch-mean task loss, with an autograd graph only when one was recorded
+    # Conv layers' graphs, kept by a pass that records none otherwise (see ``LayerGraph``).
+    layer_graphs: dict[int, LayerGraph] = field(default_factory=dict)
 
     @property
     def output(self) -> Tensor:
@@ -96,7 +111,8 @@ class Dense(nn.Module):
     def activation_derivative(self, a: Tensor, h: Tensor) -> Tensor:
         return _activation_derivative(self.activation, a, h)
 
-    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor) -> list[Tensor]:
+    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor,
+                        graph: LayerGraph | None = None) -> list[Tensor]:
         """Gradient of ``(1/B) Σ_b ‖h − ĥ‖²`` w.r.t. this layer's parameters (spec §3):
         ``δ = 2 s'(a) ⊙ (h − ĥ)``, ``∇W = δᵀ h_prev / B``, ``∇b = Σ_b δ / B``."""
         # δ/B before the matmul: one pass over the batch instead of one over the weight-sized
@@ -125,13 +141,25 @@ class ConvBlock(nn.Module):
         # targets, noise and feedback maps are then never mixed-layout.
         return a, self.pool(_activate(self.activation, a)).contiguous()
 
-    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor) -> list[Tensor]:
+    def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor,
+                        graph: LayerGraph | None = None) -> list[Tensor]:
         """Autograd of the element-mean ``mse_loss(h, ĥ)`` through conv, activation and pool
-        (spec §3: conv layers are normalised over all B·C·H·W elements)."""
+        (spec §3: conv layers are normalised over all B·C·H·W elements), through ``graph``
+        when the forward pass kept one, else through a second pass of the layer."""
         with torch.enable_grad():
-            _, h_graph = self(h_prev.detach())
+            if graph is not None and graph.valid_for(self):
+                h_graph = graph.h
+            else:
+                _, h_graph = self(h_prev.detach())
             loss = F.mse_loss(h_graph, target.detach())
-            return list(torch.autograd.grad(loss, list(self.parameters())))
+            return list(torch.autograd.grad(loss, list(self.parameters()), retain_graph=True))
+
+    def forward_with_graph(self, h_prev: Tensor) -> tuple[Tensor, Tensor, LayerGraph]:
+        """``forward`` recording the graph of this layer alone, returned as a ``LayerGraph``."""
+        with torch.enable_grad():
+            a, h = self(h_prev.detach())
+        versions = tuple(p._version for p in self.parameters())
+        return a.detach(), h.detach(), LayerGraph(h, versions)
 
 
 Layer = Dense | ConvBlock
@@ -205,11 +233,16 @@ class Network(nn.Module):
             _, h = layer(h)
         return h
 
-    def activations(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """All pre-activations and activations, each list indexed 0..L (index 0 = the input)."""
+    def activations(self, x: Tensor, graphs: dict[int, LayerGraph] | None = None
+                    ) -> tuple[list[Tensor], list[Tensor]]:
+        """All pre-activations and activations, each list indexed 0..L (index 0 = the input).
+        With ``graphs`` (and grad mode off), conv layers also put their ``LayerGraph`` in it."""
         a, h = [x], [x]
-        for layer in self.layers:
-            a_i, h_i = layer(h[-1])
+        for i, layer in enumerate(self.layers, start=1):
+            if graphs is not None and isinstance(layer, ConvBlock) and not torch.is_grad_enabled():
+                a_i, h_i, graphs[i] = layer.forward_with_graph(h[-1])
+            else:
+                a_i, h_i = layer(h[-1])
             a.append(a_i)
             h.append(h_i)
         return a, h
@@ -265,7 +298,8 @@ def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs:
 def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False) -> ForwardPass:
     """Run ``x`` through ``network`` and keep every layer's activations and the batch-mean loss.
     ``record_graph`` keeps the autograd graph (needed by backprop); otherwise nothing is recorded."""
+    graphs: dict[int, LayerGraph] = {}
     with torch.set_grad_enabled(record_graph):
-        a, h = network.activations(x)
+        a, h = network.activations(x, graphs)
         loss = task.loss(h[-1], y)
-    return ForwardPass(x=x, y=y, a=a, h=h, loss=loss)
+    return ForwardPass(x=x, y=y, a=a, h=h, loss=loss, layer_graphs=graphs)

@@ -37,7 +37,8 @@ def local_updates(network: Network, fwd: ForwardPass, targets: Sequence[Tensor |
         if targets[i] is None:
             updates.extend(torch.zeros_like(p) for p in layer.parameters())
         else:
-            updates.extend(layer.local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], targets[i]))
+            updates.extend(layer.local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], targets[i],
+                                                 fwd.layer_graphs.get(i)))
     return updates
 
 

@@ -130,6 +130,28 @@ def test_conv_local_update_is_autograd_of_element_mean_mse():
     assert torch.allclose(updates[3], expected[1])
 
 
+def test_a_pass_without_graph_keeps_each_conv_layers_own_graph_for_its_local_update():
+    net = small_cnn()
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    fwd = forward_pass(net, Classification(4), x, y)
+    _, plain = net.activations(x)
+    assert set(fwd.layer_graphs) == {1, 2}  # the conv layers only
+    assert all(torch.equal(a, b) and not a.requires_grad for a, b in zip(fwd.h, plain, strict=True))
+    assert all(torch.equal(fwd.layer_graphs[i].h, fwd.h[i]) for i in (1, 2))
+    targets = [None] + [h + 0.1 * torch.randn_like(h) for h in fwd.h[1:]]
+    kept = local_updates(net, fwd, targets)
+    assert all(torch.equal(a, b) for a, b in zip(kept, local_updates(net, fwd, targets), strict=True))
+    without = forward_pass(net, Classification(4), x, y)
+    without.layer_graphs.clear()
+    assert all(torch.equal(a, b) for a, b in zip(kept, local_updates(net, without, targets), strict=True))
+    with torch.no_grad():  # once the weights move, the kept graph is stale: a second pass instead
+        net.layer(2).conv.weight.mul_(1.5)
+    conv = net.layer(2)
+    pooled = conv.pool(torch.tanh(conv.conv(fwd.h[1])))
+    expected = torch.autograd.grad(F.mse_loss(pooled, targets[2]), [conv.conv.weight])[0]
+    assert torch.allclose(local_updates(net, fwd, targets)[2], expected)
+
+
 def test_a_layer_without_target_gets_zero_updates():
     net = small_mlp()
     fwd = forward_pass(net, Classification(3), torch.randn(4, 6), torch.randint(0, 3, (4,)))
