@@ -83,6 +83,10 @@ class FeedbackPath(nn.Module):
         with torch.enable_grad():
             return [None, *(self.g(i, fwd.h[self.source(i)]) for i in range(1, self.depth))]
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the kept references (one minibatch's graph) behind."""
+        return {**self.__dict__, "_kept": None}
+
     def _versions(self) -> list[int]:
         return [p._version for p in self.parameters()]
 
@@ -240,8 +244,8 @@ class ReconstructionLoss:
         noisy = _noisy_activations(fwd, layers, sigma)
         with torch.no_grad():
             reached = path.network.propagate_many(noisy, layers, [path.source(i) for i in layers])
-        scale = 1 / max(sigma, self.clip) ** 2 if self.scaled else 1.0
-        return [F.mse_loss(path.g(i, r), n) * scale
+        divisor = max(sigma, self.clip) ** 2 if self.scaled else 1.0
+        return [F.mse_loss(path.g(i, r), n) / divisor
                 for i, r, n in zip(layers, reached, noisy, strict=True)]
 
 

@@ -261,6 +261,19 @@ def test_kept_references_are_not_reused_once_the_feedback_weights_moved(name):
         assert torch.allclose(loss, expected_loss(name, alg, net, fwd, i, noise))
 
 
+def test_an_algorithm_copied_between_its_targets_and_its_feedback_step_steps_alike():
+    import copy
+    net, alg = build("dtp-drl")
+    fwd = run(net, alg)
+    alg.targets(fwd)
+    clone = copy.deepcopy(alg)  # the kept references (a graph) are not copied
+    for algorithm in (alg, clone):
+        torch.manual_seed(2)
+        algorithm.feedback_step(fwd)
+    for a, b in zip(alg.feedback_parameters, clone.feedback_parameters, strict=True):
+        assert torch.allclose(a, b, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", TP)
 def test_a_feedback_step_after_the_targets_equals_one_without(name):
     (net_a, alg_a), (net_b, alg_b) = build(name), build(name)
