@@ -9,8 +9,9 @@ issue 9 checked at the end.
 2. Per model and dtype, every algorithm's time per training minibatch: the forward pass, the
    proposed updates, the feedback step and the forward Adam step, on random tensors of the right
    shapes (batch 128). The algorithms take turns in every round, so that a slower or faster spell
-   of the machine hits them all alike; each figure is the median over rounds. Also: the epoch
-   this implies (MNIST 430 minibatches, CIFAR-10 352; no evaluation), the ratio to BP, BP's useful
+   of the machine hits them all alike; each time is the median over rounds, each ratio to BP the
+   median of the rounds' ratios. Also: the epoch this implies (MNIST 430 minibatches, CIFAR-10
+   352; no evaluation), BP's useful
    GFLOP/s (forward and backward matmuls of the MLPs) against the peak, and the cost of logging
    the alignment metrics (angles to BP and to the GNT update, every layer) every 80 minibatches.
 3. float64 against float32 for every algorithm.
@@ -30,6 +31,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,7 +53,7 @@ MODELS = {
     "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
 }
 # (timed minibatches per round, rounds) for --quick and for a full run
-SAMPLING = {"mnist": ((10, 3), (30, 5)), "cifar": ((2, 2), (6, 3)), "cnn": ((1, 1), (2, 1))}
+SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 2))}
 BATCH = 128
 RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
@@ -125,9 +127,15 @@ class Trainer:
         return timed(lambda: [self.step(log) for _ in range(steps)], self.device) / steps
 
 
+@dataclass(frozen=True)
+class Timing:
+    seconds: float  # median per minibatch over the rounds
+    vs_bp: float  # median over the rounds of this round's time / BP's time in the same round
+    logging: float  # relative cost of logging the alignment metrics every LOG_INTERVAL minibatches
+
+
 def time_model(model: str, dtype: torch.dtype, names: list[str], quick: bool, device: str
-               ) -> dict[str, tuple[float, float]]:
-    """{algorithm: (median seconds per minibatch, logging overhead at LOG_INTERVAL)}."""
+               ) -> dict[str, Timing]:
     spec = MODELS[model][0]
     trainers = {}
     for name in names:
@@ -143,29 +151,28 @@ def time_model(model: str, dtype: torch.dtype, names: list[str], quick: bool, de
     result = {}
     for name, trainer in trainers.items():
         seconds = statistics.median(samples[name])
-        logs = 2 if model == "mnist" else 1
-        per_log = trainer.seconds_per_step(logs, log=True) - seconds
-        result[name] = (seconds, per_log / (LOG_INTERVAL * seconds))
+        vs_bp = statistics.median(t / bp for t, bp in zip(samples[name], samples["bp"], strict=True))
+        per_log = trainer.seconds_per_step(2 if model == "mnist" else 1, log=True) - seconds
+        result[name] = Timing(seconds, vs_bp, per_log / (LOG_INTERVAL * seconds))
     return result
 
 
-def print_model_table(model: str, dtype_name: str, peak: float,
-                      timings: dict[str, tuple[float, float]], names: list[str]) -> None:
+def print_model_table(model: str, dtype_name: str, peak: float, timings: dict[str, Timing],
+                      names: list[str]) -> None:
     spec, input_shape, batches = MODELS[model]
     print(f"### {model} ({spec.type}), {dtype_name}: matmul peak {peak:.1f} GFLOP/s\n")
     print(f"| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s | logging @{LOG_INTERVAL} |")
     print("|---|---|---|---|---|---|")
-    bp = timings["bp"][0]
     for name in names:
         if name not in timings:
             print(f"| {name} | n/a (no {spec.type.upper()} support) | | | | |")
             continue
-        seconds, overhead = timings[name]
+        timing = timings[name]
         flops = bp_flops(spec, input_shape) if name == "bp" else None
-        rate = f"{flops / seconds / 1e9:.1f} ({flops / seconds / 1e9 / peak:.0%} of peak)" \
-            if flops else ""
-        print(f"| {name} | {1000 * seconds:.2f} | {seconds * batches:.1f} | {seconds / bp:.2f} "
-              f"| {rate} | {overhead:+.1%} |")
+        rate = flops / timing.seconds / 1e9 if flops else None
+        rate_text = f"{rate:.1f} ({rate / peak:.0%} of peak)" if rate else ""
+        print(f"| {name} | {1000 * timing.seconds:.2f} | {timing.seconds * batches:.1f} "
+              f"| {timing.vs_bp:.2f} | {rate_text} | {timing.logging:+.1%} |")
     print()
 
 
@@ -174,7 +181,7 @@ def print_precision_table(results: dict, models: list[str], names: list[str]) ->
     print("| algorithm | " + " | ".join(models) + " |")
     print("|---|" + "---|" * len(models))
     for name in names:
-        cells = [f"{results[m, 'float64'][name][0] / results[m, 'float32'][name][0]:.2f}"
+        cells = [f"{results[m, 'float64'][name].seconds / results[m, 'float32'][name].seconds:.2f}"
                  if name in results[m, "float32"] else "n/a" for m in models]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
@@ -223,7 +230,7 @@ def whole_epochs(names: list[str], data_dir: Path | None, device: str) -> None:
     print()
 
 
-def print_goals(peak: float, f32: dict, f64: dict | None) -> None:
+def print_goals(peak: float, f32: dict[str, Timing], f64: dict[str, Timing] | None) -> None:
     print("### Goals (MNIST MLP)\n")
     print("| goal | measured | verdict |")
     print("|---|---|---|")
@@ -234,18 +241,17 @@ def print_goals(peak: float, f32: dict, f64: dict | None) -> None:
         verdict = "met" if met else f"missed by {gap:.0%}"
         print(f"| {goal} | {value:.2f}{unit} | {verdict} |")
 
-    bp = f32["bp"][0]
     flops = bp_flops(*MODELS["mnist"][:2])
-    row("BP float32 ≥ 1/3 of the matmul peak", flops / bp / 1e9 / peak, 1 / 3, " of peak",
-        at_least=True)
+    row("BP float32 ≥ 1/3 of the matmul peak", flops / f32["bp"].seconds / 1e9 / peak, 1 / 3,
+        " of peak", at_least=True)
     for name, goal in RATIO_GOALS.items():
         if name in f32:
-            row(f"{name} ≤ {goal:g} × BP", f32[name][0] / bp, goal, " ×")
+            row(f"{name} ≤ {goal:g} × BP", f32[name].vs_bp, goal, " ×")
     for name in f32:
         if f64 and name in f64:
-            row(f"{name}: float64 ≤ 2 × float32", f64[name][0] / f32[name][0], 2.0, " ×")
+            row(f"{name}: float64 ≤ 2 × float32", f64[name].seconds / f32[name].seconds, 2.0, " ×")
     for name in f32:
-        row(f"{name}: logging @{LOG_INTERVAL} < +10%", 100 * f32[name][1], 10.0, " %")
+        row(f"{name}: logging @{LOG_INTERVAL} < +10%", 100 * f32[name].logging, 10.0, " %")
     print()
 
 
@@ -269,7 +275,7 @@ def main() -> None:
     dtypes = args.dtypes.split(",")
     peaks = {d: matmul_peak(getattr(torch, d), args.device) for d in dtypes}
     print("matmul peak: " + ", ".join(f"{d} {p:.1f} GFLOP/s" for d, p in peaks.items()) + "\n")
-    results: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    results: dict[tuple[str, str], dict[str, Timing]] = {}
     for model in args.models.split(","):
         for dtype_name in dtypes:
             results[model, dtype_name] = time_model(model, getattr(torch, dtype_name), names,
