@@ -202,9 +202,10 @@ class Network(nn.Module):
                             bias=index not in spec.no_bias_layers, **factory))
         self.layers = nn.ModuleList(layers)
         self.reset_parameters()
-        if spec.conv_channels:
+        if spec.conv_channels and self.dtype != torch.float64:
             # oneDNN's convolutions, their backward and the pooling run faster on channels-last
-            # weights (a CIFAR-10 CNN step on CPU: BP −10%, DFA −16%, DDTP −14…18%).
+            # weights (a CIFAR-10 CNN step on CPU: BP −10%, DFA −16%, DDTP −14…18%); oneDNN has
+            # no float64 kernels, and the fallback is a little slower on them (1–8%).
             self.to(memory_format=torch.channels_last)
 
     @property
