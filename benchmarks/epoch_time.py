@@ -14,7 +14,7 @@ issue 9 checked at the end.
    352; no evaluation), BP's useful
    GFLOP/s (forward and backward matmuls of the MLPs) against the peak, and the cost of logging
    the alignment metrics (angles to BP and to the GNT update, every layer) every 80 minibatches.
-3. float64 against float32 for every algorithm.
+3. float64 against float32 for every algorithm (both take turns in the same rounds).
 4. A whole MNIST epoch as ``bench run`` trains it (table 1's hyper-parameters, float32, seed 0,
    feedback pre-training left out): training, the feedback-only epoch that follows it where table
    1 gives the method one, evaluation of the validation and test sets; with the share of drawing
@@ -131,30 +131,40 @@ class Trainer:
 @dataclass(frozen=True)
 class Timing:
     seconds: float  # median per minibatch over the rounds
-    vs_bp: float  # median over the rounds of this round's time / BP's time in the same round
+    vs_bp: float  # median over the rounds of this round's time / BP's in the same dtype and round
+    vs_float32: float | None  # the same against this algorithm in float32 (float64 only)
     logging: float  # relative cost of logging the alignment metrics every LOG_INTERVAL minibatches
 
 
-def time_model(model: str, dtype: torch.dtype, names: list[str], quick: bool, device: str
-               ) -> dict[str, Timing]:
+def time_model(model: str, dtypes: list[str], names: list[str], quick: bool, device: str
+               ) -> dict[str, dict[str, Timing]]:
+    """{dtype: {algorithm: Timing}}; all algorithms in all dtypes take turns in every round."""
     spec = MODELS[model][0]
-    trainers = {}
-    for name in names:
-        trainer = Trainer(name, model, dtype, device)
-        if getattr(trainer.cls.capabilities, spec.type):
-            trainers[name] = trainer
-            trainer.seconds_per_step(1)  # warm-up
+    trainers: dict[tuple[str, str], Trainer] = {}
+    for dtype in dtypes:
+        for name in names:
+            trainer = Trainer(name, model, getattr(torch, dtype), device)
+            if getattr(trainer.cls.capabilities, spec.type):
+                trainers[dtype, name] = trainer
+                trainer.seconds_per_step(1)  # warm-up
     steps, rounds = SAMPLING[model][0 if quick else 1]
-    samples: dict[str, list[float]] = {name: [] for name in trainers}
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in trainers}
     for _ in range(rounds):
-        for name, trainer in trainers.items():
-            samples[name].append(trainer.seconds_per_step(steps))
-    result = {}
-    for name, trainer in trainers.items():
-        seconds = statistics.median(samples[name])
-        vs_bp = statistics.median(t / bp for t, bp in zip(samples[name], samples["bp"], strict=True))
+        for key, trainer in trainers.items():
+            samples[key].append(trainer.seconds_per_step(steps))
+
+    def ratio(key, reference) -> float:
+        return statistics.median(t / r for t, r in zip(samples[key], samples[reference],
+                                                       strict=True))
+    result: dict[str, dict[str, Timing]] = {dtype: {} for dtype in dtypes}
+    for (dtype, name), trainer in trainers.items():
+        seconds = statistics.median(samples[dtype, name])
         per_log = trainer.seconds_per_step(2 if model == "mnist" else 1, log=True) - seconds
-        result[name] = Timing(seconds, vs_bp, per_log / (LOG_INTERVAL * seconds))
+        single = ("float32", name)
+        result[dtype][name] = Timing(
+            seconds, ratio((dtype, name), (dtype, "bp")),
+            ratio((dtype, name), single) if dtype == "float64" and single in samples else None,
+            per_log / (LOG_INTERVAL * seconds))
     return result
 
 
@@ -182,7 +192,7 @@ def print_precision_table(results: dict, models: list[str], names: list[str]) ->
     print("| algorithm | " + " | ".join(models) + " |")
     print("|---|" + "---|" * len(models))
     for name in names:
-        cells = [f"{results[m, 'float64'][name].seconds / results[m, 'float32'][name].seconds:.2f}"
+        cells = [f"{results[m, 'float64'][name].vs_float32:.2f}"
                  if name in results[m, "float32"] else "n/a" for m in models]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
@@ -250,7 +260,7 @@ def print_goals(peak: float, f32: dict[str, Timing], f64: dict[str, Timing] | No
             row(f"{name} ≤ {goal:g} × BP", f32[name].vs_bp, goal, " ×")
     for name in f32:
         if f64 and name in f64:
-            row(f"{name}: float64 ≤ 2 × float32", f64[name].seconds / f32[name].seconds, 2.0, " ×")
+            row(f"{name}: float64 ≤ 2 × float32", f64[name].vs_float32, 2.0, " ×")
     for name in f32:
         row(f"{name}: logging @{LOG_INTERVAL} < +10%", 100 * f32[name].logging, 10.0, " %")
     print()
@@ -278,11 +288,9 @@ def main() -> None:
     print("matmul peak: " + ", ".join(f"{d} {p:.1f} GFLOP/s" for d, p in peaks.items()) + "\n")
     results: dict[tuple[str, str], dict[str, Timing]] = {}
     for model in args.models.split(","):
-        for dtype_name in dtypes:
-            results[model, dtype_name] = time_model(model, getattr(torch, dtype_name), names,
-                                                    args.quick, args.device)
-            print_model_table(model, dtype_name, peaks[dtype_name], results[model, dtype_name],
-                              names)
+        for dtype, timings in time_model(model, dtypes, names, args.quick, args.device).items():
+            results[model, dtype] = timings
+            print_model_table(model, dtype, peaks[dtype], timings, names)
     if {"float32", "float64"} <= set(dtypes):
         print_precision_table(results, args.models.split(","), names)
     if not args.no_epoch:
