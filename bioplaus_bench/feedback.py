@@ -16,7 +16,7 @@ with ``s = source(i)`` (i+1 for a layer-wise path, L for a direct one), top-down
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -216,17 +216,34 @@ class RandomHiddenLayerPath(DirectPath):
                         for i in range(1, self.depth))]
 
 
-def _noisy_activations(fwd: ForwardPass, layers: Sequence[int], sigma: float) -> list[Tensor]:
-    """``h̃_i = h_i + σ ε`` for every layer of ``layers`` in turn, a fresh sample each."""
-    return [torch.randn_like(fwd.h[i]).mul_(sigma).add_(fwd.h[i]) for i in layers]
+def _perturb_and_propagate(path: FeedbackPath, fwd: ForwardPass, sigma: float,
+                           layers: Sequence[int] | None, stop: Callable[[int], int]
+                           ) -> tuple[list[int], list[Tensor], list[Tensor]]:
+    """The hidden ``layers`` (default: all), their noisy activations ``h̃_i = h_i + σ ε`` (a
+    fresh sample each, layer by layer) and those carried up to layer ``stop(i)`` by the forward
+    layers, without a graph and stacked per forward layer."""
+    layers = list(layers) if layers is not None else list(range(1, path.depth))
+    noisy = [torch.randn_like(fwd.h[i]).mul_(sigma).add_(fwd.h[i]) for i in layers]
+    with torch.no_grad():
+        reached = path.network.propagate_many(noisy, layers, [stop(i) for i in layers])
+    return layers, noisy, reached
 
 
-def _hidden_layers(path: FeedbackPath, layers: Sequence[int] | None) -> list[int]:
-    return list(layers) if layers is not None else list(range(1, path.depth))
+class _EveryLayerLoss:
+    """A feedback loss whose ``layers`` computes all hidden layers' losses at once; calling it
+    for one layer computes just that one."""
+
+    def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
+        return self.layers(path, fwd, sigma, [i])[0]
+
+    def layers(self, path: FeedbackPath, fwd: ForwardPass, sigma: float,
+               layers: Sequence[int] | None = None) -> list[Tensor]:
+        """``ℒ_i`` of every layer of ``layers`` (default: all hidden layers), in that order."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class ReconstructionLoss:
+class ReconstructionLoss(_EveryLayerLoss):
     """``ℒ_i = scale · mean_{b,units}(g_i(f_{i→s}(h̃_i)) − h̃_i)²`` with ``s = source(i)``: DTP's
     loss on a layer-wise path with ``scale = 1/max(σ, clip)²`` (spec §4.3), DDTP-control's on a
     direct path with no scale (``scaled=False``, spec §4.8)."""
@@ -234,37 +251,24 @@ class ReconstructionLoss:
     scaled: bool = True
     clip: float = 0.02
 
-    def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
-        return self.layers(path, fwd, sigma, [i])[0]
-
     def layers(self, path: FeedbackPath, fwd: ForwardPass, sigma: float,
                layers: Sequence[int] | None = None) -> list[Tensor]:
-        """``ℒ_i`` of every layer of ``layers`` (default: all hidden layers), in that order."""
-        layers = _hidden_layers(path, layers)
-        noisy = _noisy_activations(fwd, layers, sigma)
-        with torch.no_grad():
-            reached = path.network.propagate_many(noisy, layers, [path.source(i) for i in layers])
+        layers, noisy, reached = _perturb_and_propagate(path, fwd, sigma, layers, path.source)
         divisor = max(sigma, self.clip) ** 2 if self.scaled else 1.0
         return [F.mse_loss(path.g(i, r), n) / divisor
                 for i, r, n in zip(layers, reached, noisy, strict=True)]
 
 
 @dataclass(frozen=True)
-class DifferenceReconstructionLoss:
+class DifferenceReconstructionLoss(_EveryLayerLoss):
     """The difference reconstruction loss (DRL, Eq. 10; spec §4.5–§4.7): propagate
     ``h̃_i`` to the output, carry it back down through the difference-corrected maps, and
     ``ℒ_i = (1/σ²) · mean_{b,units}(r_i − h̃_i)²``."""
 
-    def __call__(self, path: FeedbackPath, i: int, fwd: ForwardPass, sigma: float) -> Tensor:
-        return self.layers(path, fwd, sigma, [i])[0]
-
     def layers(self, path: FeedbackPath, fwd: ForwardPass, sigma: float,
                layers: Sequence[int] | None = None) -> list[Tensor]:
-        """``ℒ_i`` of every layer of ``layers`` (default: all hidden layers), in that order."""
-        layers = _hidden_layers(path, layers)
-        noisy = _noisy_activations(fwd, layers, sigma)
-        with torch.no_grad():
-            outputs = path.network.propagate_many(noisy, layers, [path.depth] * len(layers))
+        layers, noisy, outputs = _perturb_and_propagate(path, fwd, sigma, layers,
+                                                        lambda i: path.depth)
         references = path.take_references(fwd)
         return [F.mse_loss(path.reconstruct(i, output, fwd, references), n) / sigma ** 2
                 for i, output, n in zip(layers, outputs, noisy, strict=True)]
