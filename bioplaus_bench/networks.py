@@ -296,11 +296,14 @@ def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs:
     return Network(spec, input_shape, n_outputs, dtype=dtype, device=device)
 
 
-def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False) -> ForwardPass:
+def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False,
+                 layer_graphs: bool = True) -> ForwardPass:
     """Run ``x`` through ``network`` and keep every layer's activations and the batch-mean loss.
-    ``record_graph`` keeps the autograd graph (needed by backprop); otherwise nothing is recorded."""
+    ``record_graph`` keeps the autograd graph (needed by backprop); otherwise only the conv
+    layers' own graphs are kept, for local updates, unless ``layer_graphs`` is false (a pass
+    for a feedback step alone: recording costs a CNN forward pass about a fifth more)."""
     graphs: dict[int, LayerGraph] = {}
     with torch.set_grad_enabled(record_graph):
-        a, h = network.activations(x, graphs)
+        a, h = network.activations(x, graphs if layer_graphs else None)
         loss = task.loss(h[-1], y)
     return ForwardPass(x=x, y=y, a=a, h=h, loss=loss, layer_graphs=graphs)

@@ -202,7 +202,7 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
     def feedback_epoch() -> float:
         losses = []
         for x, y in _batches(data.train, protocol.batch_size, shuffle=True):
-            loss = algorithm.feedback_step(forward_pass(network, task, x, y))
+            loss = algorithm.feedback_step(forward_pass(network, task, x, y, layer_graphs=False))
             if loss is not None:
                 losses.append(float(loss))
         return float(np.mean(losses)) if losses else math.nan

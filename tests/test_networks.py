@@ -172,3 +172,12 @@ def test_propagate_many_equals_one_propagation_per_value(make):
     got = net.propagate_many(values, starts, stops)
     for value, start, stop, result in zip(values, starts, stops, got, strict=True):
         assert torch.allclose(result, net.propagate(value, start, stop), atol=1e-12)
+
+
+def test_a_pass_for_a_feedback_step_alone_keeps_no_layer_graphs():
+    net = small_cnn()
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    fwd = forward_pass(net, Classification(4), x, y, layer_graphs=False)
+    assert fwd.layer_graphs == {}
+    kept = forward_pass(net, Classification(4), x, y)
+    assert all(torch.equal(a, b) for a, b in zip(fwd.h, kept.h, strict=True))
