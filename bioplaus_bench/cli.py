@@ -27,7 +27,7 @@ from .progress import LogReporter, RichReporter
 from .report import FORMATS, records_frame, render, summarise
 from .schema import schema_fields
 from .store import ResultStore
-from .suite import load_suite
+from .suite import Suite, load_suite
 from .training import DAMPING_GRID, Environment, damping_search
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -65,8 +65,20 @@ def _data_settings(data_dir: Path | None, download: bool, skip_checksums: bool
         verify_checksums=not skip_checksums)
 
 
+SuiteArgument = Annotated[Path, typer.Argument(help="The suite file (YAML).")]
 DataDirOption = Annotated[Path | None, typer.Option(
     help=f"Dataset root (torchvision layout) [default: ${data_module.DATA_ENV} or ./data].")]
+DownloadOption = Annotated[bool, typer.Option(
+    help="Allow downloading missing datasets (also BIOPLAUS_DOWNLOAD=1).")]
+SkipChecksumsOption = Annotated[bool, typer.Option(
+    help="Accept dataset files whose checksums differ from torchvision's (warns).")]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+
+
+def _load_suite(suite: Path, overrides: list[str], plugins: list[Path]
+                ) -> tuple[Registry, Suite]:
+    registry = _registry(plugins)
+    return registry, load_suite(suite, registry, overrides)
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -75,14 +87,12 @@ def _names(text: str | None) -> list[str] | None:
 
 @app.command()
 def run(
-    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    suite: SuiteArgument,
     results: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results folder [default: results/<suite name>].")] = None,
     data_dir: DataDirOption = None,
-    download: Annotated[bool, typer.Option(
-        help="Allow downloading missing datasets (also BIOPLAUS_DOWNLOAD=1).")] = False,
-    skip_checksums: Annotated[bool, typer.Option(
-        help="Accept dataset files whose checksums differ from torchvision's (warns).")] = False,
+    download: DownloadOption = False,
+    skip_checksums: SkipChecksumsOption = False,
     seeds: Annotated[int | None, typer.Option(help="Run only the first N seeds.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override every dataset's epochs.")] = None,
     only: Annotated[str | None, typer.Option(help="Only these algorithms (NAME[,NAME]).")] = None,
@@ -93,7 +103,7 @@ def run(
     ] = None,
     set_: SetOption = [],  # noqa: B006
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a record.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
     quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")
                      ] = False,
     plugin: PluginOption = [],  # noqa: B006
@@ -118,8 +128,7 @@ def run(
             raise InputError(RAY_MISSING)
         if cpus_per_cell <= 0 or gpus_per_cell < 0:
             raise InputError("--cpus-per-cell must be positive and --gpus-per-cell not negative")
-        registry = _registry(plugin)
-        loaded = load_suite(suite, registry, set_)
+        registry, loaded = _load_suite(suite, set_, plugin)
         for name, value in (("--seeds", seeds), ("--epochs", epochs), ("--subset", subset)):
             if value is not None and value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value}")
@@ -152,14 +161,13 @@ def run(
 
 @app.command()
 def validate(
-    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    suite: SuiteArgument,
     set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
     """Check a suite file without running it."""
     with _input_errors():
-        registry = _registry(plugin)
-        loaded = load_suite(suite, registry, set_)
+        registry, loaded = _load_suite(suite, set_, plugin)
         cells = loaded.cells(registry=registry)
     skipped = sum(1 for c in cells if c.skip_reason)
     out.print(f"{suite}: ok: {len(loaded.datasets)} datasets, {len(loaded.algorithms)} "
@@ -239,7 +247,7 @@ def plot(
 
 @app.command()
 def damping(
-    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    suite: SuiteArgument,
     algorithm: Annotated[str, typer.Option(help="The algorithm entry to search for.")],
     dataset: Annotated[str, typer.Option(help="The dataset entry.")],
     epochs: Annotated[int, typer.Option(help="Training epochs before the search pass.")] = 3,
@@ -247,15 +255,15 @@ def damping(
         ",".join(str(d) for d in DAMPING_GRID),
     seed: Annotated[int | None, typer.Option(help="Seed (default: the suite's first).")] = None,
     data_dir: DataDirOption = None,
-    download: Annotated[bool, typer.Option(help="Allow downloading missing datasets.")] = False,
-    skip_checksums: Annotated[bool, typer.Option(help="Accept differing checksums.")] = False,
+    download: DownloadOption = False,
+    skip_checksums: SkipChecksumsOption = False,
+    device: DeviceOption = "cpu",
     set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
     """Search the GNT damping λ of every hidden layer (spec §9.2) and print it for the suite."""
     with _input_errors():
-        registry = _registry(plugin)
-        loaded = load_suite(suite, registry, set_)
+        registry, loaded = _load_suite(suite, set_, plugin)
         try:
             values = tuple(float(v) for v in grid.split(","))
         except ValueError:
@@ -268,7 +276,7 @@ def damping(
         settings = _data_settings(data_dir, download, skip_checksums)
         data_module.check_available(cell.dataset.source, settings)
         found = damping_search(cell, registry.get(cell.algorithm).cls,
-                               Environment(settings), values)
+                               Environment(settings, device), values)
     table = Table(title=f"mean GNT angle (degrees), {algorithm} on {dataset}")
     table.add_column("λ")
     layers = len(found["best"])
@@ -288,7 +296,7 @@ def damping(
 
 @app.command()
 def tune(
-    suite: Annotated[Path, typer.Argument(help="The suite file (YAML).")],
+    suite: SuiteArgument,
     algorithm: Annotated[str, typer.Option(help="The algorithm entry (with a `search:` mapping).")],
     dataset: Annotated[str, typer.Option(help="The dataset entry.")],
     trials: Annotated[int, typer.Option(help="Total number of finished trials in the study.")] = 20,
@@ -302,9 +310,9 @@ def tune(
         "--out", "-o", help="Write the best configuration (a suite fragment) to this file.")
     ] = None,
     data_dir: DataDirOption = None,
-    download: Annotated[bool, typer.Option(help="Allow downloading missing datasets.")] = False,
-    skip_checksums: Annotated[bool, typer.Option(help="Accept differing checksums.")] = False,
-    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    download: DownloadOption = False,
+    skip_checksums: SkipChecksumsOption = False,
+    device: DeviceOption = "cpu",
     set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
@@ -315,8 +323,7 @@ def tune(
     from .tune import tune as search
 
     with _input_errors():
-        registry = _registry(plugin)
-        loaded = load_suite(suite, registry, set_)
+        registry, loaded = _load_suite(suite, set_, plugin)
         if algorithm not in loaded.algorithms or dataset not in loaded.datasets:
             loaded.cells(only=[algorithm], datasets=[dataset])  # raises the named error
         settings = _data_settings(data_dir, download, skip_checksums)
