@@ -48,6 +48,11 @@ class FeedbackMap(nn.Module):
         return out.view(-1, *self.out_shape)
 
 
+def _difference_corrected(reached: Tensor, h: Tensor, reference: Tensor) -> Tensor:
+    """``g_i(ĥ_s) + h_i − g_i(h_s)`` from ``reached = g_i(ĥ_s)`` and ``reference = g_i(h_s)``."""
+    return reached + h - reference
+
+
 class FeedbackPath(nn.Module):
     """The feedback maps ``g_1..g_{L-1}``; ``maps[i - 1]`` is ``g_i``."""
 
@@ -110,7 +115,7 @@ class FeedbackPath(nn.Module):
                 ) -> Tensor:
         """The difference-corrected target of layer ``i`` given its source's target and the
         reference ``g_i(h_s)``: ``g_i(ĥ_s) + h_i − g_i(h_s)``."""
-        return self.g(i, target_source) + fwd.h[i] - reference
+        return _difference_corrected(self.g(i, target_source), fwd.h[i], reference)
 
     def targets(self, fwd: ForwardPass, output_target: Tensor) -> list[Tensor | None]:
         """Targets of every layer, indexed 0..L (index 0 unused), top-down from the output."""
@@ -182,7 +187,7 @@ class DirectPath(FeedbackPath):
         references = self._references_for_targets(fwd)
         with torch.no_grad():
             reached = self.g_each(output_target)
-            return [None, *(reached[i] + fwd.h[i] - references[i].detach()
+            return [None, *(_difference_corrected(reached[i], fwd.h[i], references[i].detach())
                             for i in range(1, self.depth)), output_target]
 
 
