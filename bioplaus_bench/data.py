@@ -1,5 +1,10 @@
-"""Datasets as in-memory tensors: MNIST, Fashion-MNIST and CIFAR-10 through torchvision's dataset
-classes and folder layout, and the synthetic teacher regression task of spec §10.
+"""Datasets as in-memory tensors: MNIST, Fashion-MNIST and CIFAR-10 in torchvision's folder layout
+and file formats, and the synthetic teacher regression task of spec §10.
+
+Files are trusted only as far as their MD5s go: the originals load; any other files only with
+``verify_checksums=False`` (--skip-checksums), which always warns, and ``data_fingerprint`` tells
+the two apart. No code runs from a data file: CIFAR-10 pickles go through an unpickler that
+admits numpy arrays only.
 
 Images are decoded once per process and normalised as in spec §7 (MNIST ``(x − 0.1307)/0.3081``,
 Fashion-MNIST none, CIFAR-10 ``(x − 0.5)/0.5``); minibatches are then sliced from tensors, never
@@ -9,24 +14,28 @@ exactly as the original code, so it differs per seed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import os
 import pickle
-import shutil
 import sys
-import tempfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchvision import datasets as tv
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import download_and_extract_archive
 
 from .errors import DataMissingError, InputError
+from .schema import PositiveInt
 from .tasks import Classification, Regression, Task
 
 DATA_ENV = "BIOPLAUS_DATA"
@@ -88,11 +97,11 @@ class NoOptions:
 class TeacherOptions:
     """The teacher network of spec §10 (validation size comes from the protocol)."""
 
-    n_train: int = 400
-    n_test: int = 200
-    input_dim: int = 6
-    output_dim: int = 2
-    hidden: tuple[int, ...] = (1000, 1000, 1000, 1000)
+    n_train: PositiveInt = 400
+    n_test: PositiveInt = 200
+    input_dim: PositiveInt = 6
+    output_dim: PositiveInt = 2
+    hidden: tuple[PositiveInt, ...] = (1000, 1000, 1000, 1000)
     gain: float = 3.0
 
 
@@ -108,116 +117,344 @@ class Source:
     check: Callable[[DataSettings], None] | None = None  # raises DataMissingError
 
 
-def _decompress(gz: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as tmp, \
-            gzip.open(gz, "rb") as stream:
-        shutil.copyfileobj(stream, tmp)
-    os.replace(tmp.name, target)
+# --- Files on disk, and how far they are trusted ---------------------------------------------
+
+# MD5s of the decompressed IDX files (torchvision lists only those of the .gz files), computed by
+# decompressing the .gz files in /work/shared/data/{MNIST,FashionMNIST}/raw, which match
+# torchvision's MD5s: so these are the MD5s of the original decompressed files.
+IDX_MD5: dict[str, dict[str, str]] = {
+    "MNIST": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+
+# MD5s of the CIFAR-10 copy on the project's machines (/work/shared/data/MD5SUMS). It was rebuilt
+# from public sources: pixels and labels are exact, but the "filenames" entries are placeholders,
+# so the six batches do not match torchvision's MD5s (batches.meta does). It is recognised in
+# messages and fingerprints, yet still needs --skip-checksums, as the copy's README asks.
+CIFAR_REBUILT_MD5: dict[str, str] = {
+    "data_batch_1": "897eeddf3b2c1a0b39434b7290a5899c",
+    "data_batch_2": "24c8d3f14bfa0ed1b43740fad7243c97",
+    "data_batch_3": "6d88dbb604b2cc8012ce5bcca16aa1e9",
+    "data_batch_4": "20f95af0818fe4513315302da056a9f9",
+    "data_batch_5": "bb75b640e48793d724860fbd0c215be4",
+    "test_batch": "30f0cc100fd6daaff6425305afeba61e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
+
+IDX_CLASSES = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST}
+
+# What a dataset's files are, as the --skip-checksums warning and data_fingerprint say it.
+_DESCRIPTION = {
+    "original": "the original files (their MD5s match anyway)",
+    "rebuilt": "the known rebuilt copy (exact pixels and labels, not byte-identical to the "
+               "originals)",
+    "unknown": "unknown files (their MD5s match no known copy)",
+}
+_CHECKSUMS = {"original": "verified", "rebuilt": "known rebuilt copy (exact pixels)",
+              "unknown": "skipped"}
+
+
+@dataclass(frozen=True)
+class _Files:
+    """The files that a dataset is read from, accepted for use."""
+
+    folder: Path
+    md5s: dict[Path, str]
+    kind: str  # "original", "rebuilt" or "unknown"
 
 
 def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _idx_root(cls: type, settings: DataSettings) -> Path:
-    """A root from which torchvision's ``cls`` loads without writing: the data folder itself
-    when the decompressed IDX files are there, otherwise a cache folder into which the ``.gz``
-    files are decompressed (the data folder may be read-only). The cache folder is named after
-    the files' contents, so two data folders never share a stale copy."""
+def _while_files_unchanged(function: Callable[[str, DataSettings], Any]):
+    """Cache ``function(name, settings)`` for as long as the dataset's files keep their size and
+    modification time: a file changed within the process (a long session, a test) is read and
+    checked again instead of being served from the cache."""
+    @functools.lru_cache(maxsize=16)
+    def cached(name: str, settings: DataSettings, state: tuple) -> Any:
+        return function(name, settings)
+
+    @functools.wraps(function)
+    def wrapper(name: str, settings: DataSettings) -> Any:
+        stats = ((path, path.stat()) for path in _located(name, settings))
+        state = tuple((str(path), stat.st_size, stat.st_mtime_ns) for path, stat in stats)
+        return cached(name, settings, state)
+    return wrapper
+
+
+@_while_files_unchanged
+def _accepted(name: str, settings: DataSettings) -> _Files:
+    """The files of dataset ``name`` with their MD5s, once they may be used: the originals always,
+    other files only with --skip-checksums, which always says what they are. Cached, so that
+    loading and ``data_fingerprint`` see the same files, hashed once per process."""
+    originals = _located(name, settings)
+    md5s = {path: _md5(path) for path in originals}
+    files = _Files(next(iter(originals)).parent, md5s, _kind(name, md5s, originals))
+    if not settings.verify_checksums:
+        print(f"warning: {SOURCES[name].label} checksums are not verified (--skip-checksums): "
+              f"{files.folder} holds {_DESCRIPTION[files.kind]}", file=sys.stderr)
+    elif files.kind == "rebuilt":
+        raise InputError(f"{files.folder}: this is the known rebuilt copy of CIFAR-10 (exact "
+                         "pixels and labels, but not byte-identical to the originals, so "
+                         "torchvision's MD5s do not match); pass --skip-checksums to use it")
+    elif files.kind == "unknown":
+        path = next(path for path in originals if md5s[path] != originals[path])
+        raise InputError(f"{path}: MD5 {md5s[path]} does not match the original's "
+                         f"{originals[path]}; use --skip-checksums to accept it")
+    return files
+
+
+def _kind(name: str, md5s: dict[Path, str], originals: dict[Path, str]) -> str:
+    if md5s == originals:
+        return "original"
+    if name == "cifar10" and {path.name: md5 for path, md5 in md5s.items()} == CIFAR_REBUILT_MD5:
+        return "rebuilt"
+    return "unknown"
+
+
+def _located(name: str, settings: DataSettings) -> dict[Path, str]:
+    """The files that dataset ``name`` is read from, each with its original's MD5. Missing files
+    are downloaded where that is allowed, else raise DataMissingError."""
+    if name == "cifar10":
+        return _cifar_located(settings)
+    return _idx_located(IDX_CLASSES[name], settings)
+
+
+# --- MNIST and Fashion-MNIST: IDX files, plain or .gz -----------------------------------------
+
+def _idx_located(cls: type, settings: DataSettings) -> dict[Path, str]:
     raw = settings.root / cls.__name__ / "raw"
-    names = [name.removesuffix(".gz") for name, _ in cls.resources]
-    if all((raw / name).is_file() for name in names):
-        return settings.root
-    files = [raw / name if (raw / name).is_file() else raw / gz_name
-             for (gz_name, _), name in zip(cls.resources, names, strict=True)]
-    if not all(path.is_file() for path in files):
-        if settings.download:
-            cls(str(settings.root), download=True)
-            return settings.root
-        expected = ", ".join(f"{n}[.gz]" for n in names)
+    files = _idx_files_in(raw, cls)
+    if files is None and settings.download:
+        cls(str(settings.root), download=True)  # fetches, checks and decompresses into raw/
+        files = _idx_files_in(raw, cls)
+    if files is None:
+        expected = ", ".join(f"{gz_name.removesuffix('.gz')}[.gz]" for gz_name, _ in cls.resources)
         raise DataMissingError(
             f"{cls.__name__} not found in {raw}: expected {expected}; set --data-dir or "
             f"{DATA_ENV} to a folder holding {cls.__name__}/raw/, or allow --download")
-    found = [(path, _md5(path)) for path in files]
-    for (path, digest), (_, expected_md5) in zip(found, cls.resources, strict=True):
-        if settings.verify_checksums and path.suffix == ".gz" and digest != expected_md5:
-            raise InputError(f"{path}: MD5 {digest} does not match torchvision's {expected_md5}"
-                             "; use --skip-checksums to accept it")
-    key = hashlib.sha1("".join(digest for _, digest in found).encode()).hexdigest()[:12]
-    cache_root = settings.cache_dir / f"{cls.__name__}-{key}"
-    for (path, _), name in zip(found, names, strict=True):
-        target = cache_root / cls.__name__ / "raw" / name
-        if not target.is_file():
-            _decompress(path, target) if path.suffix == ".gz" else _copy(path, target)
-            print(f"{cls.__name__}: {path.name} unpacked into {target.parent}", file=sys.stderr)
-    return cache_root
+    return files
 
 
-def _copy(path: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _idx_files_in(raw: Path, cls: type) -> dict[Path, str] | None:
+    """Each IDX file of ``cls`` in ``raw`` with its original's MD5: the decompressed file where
+    there is one (as torchvision reads it), else the .gz; None when one is missing."""
+    files = {}
+    for gz_name, gz_md5 in cls.resources:
+        name = gz_name.removesuffix(".gz")
+        if (raw / name).is_file():
+            files[raw / name] = IDX_MD5[cls.__name__][name]
+        elif (raw / gz_name).is_file():
+            files[raw / gz_name] = gz_md5
+        else:
+            return None
+    return files
+
+
+@_while_files_unchanged
+def _idx_paths(name: str, settings: DataSettings) -> dict[str, Path]:
+    """The decompressed IDX files to read, by name: the data folder's own, or its .gz files
+    decompressed into a cache folder (the data folder may be read-only). The cache folder is
+    named after the files' contents, so two data folders never share a stale copy."""
+    cls = IDX_CLASSES[name]
+    files = _accepted(name, settings)
+    key = hashlib.sha1("".join(files.md5s.values()).encode()).hexdigest()[:12]
+    cache_raw = settings.cache_dir / f"{cls.__name__}-{key}" / cls.__name__ / "raw"
+    paths = {}
+    for path, md5 in files.md5s.items():
+        if path.suffix == ".gz":
+            target = cache_raw / path.stem
+            _unpack(path, target, _unpacked_md5(cls, path, md5), settings.cache_dir)
+            path = target
+        paths[path.name] = path
+    return paths
+
+
+def _unpacked_md5(cls: type, gz: Path, md5: str) -> str | None:
+    """The MD5 of what ``gz`` decompresses to, where it is known: for the original .gz files."""
+    return IDX_MD5[cls.__name__][gz.stem] if dict(cls.resources).get(gz.name) == md5 else None
+
+
+def _unpack(gz: Path, target: Path, md5: str | None, cache_dir: Path) -> None:
+    """Decompress ``gz`` into the cache file ``target``. A cache file already there is reused
+    only if it is exactly what ``gz`` decompresses to (one cut short or edited is replaced):
+    checked by its MD5 where that is known, else against the decompressed bytes."""
+    if md5 is not None and target.is_file() and _md5(target) == md5:
+        return
+    content = _gunzip(gz)
+    if target.is_file() and target.read_bytes() == content:
+        return
+    _write_cache_file(target, content, cache_dir)
+    print(f"{gz} unpacked into {target.parent}", file=sys.stderr)
+
+
+def _gunzip(path: Path) -> bytes:
+    try:
+        return gzip.decompress(path.read_bytes())
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise InputError(f"{path}: truncated or corrupt gzip ({error})") from None
+
+
+def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
+    """Write through a temporary file and a rename, so that no reader sees half a file; the
+    temporary file never outlives a failed write."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(content)
+        os.replace(tmp, target)
+    except OSError as error:
+        raise InputError(f"cannot write into the cache folder {cache_dir} ({error}); set "
+                         f"{CACHE_ENV} to a writable folder") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
-class _UncheckedCIFAR10(tv.CIFAR10):
-    """CIFAR-10 for copies whose pixels are exact but whose file checksums differ: only checks
-    that the files exist. Chosen explicitly (``verify_checksums=False``), never silently."""
+def _load_idx(name: str, settings: DataSettings) -> tuple[Split, Split]:
+    paths = _idx_paths(name, settings)
 
-    def _check_integrity(self) -> bool:
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name))
-                   for name, _ in self.train_list + self.test_list)
+    def split(prefix: str) -> Split:
+        x = _read_idx(paths[f"{prefix}-images-idx3-ubyte"], read_image_file)
+        y = _read_idx(paths[f"{prefix}-labels-idx1-ubyte"], read_label_file)
+        if len(x) != len(y):
+            raise InputError(f"{paths[f'{prefix}-images-idx3-ubyte'].parent}: {prefix} set has "
+                             f"{len(x)} images but {len(y)} labels")
+        return Split(x.unsqueeze(1).float() / 255.0, y.long())
+    return split("train"), split("t10k")
 
-    def _load_meta(self) -> None:
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+def _read_idx(path: Path, reader: Callable[[str], Tensor]) -> Tensor:
+    try:
+        return reader(str(path))
+    except (AssertionError, TypeError, ValueError, RuntimeError) as error:  # torchvision's checks
+        raise InputError(f"{path}: not an IDX file of MNIST images or labels ({error})") from None
 
 
-def _cifar_files() -> list[str]:
-    return [name for name, _ in tv.CIFAR10.train_list + tv.CIFAR10.test_list] + \
-        [tv.CIFAR10.meta["filename"]]
+def _check_idx(name: str) -> Callable[[DataSettings], None]:
+    def check(settings: DataSettings) -> None:
+        # raises the message that names the folder and files; decompressing now reports an
+        # unwritable cache folder before any training
+        _idx_paths(name, settings)
+    return check
+
+
+# --- CIFAR-10: pickled batches ----------------------------------------------------------------
+
+# The only globals that a CIFAR-10 batch pickle references: numpy's array reconstruction under
+# its numpy 1.x (numpy.core, as in the original files) and 2.x (numpy._core) names, for pickle
+# protocols up to 4 (_reconstruct) and 5 (_frombuffer), and _codecs.encode, by which Python 3
+# writes bytes at protocol 2.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch without running code from it: the stock unpickler calls
+    whatever a pickle names (``os.system``, ``exec``, ...), this one only numpy's arrays."""
+
+    def __init__(self, file, path: Path):
+        super().__init__(file, encoding="latin1")  # the original batches come from Python 2
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise InputError(f"{self.path}: refusing to load: the pickle references "
+                             f"{module}.{name}, which a CIFAR-10 batch never contains")
+        return super().find_class(module, name)
+
+
+def _cifar_originals(settings: DataSettings) -> dict[Path, str]:
+    """Every CIFAR-10 file with torchvision's MD5: the batches in reading order, then the meta."""
+    listed = tv.CIFAR10.train_list + tv.CIFAR10.test_list + \
+        [(tv.CIFAR10.meta["filename"], tv.CIFAR10.meta["md5"])]
+    return {settings.root / tv.CIFAR10.base_folder / name: md5 for name, md5 in listed}
+
+
+def _require_cifar(files: dict[Path, str]) -> None:
+    if all(path.is_file() for path in files):
+        return
+    folder = next(iter(files)).parent
+    raise DataMissingError(
+        f"CIFAR-10 not found in {folder}: expected {', '.join(path.name for path in files)}; set "
+        f"--data-dir or {DATA_ENV} to the folder that holds cifar-10-batches-py/, or allow "
+        "--download")
 
 
 def _check_cifar(settings: DataSettings) -> None:
-    folder = settings.root / tv.CIFAR10.base_folder
-    if settings.download or all((folder / name).is_file() for name in _cifar_files()):
-        return
-    raise DataMissingError(
-        f"CIFAR-10 not found in {folder}: expected {', '.join(_cifar_files())}; set --data-dir "
-        f"or {DATA_ENV} to the folder that holds cifar-10-batches-py/, or allow --download")
+    if not settings.download:  # with --download, missing files are fetched when loading
+        _require_cifar(_cifar_originals(settings))
 
 
-@functools.lru_cache(maxsize=8)
+def _cifar_located(settings: DataSettings) -> dict[Path, str]:
+    files = _cifar_originals(settings)
+    if settings.download and not all(path.is_file() for path in files):
+        download_and_extract_archive(tv.CIFAR10.url, str(settings.root),
+                                     filename=tv.CIFAR10.filename, md5=tv.CIFAR10.tgz_md5)
+    _require_cifar(files)
+    return files
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The N × 3072 uint8 image rows (C, H, W order) and the N labels of one batch file."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, path).load()
+    except InputError:
+        raise
+    except Exception as error:  # whatever a damaged file makes the unpickler raise
+        raise InputError(f"{path}: not a readable CIFAR-10 batch "
+                         f"({type(error).__name__}: {error})") from None
+    entries = batch if isinstance(batch, dict) else {}
+    rows, labels = entries.get("data"), entries.get("labels")
+    if not (isinstance(rows, np.ndarray) and rows.dtype == np.uint8 and rows.ndim == 2
+            and rows.shape[1] == 3072 and isinstance(labels, list) and len(labels) == len(rows)
+            and all(isinstance(label, (int, np.integer)) and 0 <= label < 10 for label in labels)):
+        raise InputError(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' (N × 3072 "
+                         "uint8 rows) and 'labels' (N integers 0-9)")
+    return rows, labels
+
+
+def _load_cifar(settings: DataSettings) -> tuple[Split, Split]:
+    folder = _accepted("cifar10", settings).folder
+
+    def split(listed: list) -> Split:
+        batches = [_read_cifar_batch(folder / name) for name, _ in listed]
+        rows = np.vstack([rows for rows, _ in batches])
+        labels = [label for _, batch_labels in batches for label in batch_labels]
+        # torchvision holds the images as H, W, C; viewing that memory as N, C, H, W (channels
+        # last, as this loader always has) keeps results bit-identical to earlier runs
+        hwc = np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        x = torch.from_numpy(hwc).permute(0, 3, 1, 2)
+        return Split(x.float() / 255.0, torch.tensor(labels, dtype=torch.long))
+    return split(tv.CIFAR10.train_list), split(tv.CIFAR10.test_list)
+
+
+# --- Decoded images -----------------------------------------------------------------------------
+
+@_while_files_unchanged
 def _load_images(name: str, settings: DataSettings) -> tuple[Split, Split]:
-    """Decode a torchvision dataset once per process into float32 tensors in [0, 1]."""
-    if name == "cifar10":
-        _check_cifar(settings)
-        cls = tv.CIFAR10
-        if not settings.verify_checksums:
-            print(f"warning: CIFAR-10 checksums are not verified ({settings.root})", file=sys.stderr)
-            cls = _UncheckedCIFAR10
-        root = str(settings.root)
-        try:
-            train, test = (cls(root, train=t, download=settings.download) for t in (True, False))
-        except RuntimeError as error:  # torchvision's "not found or corrupted"
-            raise InputError(f"CIFAR-10 in {settings.root / cls.base_folder}: {error}; if the "
-                             "pixels are exact but the checksums differ, use "
-                             "--skip-checksums") from None
-
-        def convert(d):
-            x = torch.from_numpy(np.ascontiguousarray(d.data)).permute(0, 3, 1, 2)
-            return Split(x.float() / 255.0, torch.tensor(d.targets, dtype=torch.long))
-    else:
-        cls = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST}[name]
-        root = str(_idx_root(cls, settings))
-        train, test = cls(root, train=True), cls(root, train=False)
-
-        def convert(d):
-            x = d.data.unsqueeze(1).float() / 255.0
-            return Split(x, d.targets.long())
-    return convert(train), convert(test)
+    """Decode a dataset once per process into float32 tensors in [0, 1]."""
+    return _load_cifar(settings) if name == "cifar10" else _load_idx(name, settings)
 
 
 def _image_source(name: str, mean: float | None, std: float | None):
@@ -226,12 +463,6 @@ def _image_source(name: str, mean: float | None, std: float | None):
         return tuple(Split(s.x.clone() if mean is None else (s.x - mean) / std, s.y.clone())
                      for s in _load_images(name, settings))
     return load
-
-
-def _check_idx(cls: type) -> Callable[[DataSettings], None]:
-    def check(settings: DataSettings) -> None:
-        _idx_root(cls, settings)  # raises the message that names the folder and files
-    return check
 
 
 def teacher_data(options: TeacherOptions, seed: int, n_val: int) -> tuple[Split, Split, Split]:
@@ -261,10 +492,10 @@ def teacher_data(options: TeacherOptions, seed: int, n_val: int) -> tuple[Split,
 
 SOURCES: dict[str, Source] = {
     "mnist": Source("mnist", "MNIST", "classification", NoOptions, 10,
-                    _image_source("mnist", 0.1307, 0.3081), _check_idx(tv.MNIST)),
+                    _image_source("mnist", 0.1307, 0.3081), _check_idx("mnist")),
     "fashion_mnist": Source("fashion_mnist", "Fashion-MNIST", "classification", NoOptions, 10,
                             _image_source("fashion_mnist", None, None),
-                            _check_idx(tv.FashionMNIST)),
+                            _check_idx("fashion_mnist")),
     "cifar10": Source("cifar10", "CIFAR-10", "classification", NoOptions, 10,
                       _image_source("cifar10", 0.5, 0.5), _check_cifar),
     "teacher": Source("teacher", "Teacher regression", "regression", TeacherOptions, 2),
@@ -276,6 +507,29 @@ def check_available(source: str, settings: DataSettings) -> None:
     check = SOURCES[source].check
     if check is not None:
         check(settings)
+
+
+def data_fingerprint(source: str, settings: DataSettings) -> dict:
+    """What data ``source`` is, for provenance and for the cache key of results, so that a result
+    computed on other files never stands in for one on the originals. Verified files are named
+    by no digest (verified results are portable between machines); any other files are listed,
+    each with its MD5. The files are those that ``load_data`` reads, hashed once per process;
+    raises what loading raises (``DataMissingError`` as ``check_available`` does, ``InputError``
+    for files refused)::
+
+        {"source": "teacher", "files": "generated"}
+        {"source": "mnist", "checksums": "verified"}
+        {"source": "cifar10", "checksums": "known rebuilt copy (exact pixels)", "files": {...}}
+        {"source": "mnist", "checksums": "skipped", "files": {"train-images-idx3-ubyte.gz": md5,
+                                                             ...}}
+    """
+    if SOURCES[source].load is None:
+        return {"source": source, "files": "generated"}
+    files = _accepted(source, settings)
+    if files.kind == "original":
+        return {"source": source, "checksums": "verified"}
+    return {"source": source, "checksums": _CHECKSUMS[files.kind],
+            "files": {path.name: md5 for path, md5 in files.md5s.items()}}
 
 
 def load_data(source: str, options, settings: DataSettings, *, seed: int, validation: int | None,

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .schema import NonNegativeInt, PositiveInt
+
 Activation = Literal["tanh", "relu", "linear"]
 
 
@@ -27,11 +29,11 @@ class ArchitectureSpec:
     ``conv_channels`` conv → activation → max-pool blocks in front of them."""
 
     type: Literal["mlp", "cnn"] = "mlp"
-    hidden: tuple[int, ...] = (256, 256, 256, 256, 256)
+    hidden: tuple[PositiveInt, ...] = (256, 256, 256, 256, 256)
     activation: Activation = "tanh"
-    conv_channels: tuple[int, ...] = ()
-    kernel_size: int = 5
-    pool: tuple[int, int, int] = (3, 2, 1)  # kernel, stride, padding
+    conv_channels: tuple[PositiveInt, ...] = ()
+    kernel_size: PositiveInt = 5
+    pool: tuple[PositiveInt, PositiveInt, NonNegativeInt] = (3, 2, 1)  # kernel, stride, padding
     no_bias_layers: tuple[int, ...] = ()  # 1-based layer indices built without a bias
 
     @property
