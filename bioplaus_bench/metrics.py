@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.func import functional_call, jacrev, vmap
 
 from .networks import Dense, ForwardPass, Network
+from .schema import PositiveInt
 from .tasks import Task
 
 
@@ -26,7 +27,7 @@ from .tasks import Task
 class MetricsConfig:
     """What to log, every ``log_interval`` minibatches (None: nothing)."""
 
-    log_interval: int | None = None
+    log_interval: PositiveInt | None = None
     bp_angles: bool = True
     gnt_angles: bool = True
     # λ per hidden layer (one value: every layer); 0 means the pseudo-inverse.

@@ -86,10 +86,25 @@ def _check_algorithm(cls: object, source: str) -> type[Algorithm]:
     return cls
 
 
+def _check_hooks(manager: pluggy.PluginManager, module: ModuleType, file: str) -> None:
+    """A file given with --plugin that implements no known hook would add nothing, silently
+    (typically a forgotten @hookimpl or a misspelt hook name)."""
+    callers = manager.get_hookcallers(module) or []
+    if not callers:
+        raise PluginError(f"plugin file {file} defines no bioplaus_bench hook, so it provides no "
+                          "algorithm (expected a function decorated with @hookimpl, e.g. "
+                          "bioplaus_bench_algorithms)")
+    hooks = [name for name in dir(hookspecs) if name.startswith("bioplaus_bench_")]
+    for caller in callers:
+        if not caller.has_spec():
+            raise PluginError(f"plugin file {file}: unknown hook '{caller.name}'"
+                              f"{did_you_mean(caller.name, hooks)}; known: {', '.join(hooks)}")
+
+
 def load_registry(plugin_files: Iterable[Path | str] = ()) -> Registry:
     """Load every plugin and collect its algorithms. A broken entry point is reported as a
     warning (other plugins still load); a broken ``--plugin`` file, or two plugins claiming one
-    algorithm name, is an error."""
+    algorithm name, is an error; so is a hook that raises (for an entry point: a warning)."""
     manager = pluggy.PluginManager("bioplaus_bench")
     manager.add_hookspecs(hookspecs)
     origins: dict[str, tuple[str, str]] = {}  # plugin name -> (origin, source)
@@ -115,11 +130,24 @@ def load_registry(plugin_files: Iterable[Path | str] = ()) -> Registry:
         if not manager.is_registered(module):
             manager.register(module, name=f"file:{Path(path).resolve()}")
             origins[manager.get_name(module)] = ("file", str(Path(path).resolve()))
+            _check_hooks(manager, module, str(Path(path).resolve()))
 
     algorithms: dict[str, AlgorithmInfo] = {}
     for impl in manager.hook.bioplaus_bench_algorithms.get_hookimpls():
         origin, source = origins[impl.plugin_name]
-        for cls in impl.function() or ():
+        try:
+            provided = impl.function()
+        except Exception as error:
+            message = (f"plugin {source} [{origin}]: its hook bioplaus_bench_algorithms raised "
+                       f"{type(error).__name__}: {error}")
+            if origin == "file":
+                raise PluginError(message) from None
+            warnings.append(message)
+            continue
+        if not isinstance(provided, Iterable | None):
+            raise PluginError(f"{source}: bioplaus_bench_algorithms returned {provided!r}, "
+                              "expected a list of Algorithm subclasses")
+        for cls in provided or ():
             cls = _check_algorithm(cls, source)
             if cls.name in algorithms and algorithms[cls.name].cls is not cls:
                 other = algorithms[cls.name]
