@@ -1,10 +1,12 @@
 """Tables from records: seeds aggregated with pandas into the paper's layout (methods as rows,
 datasets as columns, mean ± SD with the seed count, the best non-BP method in bold), statistics
-over seeds (95% confidence intervals, Welch's t-tests), and the comparison with the paper."""
+over seeds (95% confidence intervals, Welch's t-tests against the baseline entry), why cells did
+not finish, and the comparison with the paper."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,9 +16,11 @@ from scipy import stats
 
 from .paper import PUBLISHED
 
-BASELINE = "bp"  # the algorithm name that is not a candidate for "best" (the paper's BP row)
+BASELINE = "bp"  # the algorithm (and default baseline entry) never "best": the paper's BP row
 FORMATS = ("markdown", "latex", "csv")
 NO_VALUE = "–"
+UNFINISHED = {"diverged": "diverged", "error": "failed", "timeout": "timed out"}  # status: word
+STATUSES = ("ok", *UNFINISHED, "skipped")
 
 
 def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -24,26 +28,33 @@ def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     epoch for classification, test loss for regression, or the last epoch's training loss."""
     rows = []
     for r in records:
-        final = r.get("final") or {}
-        metric = r.get("metric", "test_error")
+        metric, scale = r.get("metric", "test_error"), 1.0
         if metric == "train_loss":
-            value = final.get("train_loss_last", math.nan)
+            key = "train_loss_last"
         elif r["task"] == "classification":
-            value = 100.0 * final["test_error"] if "test_error" in final else math.nan
+            key, scale = "test_error", 100.0
         else:
-            value = final.get("test_loss", math.nan)
+            key = "test_loss"
+        value = (r.get("final") or {}).get(key)
         rows.append({
             "dataset": r["dataset"], "dataset_label": r["dataset_label"],
             "algorithm": r["algorithm"], "algorithm_name": r["algorithm_name"],
             "label": r["label"], "seed": r["seed"], "status": r["status"], "task": r["task"],
             "dataset_order": r["order"][0], "algorithm_order": r["order"][1],
-            "metric": metric, "value": value,
+            "metric": metric, "value": math.nan if value is None else scale * float(value),
             "epochs": r["config"]["dataset"]["protocol"]["epochs"],
             "deviations": "; ".join(r.get("deviations", [])),
+            "reason": _one_line(r.get("reason") or r.get("error") or ""),
+            "baseline": r.get("baseline", BASELINE),  # None: no baseline
         })
     return pd.DataFrame(rows, columns=[
         "dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed", "status",
-        "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations"])
+        "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations",
+        "reason", "baseline"])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -52,10 +63,30 @@ def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def _interval(values: np.ndarray) -> tuple[float, float, str]:
+    """95% t-interval of the mean; none from fewer than 3 seeds. Every metric here (errors, losses)
+    is ≥ 0: where the t-interval would go below 0, the t-interval of the log values (positive
+    values only), which bounds the geometric mean."""
+    n = len(values)
+    if n < 3:
+        return math.nan, math.nan, ""
+    factor = stats.t.ppf(0.975, n - 1) / math.sqrt(n)
+    mean, half = values.mean(), factor * values.std(ddof=1)
+    if mean - half >= 0:
+        return mean - half, mean + half, "t"
+    if (values > 0).all():
+        logs = np.log(values)
+        mean, half = logs.mean(), factor * logs.std(ddof=1)
+        return math.exp(mean - half), math.exp(mean + half), "log t"
+    return math.nan, math.nan, ""
+
+
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, algorithm): mean, SD (ddof 1), a 95% t-interval and Welch's t-test p-values
-    against BP and against the best non-BP method, over the seeds that finished ("ok"); the
-    counts of every status; whether the row is the dataset's best non-BP method."""
+    """Per (dataset, algorithm), over the seeds that finished ("ok") with a finite number: mean, SD
+    (ddof 1), a 95% interval and Welch's t-test p-values against the dataset's baseline entry
+    (a record's ``baseline``, else the entry "bp" if there is one) and against the best method
+    (neither a BP algorithm nor the baseline); the counts of every status and why cells did not
+    finish."""
     keys = ["dataset", "algorithm"]
     firsts = ["dataset_label", "algorithm_name", "label", "task", "metric", "dataset_order",
               "algorithm_order"]
@@ -63,47 +94,55 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     counts = frame.pivot_table(index=keys, columns="status", values="seed", aggfunc="count",
                                fill_value=0)
     summary = summary.join(counts)
-    for status in ("ok", "diverged", "error", "skipped"):
+    for status in STATUSES:
         if status not in summary:
             summary[status] = 0
-    values = {key: group.value.to_numpy() for key, group in
-              frame[frame.status == "ok"].groupby(keys)}
+    finished = frame[(frame.status == "ok") & np.isfinite(frame.value.astype(float))]
+    values = {key: group.value.to_numpy(float) for key, group in finished.groupby(keys)}
     summary["n"] = [len(values.get(key, ())) for key in summary.index]
     summary["mean"] = [values[k].mean() if k in values else math.nan for k in summary.index]
     summary["sd"] = [values[k].std(ddof=1) if len(values.get(k, ())) > 1 else math.nan
                      for k in summary.index]
-    half = [stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) if n > 1 else math.nan
-            for n, sd in zip(summary.n, summary.sd, strict=True)]
-    summary["ci95_low"] = summary["mean"] - half
-    summary["ci95_high"] = summary["mean"] + half
+    intervals = ["ci95_low", "ci95_high", "ci95_method"]
+    summary[intervals] = pd.DataFrame([_interval(values.get(k, np.array([])))
+                                       for k in summary.index], summary.index, intervals)
     summary["epochs"] = frame.groupby(keys)["epochs"].max()
     summary["deviations"] = frame.groupby(keys)["deviations"].agg(
         lambda texts: "; ".join(sorted({t for t in texts if t})))
+    unfinished = frame[frame.status.isin(list(UNFINISHED))].sort_values("seed")
+    notes = ("seed " + unfinished.seed.astype(str) + " " + unfinished.status.map(UNFINISHED)
+             + unfinished.reason.map(lambda reason: f" ({reason})" if reason else ""))
+    summary["not_finished"] = notes.groupby([unfinished.dataset, unfinished.algorithm]).agg(
+        "; ".join)
+    summary["not_finished"] = summary.not_finished.fillna("")
     summary = summary.reset_index().sort_values(["dataset_order", "algorithm_order"])
     summary = summary.reset_index(drop=True)
 
-    candidates = summary[(summary.algorithm_name != BASELINE) & (summary.n > 0)]
-    best = candidates.loc[candidates.groupby("dataset")["mean"].idxmin().dropna()]
+    entries = summary.groupby("dataset")["algorithm"].agg(set)
+    baseline_of = {d: b for d, b in frame.groupby("dataset")["baseline"].first().items()
+                   if b in entries[d]}
+    summary["baseline"] = [baseline_of.get(d, "") for d in summary.dataset]  # "": none
+    candidates = summary[(summary.algorithm_name != BASELINE)
+                         & (summary.algorithm != summary.baseline) & (summary.n > 0)]
+    best = candidates.loc[candidates.groupby("dataset")["mean"].idxmin()]
     summary["best"] = summary.index.isin(best.index)
     best_of = dict(zip(best.dataset, best.algorithm, strict=True))
-    baseline_of = {d: a for d, a, name in
-                   zip(summary.dataset, summary.algorithm, summary.algorithm_name, strict=True)
-                   if name == BASELINE}
-    empty = np.array([])
-    summary["p_vs_bp"] = [
-        _welch_p(values.get((d, a), empty), values.get((d, baseline_of.get(d)), empty))
-        if baseline_of.get(d) not in (None, a) else math.nan
-        for d, a in zip(summary.dataset, summary.algorithm, strict=True)]
-    summary["p_vs_best"] = [
-        _welch_p(values.get((d, a), empty), values.get((d, best_of.get(d)), empty))
-        if best_of.get(d) not in (None, a) else math.nan
-        for d, a in zip(summary.dataset, summary.algorithm, strict=True)]
+    summary["p_vs_bp"] = _p_values(summary, values, baseline_of)
+    summary["p_vs_best"] = _p_values(summary, values, best_of)
     published = [PUBLISHED.get((m, d, a), (math.nan, math.nan)) for m, d, a in
                  zip(summary.metric, summary.dataset, summary.algorithm, strict=True)]
     summary["paper_mean"] = [mean for mean, _ in published]
     summary["paper_sd"] = [sd for _, sd in published]
     summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
     return summary
+
+
+def _p_values(summary: pd.DataFrame, values: dict, reference_of: dict[str, str]) -> list[float]:
+    """Each row's Welch p-value against its dataset's reference entry (none for the reference)."""
+    empty = np.array([])
+    return [_welch_p(values.get((d, a), empty), values.get((d, reference_of[d]), empty))
+            if reference_of.get(d) not in (None, a) else math.nan
+            for d, a in zip(summary.dataset, summary.algorithm, strict=True)]
 
 
 # --- formatting ----------------------------------------------------------------------------------
@@ -133,23 +172,23 @@ def _pair(mean: float, sd: float, row, latex: bool) -> str:
 
 
 def _counts(row) -> str:
-    parts = [f"n={row.n}"]
-    if row.diverged:
-        parts.append(f"{row.diverged} diverged")
-    if row.error:
-        parts.append(f"{row.error} failed")
-    return ", ".join(parts)
+    parts = [f"n={row.n}"] + [f"{row.ok - row.n} without a value"] * (row.ok > row.n)
+    return ", ".join(parts + [f"{getattr(row, status)} {word}"
+                              for status, word in UNFINISHED.items() if getattr(row, status)])
 
 
 def _cell(row, latex: bool) -> str:
+    if row.skipped and not (row.ok or any(getattr(row, status) for status in UNFINISHED)):
+        return "n/a"
     if row.n == 0:
-        if row.skipped and not (row.diverged or row.error):
-            return "n/a"
-        return NO_VALUE if latex else f"{NO_VALUE} ({_counts(row)})"
-    text = _pair(row.mean, row.sd, row, latex)
-    if latex:
-        return f"$\\mathbf{{{text}}}$" if row.best else f"${text}$"
-    return (f"**{text}**" if row.best else text) + f" ({_counts(row)})"
+        text = "--" if latex else NO_VALUE
+    else:
+        text = _pair(row.mean, row.sd, row, latex)
+        if latex:
+            text = f"$\\mathbf{{{text}}}$" if row.best else f"${text}$"
+        elif row.best:
+            text = f"**{text}**"
+    return f"{text} {{\\scriptsize ({_counts(row)})}}" if latex else f"{text} ({_counts(row)})"
 
 
 def _layout(summary: pd.DataFrame):
@@ -164,7 +203,7 @@ def caption(summary: pd.DataFrame) -> str:
     parts = []
     metrics = set(summary.metric)
     epochs = int(summary.epochs.max())
-    within = f"{epochs} epoch" + ("s" if epochs != 1 else "")
+    within = _plural(epochs, "epoch")
     if "train_loss" in metrics:
         parts.append(f"training loss over the last of {within}")
     if "test_error" in metrics:
@@ -176,15 +215,29 @@ def caption(summary: pd.DataFrame) -> str:
             parts.append("test loss (MSE) at the epoch of lowest validation loss")
     seeds = int(summary.n.max()) if len(summary) else 0
     text = "; ".join(parts)
-    text = text[0].upper() + text[1:] + f". Mean ± SD over {seeds} seeds (n: seeds that " \
-        "finished); best non-BP method in bold."
+    text = text[0].upper() + text[1:] + f". Mean ± SD over {_plural(seeds, 'seed')} (n: seeds " \
+        "that finished); best non-BP method in bold."
     deviations = sorted({d for texts in summary.deviations for d in texts.split("; ") if d})
     if deviations:
         text += f" Quick trial ({', '.join(deviations)}): not the paper protocol."
     return text
 
 
-def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False) -> str:
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("s" if count != 1 else "")
+
+
+def unreadable_note(count: int) -> str:
+    """The sentence under a table that says how many files in the results folder were skipped."""
+    if count == 1:
+        return "1 file in the results folder was not a record and was skipped."
+    return f"{count} files in the results folder were not records and were skipped."
+
+
+def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, *,
+           unreadable: int = 0) -> str:
+    """The table in ``fmt``. ``unreadable``: files in the results folder that were not records,
+    said under a markdown table and in a comment after a LaTeX one (a CSV holds only data)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}'; expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -193,17 +246,20 @@ def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False) 
                    "error", "skipped", "best", "epochs", "deviations"]
         if compare:
             columns += ["paper_mean", "paper_sd", "paper_delta_sd"]
+        columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
         return summary[columns].to_csv(index=False)
+    notes = [unreadable_note(unreadable)] if unreadable else []
     if summary.empty:
-        return "(no records)\n"
+        return "\n".join(["(no records)", *notes]) + "\n"
     if fmt == "latex":
-        return _latex(summary)
-    return _markdown(summary, compare)
+        return _latex(summary) + "".join(f"% {note}\n" for note in notes)
+    return _markdown(summary, compare) + "".join(f"\n{note}\n" for note in notes)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(_one_line(cell).replace("|", r"\|") for cell in cells) + " |"
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
 def _markdown(summary: pd.DataFrame, compare: bool) -> str:
@@ -216,12 +272,21 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
 
     tested = summary[summary.n > 1]
     if not tested.empty:
-        lines += ["", "Statistics over seeds (Welch's t-test p-values):", ""]
+        lines += ["", "Statistics over seeds (95% CI: Student's t, none from fewer than 3 seeds; "
+                  "Welch's t-test p-values):", ""]
         lines += _markdown_table(
-            ["Dataset", "Method", "n", "mean ± SD", "95% CI", "p vs BP", "p vs best"],
-            [[r.dataset_label, r.label, str(r.n), _pair(r.mean, r.sd, r, False),
-              f"[{_pair(r.ci95_low, math.nan, r, False)}, {_pair(r.ci95_high, math.nan, r, False)}]",
+            ["Dataset", "Method", "n", "mean ± SD", "95% CI", _baseline_column(summary),
+             "p vs best"],
+            [[r.dataset_label, r.label, str(r.n), _pair(r.mean, r.sd, r, False), _ci(r),
               _p(r.p_vs_bp), _p(r.p_vs_best)] for r in tested.itertuples(index=False)])
+        if (tested.ci95_method == "log t").any():
+            lines += ["", "* on the log scale (an interval for the geometric mean): the "
+                      "t-interval would go below 0, which an error or a loss cannot."]
+    unfinished = summary[summary.not_finished != ""]
+    if not unfinished.empty:
+        lines += ["", "Not finished:"] + [
+            f"- {_one_line(r.dataset_label)} / {_one_line(r.label)}: {r.not_finished}"
+            for r in unfinished.itertuples(index=False)]
     if compare:
         compared = summary[summary.paper_mean.notna()]
         lines += ["", "Comparison with the paper (Δ in units of the paper's SD):", ""]
@@ -236,17 +301,39 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ci(row) -> str:
+    if math.isnan(row.ci95_low):
+        return NO_VALUE
+    mark = "*" if row.ci95_method == "log t" else ""
+    return f"[{_pair(row.ci95_low, math.nan, row, False)}, " \
+           f"{_pair(row.ci95_high, math.nan, row, False)}]{mark}"
+
+
+def _baseline_column(summary: pd.DataFrame) -> str:
+    """The p-value column's header, naming the baseline entry when every dataset has the same."""
+    named = {(r.algorithm, r.label) for r in summary.itertuples(index=False)
+             if r.algorithm == r.baseline}
+    if len(named) == 1 and (summary.baseline != "").all():
+        entry, label = named.pop()
+        return f"p vs {label} (entry '{entry}')"
+    return "p vs baseline (" + "; ".join(
+        f"{r.dataset_label}: " + (f"entry '{r.baseline}'" if r.baseline else "none")
+        for r in summary.drop_duplicates("dataset").itertuples(index=False)) + ")"
+
+
 def _p(value: float) -> str:
     if math.isnan(value):
         return NO_VALUE
     return f"{value:.2g}" if value >= 1e-4 else "<1e-4"
 
 
+_LATEX = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          **{char: "\\" + char for char in "&%_#${}"}}
+
+
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"),
-                          ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        text = text.replace(char, escaped)
-    return text
+    return re.sub(r"[\\~^|<>&%_#${}]", lambda match: _LATEX[match.group()], _one_line(text))
 
 
 def _latex(summary: pd.DataFrame) -> str:

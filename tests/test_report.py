@@ -61,9 +61,10 @@ def test_latex_table_layout():
         r"\toprule",
         r"Method & MNIST & Fashion-MNIST \\",
         r"\midrule",
-        r"BP & $1.99 \pm 0.10$ & $10.74 \pm 0.06$ \\",
-        r"DDTP-linear & $\mathbf{2.05 \pm 0.06}$ & $11.70 \pm 0.28$ \\",
-        r"DFA & $2.25 \pm 0.05$ & $\mathbf{11.25 \pm 0.06}$ \\",
+        r"BP & $1.99 \pm 0.10$ {\scriptsize (n=3)} & $10.74 \pm 0.06$ {\scriptsize (n=3)} \\",
+        r"DDTP-linear & $\mathbf{2.05 \pm 0.06}$ {\scriptsize (n=3)} & "
+        r"$11.70 \pm 0.28$ {\scriptsize (n=2, 1 diverged)} \\",
+        r"DFA & $2.25 \pm 0.05$ {\scriptsize (n=3)} & $\mathbf{11.25 \pm 0.06}$ {\scriptsize (n=3)} \\",
     ]
     assert r"\bottomrule" in text and r"\caption{Test error (\%) at the first epoch" in text
     assert r"Mean $\pm$ SD over 3 seeds" in text
@@ -82,7 +83,8 @@ def test_csv_has_every_statistic():
     lines = text.strip().splitlines()
     assert lines[0] == ("dataset,dataset_label,algorithm,label,task,metric,mean,sd,n,ci95_low,"
                         "ci95_high,p_vs_bp,p_vs_best,ok,diverged,error,skipped,best,epochs,"
-                        "deviations,paper_mean,paper_sd,paper_delta_sd")
+                        "deviations,paper_mean,paper_sd,paper_delta_sd,timeout,baseline,ci95_method,"
+                        "not_finished")
     assert len(lines) == 7
     assert lines[5].startswith("fashion_mnist,Fashion-MNIST,ddtp-linear,DDTP-linear,"
                                "classification,test_error,11.7")
