@@ -20,11 +20,12 @@ from rich.console import Console
 from rich.table import Table
 
 from . import data as data_module
-from .errors import InputError
+from .errors import InputError, StorageError
 from .executors import RAY_MISSING, run_parallel, run_ray, run_serial
+from .inputs import with_inputs
 from .plugins import Registry, load_registry
 from .progress import LogReporter, RichReporter
-from .report import FORMATS, records_frame, render, summarise
+from .report import FORMATS, records_frame, render, summarise, unreadable_note
 from .schema import schema_fields
 from .store import ResultStore
 from .suite import Suite, load_suite
@@ -117,6 +118,10 @@ def run(
     ] = None,
     cpus_per_cell: Annotated[float, typer.Option(help="Ray: CPUs reserved per cell.")] = 1,
     gpus_per_cell: Annotated[float, typer.Option(help="Ray: GPUs reserved per cell.")] = 0,
+    cell_timeout: Annotated[float | None, typer.Option(
+        help="End a cell that runs longer than this many seconds (status timeout; a re-run "
+        "continues it from its last epoch) [default: the suite's protocol.cell_timeout].")
+    ] = None,
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     with _input_errors():
@@ -132,24 +137,29 @@ def run(
         for name, value in (("--seeds", seeds), ("--epochs", epochs), ("--subset", subset)):
             if value is not None and value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value}")
+        settings = _data_settings(data_dir, download, skip_checksums)
+        environment = Environment(settings, device, cell_timeout)
         cells = loaded.cells(seeds=seeds, only=_names(only), datasets=_names(datasets),
                              epochs=epochs, subset=subset, registry=registry)
-        settings = _data_settings(data_dir, download, skip_checksums)
         for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
             data_module.check_available(source, settings)
+        cells = [with_inputs(c, registry.get(c.algorithm).cls, settings) for c in cells]
         store = ResultStore(results or Path("results") / loaded.name)
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
-        environment = Environment(settings, device)
-        if executor == "ray":
-            summary = run_ray(cells, [str(p) for p in plugin], store, environment, reporter,
-                              address=ray_address, cpus_per_cell=cpus_per_cell,
-                              gpus_per_cell=gpus_per_cell, force=force)
-        elif jobs > 1:
-            summary = run_parallel(cells, [str(p) for p in plugin], store, environment, reporter,
-                                   jobs=jobs, force=force)
-        else:
-            summary = run_serial(cells, registry, store, environment, reporter, force=force)
-    records = [r for r in (store.load(c) for c in cells) if r is not None]
+        with store.lock(), _interruptible(store, cells), _storage_errors():
+            if executor == "ray":
+                summary = run_ray(cells, [str(p) for p in plugin], store, environment, reporter,
+                                  address=ray_address, cpus_per_cell=cpus_per_cell,
+                                  gpus_per_cell=gpus_per_cell, force=force)
+            elif jobs > 1:
+                summary = run_parallel(cells, [str(p) for p in plugin], store, environment,
+                                       reporter, jobs=jobs, force=force)
+            else:
+                summary = run_serial(cells, registry, store, environment, reporter, force=force)
+    # Only this run's records: a record of the same cell from other code, data or settings
+    # is not a result of this run.
+    records = [record for cell in cells if (record := store.load(cell)) is not None
+               and record.get("config_hash") == cell.config_hash()]
     out.print(render(summarise(records_frame(records)), "markdown"), markup=False,
               highlight=False, soft_wrap=True)
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
@@ -157,6 +167,31 @@ def run(
               f"records in {store.root}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _interruptible(store: ResultStore, cells: list):
+    """Ctrl-C: one line saying what is kept and how to go on, and exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        finished = sum(store.is_finished(cell) for cell in cells)
+        err.print(f"interrupted: {finished} of {len(cells)} cells have records in {store.root}; "
+                  "run the same command again to resume (running cells continue from their "
+                  "last epoch)", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _storage_errors():
+    """A write that fails mid-run (disk full): one line, exit 1; what was written stays."""
+    try:
+        yield
+    except StorageError as error:
+        err.print(f"error: {error}; records written so far and the last checkpoints are kept: "
+                  "free space and run the same command again to resume", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -215,14 +250,19 @@ def table(
             raise InputError(f"--compare takes 'paper', got '{compare}'")
         if not results.is_dir():
             raise InputError(f"results folder not found: {results}")
-        records = list(ResultStore(results).records())
+        store = ResultStore(results)
+        records = list(store.records())
         if not records:
-            raise InputError(f"no records in {results}")
-    text = render(summarise(records_frame(records)), fmt, compare=compare == "paper")
+            raise InputError(f"no records in {results}"
+                             + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+    text = render(summarise(records_frame(records)), fmt, compare=compare == "paper",
+                  unreadable=len(store.skipped))
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         output.write_text(text)
+    if store.skipped and fmt == "csv":  # a CSV holds data only: the note goes to stderr
+        err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
 
 
 @app.command()

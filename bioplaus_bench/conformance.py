@@ -494,7 +494,7 @@ def _frozen_by_runner(cls: type[Algorithm]) -> tuple[list[list[Tensor]], list[li
                            if isinstance(v, Tensor)}
         checkpoint = Path(folder) / "cell.ckpt"
         result = train_cell(cell, cls, env, checkpoint=checkpoint)
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     network.load_state_dict(saved["network"])
     after = [_snapshot(network.layer_parameters(i)) for i in range(1, depth + 1)]
     feedback_after = {k: v for k, v in saved["algorithm"].items() if isinstance(v, Tensor)}
@@ -549,7 +549,7 @@ def check_checkpoint(cls: type[Algorithm], kind: str) -> str:
         raise Failure(f"the algorithm's state_dict cannot be saved in a checkpoint: "
                       f"{_describe(error)}") from None
     buffer.seek(0)
-    state = torch.load(buffer, weights_only=False)
+    state = torch.load(buffer, weights_only=True)
     restored = _setting(cls, kind, torch.float64, seed=1)  # other random draws at construction
     restored.network.load_state_dict(original.network.state_dict())
     try:

@@ -32,3 +32,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for a misspelt name, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class StorageError(Exception):
+    """A write to the results folder failed during a run (disk full, folder removed). The CLI
+    prints it and exits with 1; finished records and the last checkpoints stay."""

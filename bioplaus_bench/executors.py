@@ -20,7 +20,7 @@ from .plugins import Registry, load_registry
 from .progress import LogReporter
 from .store import ResultStore, make_record
 from .suite import Cell
-from .training import Environment, train_cell
+from .training import CellTimeout, Environment, train_cell
 
 
 @dataclass
@@ -30,7 +30,7 @@ class RunSummary:
 
     @property
     def failed(self) -> bool:
-        return self.statuses["error"] > 0
+        return self.statuses["error"] + self.statuses["timeout"] > 0
 
 
 def run_serial(cells: list[Cell], registry: Registry, store: ResultStore, env: Environment,
@@ -49,10 +49,7 @@ def run_serial(cells: list[Cell], registry: Registry, store: ResultStore, env: E
             record = execute_cell(cell, registry, env, checkpoint, force,
                                   on_epoch=lambda phase, done, total, cell=cell:
                                   reporter.epoch(cell, phase, done, total))
-            store.write(record, cell)
-            store.checkpoint_path(cell).unlink(missing_ok=True)
-            summary.statuses[record["status"]] += 1
-            reporter.cell_finished(cell, index, record["status"], _detail(record))
+            _finish(cell, index, record, store, summary, reporter)
     finally:
         reporter.close()
     return summary
@@ -61,19 +58,27 @@ def run_serial(cells: list[Cell], registry: Registry, store: ResultStore, env: E
 def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
                  checkpoint: Path | None, force: bool, *,
                  on_epoch: Callable[[str, int, int], None] | None = None) -> dict:
-    """Run one cell and return its record (never raises for a failing cell: that is an ``error``
-    record with the traceback). ``plugins`` is a loaded registry, or the ``--plugin`` files to
-    load one from (in a worker process, where classes are not passed)."""
+    """Run one cell and return its record. It never raises for a failing cell: any exception of
+    the plugin, ``SystemExit`` included, is an ``error`` record with the traceback, and a cell
+    past its time limit a ``timeout`` record. Only Ctrl-C (``KeyboardInterrupt``) stops the
+    run. ``plugins`` is a loaded registry, or the ``--plugin`` files to load one from (in a
+    worker process, where classes are not passed)."""
     if cell.skip_reason:
         return make_record(cell, {"status": "skipped", "reason": cell.skip_reason}, env.device)
     if force and checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
+    time_limit = env.cell_timeout or cell.dataset.protocol.cell_timeout
     try:
         registry = plugins if isinstance(plugins, Registry) else _worker_registry(plugins)
         result = train_cell(cell, registry.get(cell.algorithm).cls, env, checkpoint=checkpoint,
-                            on_epoch=on_epoch)
-    except Exception as error:  # a failing plugin must not stop the suite
-        result = {"status": "error", "error": f"{type(error).__name__}: {error}",
+                            on_epoch=on_epoch, time_limit=time_limit)
+    except KeyboardInterrupt:
+        raise
+    except CellTimeout as timeout:  # the last epoch's checkpoint stays: a re-run continues
+        result = {"status": "timeout", "reason": str(timeout)}
+    except BaseException as error:  # a failing plugin must not stop the suite
+        text = f"{type(error).__name__}: {error}"
+        result = {"status": "error", "error": text, "reason": text,
                   "traceback": traceback.format_exc()}
     return make_record(cell, result, env.device)
 
@@ -141,9 +146,11 @@ def _pending(cells: list[Cell], store: ResultStore, summary: RunSummary, reporte
 
 def _finish(cell: Cell, index: int, record: dict, store: ResultStore, summary: RunSummary,
             reporter: LogReporter) -> None:
-    """The one writer: store a returned record atomically, drop the cell's checkpoint."""
+    """The one writer: store a returned record atomically, then drop the cell's checkpoint
+    (kept after a timeout, so that a re-run continues where the cell stopped)."""
     store.write(record, cell)
-    store.checkpoint_path(cell).unlink(missing_ok=True)
+    if record["status"] != "timeout":
+        store.checkpoint_path(cell).unlink(missing_ok=True)
     summary.statuses[record["status"]] += 1
     reporter.cell_finished(cell, index, record["status"], _detail(record))
 
@@ -151,7 +158,8 @@ def _finish(cell: Cell, index: int, record: dict, store: ResultStore, summary: R
 def _lost(cell: Cell, env: Environment, error: BaseException) -> dict:
     """A record for a cell whose worker failed outside ``execute_cell`` (e.g. it was killed)."""
     text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    return make_record(cell, {"status": "error", "error": f"{type(error).__name__}: {error}",
+    message = f"{type(error).__name__}: {error}"
+    return make_record(cell, {"status": "error", "error": message, "reason": message,
                               "traceback": text}, env.device)
 
 
@@ -162,40 +170,62 @@ def worker_threads(jobs: int) -> int:
 def run_parallel(cells: list[Cell], plugin_files: list[str], store: ResultStore, env: Environment,
                  reporter: LogReporter, *, jobs: int, force: bool = False) -> RunSummary:
     """Cells in ``jobs`` spawned worker processes, each with cpu_count // jobs torch threads.
-    Per-epoch progress is not reported; cells still checkpoint every epoch."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from multiprocessing import get_context
+    Per-epoch progress is not reported; cells still checkpoint every epoch.
 
+    A worker that dies (a plugin that calls ``os._exit`` or crashes the interpreter) breaks
+    the whole pool and every cell in flight with it; those cells are run again, each alone in
+    a fresh worker, so that only the one that kills its worker gets an ``error`` record."""
     summary = RunSummary()
     reporter.start(len(cells))
     try:
         todo = _pending(cells, store, summary, reporter, force)
-        if not todo:
-            return summary
         files = [str(Path(f).resolve()) for f in plugin_files]
-        with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn"),
-                                 initializer=_init_worker,
-                                 initargs=(files, worker_threads(jobs))) as pool:
-            futures = {pool.submit(_execute_pickled, pickle.dumps(cell), files, env,
-                                   str(store.checkpoint_path(cell)), force): (index, cell)
-                       for index, cell in todo}
-            try:
-                remaining = set(futures)
-                while remaining:
-                    done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        index, cell = futures[future]
-                        try:
-                            record = future.result()
-                        except Exception as error:  # the worker died or could not start
-                            record = _lost(cell, env, error)
-                        _finish(cell, index, record, store, summary, reporter)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        lost = _run_pool(todo, files, store, env, summary, reporter, jobs, force)
+        for item in lost:
+            _run_pool([item], files, store, env, summary, reporter, 1, force, keep_lost=False)
     finally:
         reporter.close()
     return summary
+
+
+def _run_pool(todo: list[tuple[int, Cell]], files: list[str], store: ResultStore,
+              env: Environment, summary: RunSummary, reporter: LogReporter, jobs: int,
+              force: bool, keep_lost: bool = True) -> list[tuple[int, Cell]]:
+    """Run ``todo`` in one pool and write each record. Returns the cells lost to a broken
+    pool when ``keep_lost`` (to be run again), else records them as errors."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    lost = []
+    if not todo:
+        return lost
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn"),
+                             initializer=_init_worker,
+                             initargs=(files, worker_threads(jobs))) as pool:
+        futures = {pool.submit(_execute_pickled, pickle.dumps(cell), files, env,
+                               str(store.checkpoint_path(cell)), force): (index, cell)
+                   for index, cell in todo}
+        try:
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index, cell = futures[future]
+                    try:
+                        record = future.result()
+                    except BrokenProcessPool as error:
+                        if keep_lost:
+                            lost.append((index, cell))
+                            continue
+                        record = _lost(cell, env, error)
+                    except Exception as error:  # the worker could not start or load the cell
+                        record = _lost(cell, env, error)
+                    _finish(cell, index, record, store, summary, reporter)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return lost
 
 
 RAY_MISSING = "the Ray executor needs ray: pip install 'bioplaus-bench[ray]'"
@@ -249,9 +279,7 @@ def run_ray(cells: list[Cell], plugin_files: list[str], store: ResultStore, env:
 
 
 def _detail(record: dict) -> str:
-    if record["status"] == "error":
-        return record["error"]
-    if record["status"] == "skipped":
+    if record["status"] != "ok" and record.get("reason"):
         return record["reason"]
     final = record.get("final") or {}
     parts = []

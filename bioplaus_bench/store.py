@@ -3,11 +3,17 @@
 Layout: ``RESULTS_DIR/<dataset>/<algorithm>/seed-<n>.json`` (and ``.ckpt`` beside it while the
 cell runs). A record is written to a temporary file and renamed into place, so a killed run never
 leaves a half-written record; a re-run skips every cell whose record has the same config hash.
+Records are standard JSON (non-finite numbers are written as null), readable by any parser; a
+file that is not a record is skipped with a warning, never trusted. One run at a time holds a
+results folder (``ResultStore.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import platform
 import socket
@@ -24,9 +30,12 @@ import torch
 
 from . import __version__
 from .data import SOURCES
+from .errors import InputError, StorageError
 from .suite import Cell
 
 FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
+STATUSES = (*FINISHED, "error", "timeout")
+LOCK_FILE = ".lock"
 
 
 def _git_commit() -> str | None:
@@ -45,9 +54,12 @@ def _static_provenance() -> dict[str, Any]:
             "host": socket.gethostname(), "git_commit": _git_commit()}
 
 
-def provenance(device: str, precision: str, config_hash: str) -> dict[str, Any]:
-    return {**_static_provenance(), "device": device, "dtype": precision,
-            "config_hash": config_hash, "torch_threads": torch.get_num_threads(),
+def provenance(cell: Cell, device: str) -> dict[str, Any]:
+    """Where and with what the record was computed; ``code`` and ``data`` (the algorithm's
+    source digest, the data's identity) are also in the config hash."""
+    return {**_static_provenance(), "device": device, "dtype": cell.precision,
+            "config_hash": cell.config_hash(), "torch_threads": torch.get_num_threads(),
+            **cell.inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -67,7 +79,8 @@ def make_record(cell: Cell, result: dict[str, Any], device: str) -> dict[str, An
         "metric": cell.metric,
         "config": cell.config(),
         "config_hash": cell.config_hash(),
-        "provenance": provenance(device, cell.precision, cell.config_hash()),
+        "baseline": cell.baseline,
+        "provenance": provenance(cell, device),
         **result,
     }
 
@@ -75,6 +88,7 @@ def make_record(cell: Cell, result: dict[str, Any], device: str) -> dict[str, An
 class ResultStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        self.skipped: list[str] = []  # files found by records() that are not records
 
     def path(self, cell: Cell) -> Path:
         return self.root / cell.dataset_id / cell.algorithm_id / f"seed-{cell.seed}.json"
@@ -91,29 +105,134 @@ class ResultStore:
                 and record.get("status") in FINISHED)
 
     def write(self, record: dict[str, Any], cell: Cell) -> Path:
+        """Write atomically, with the user's umask. A failed write leaves nothing behind and
+        raises ``StorageError``."""
         path = self.path(cell)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False) as tmp:
-            json.dump(record, tmp, indent=1)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
+        text = json.dumps(_finite(record), indent=1, allow_nan=False)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp", delete=False) as f:
+                tmp = Path(f.name)
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except OSError as error:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write the record {path}: {error.strerror or error}"
+                               ) from None
         return path
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Every record of the folder; files that are not records are listed in ``skipped``
+        with a warning."""
+        self.skipped = []
         for path in sorted(self.root.glob("*/*/seed-*.json")):
             record = _read(path)
-            if record is not None:
-                yield record
+            if record is None:
+                if path.is_file():
+                    self.skipped.append(str(path))
+                continue
+            yield record
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for one run: a second ``bench run`` on it stops with the holder's
+        process id instead of overwriting records. The operating system drops the lock when
+        the holder dies (even by SIGKILL), so a killed run never blocks its resumption."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"results folder {self.root} is a file; expected a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise InputError(f"results folder {self.root} is not writable: "
+                             f"{error.strerror or error}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                raise InputError(f"results folder {self.root} is in use by "
+                                 f"{holder or 'another process'}; wait for it to finish, or "
+                                 "use another --out") from None
+            holder = (f"process {os.getpid()} on {socket.gethostname()} since "
+                      f"{datetime.now().isoformat(timespec='seconds')} "
+                      f"({' '.join(sys.argv[:3])})")
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, holder.encode(), 0)
+            except OSError as error:  # a full disk, found before any training
+                raise InputError(f"results folder {self.root} is not writable: "
+                                 f"{error.strerror or error}") from None
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats as null: standard JSON has no NaN or Infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+# The fields that tables and plots read; a JSON file without them is not a record.
+_RECORD_FIELDS = {"dataset": str, "dataset_label": str, "algorithm": str, "algorithm_name": str,
+                  "label": str, "task": str, "seed": int, "status": str, "order": list,
+                  "config": dict}
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed JSON value is not a record, or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, kind in _RECORD_FIELDS.items():
+        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
+            return f"field '{key}' missing or not {kind.__name__}"
+    if record["status"] not in STATUSES:
+        return f"unknown status '{record['status']}'"
+    if len(record["order"]) != 2 or not all(isinstance(i, int) for i in record["order"]):
+        return "field 'order' is not two integers"
+    epochs = record["config"].get("dataset", {}).get("protocol", {}).get("epochs") \
+        if isinstance(record["config"].get("dataset"), dict) else None
+    if not isinstance(epochs, int):
+        return "field 'config.dataset.protocol.epochs' missing"
+    final = record.get("final")
+    if final is not None and not (isinstance(final, dict) and all(
+            v is None or isinstance(v, int | float) for v in final.values())):
+        return "field 'final' is not a mapping of numbers"
+    return None
 
 
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as error:
+    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
         print(f"warning: ignoring unreadable record {path}: {error}", file=sys.stderr)
         return None
+    problem = record_problem(record)
+    if problem is not None:
+        print(f"warning: ignoring {path}: not a record ({problem})", file=sys.stderr)
+        return None
+    return record

@@ -10,19 +10,40 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from . import data
 from .errors import InputError, SuiteError, did_you_mean
 from .metrics import MetricsConfig
 from .networks import ArchitectureSpec
 from .plugins import Registry
-from .schema import Path_, Source, coerce_dataclass, load_yaml
+from .schema import (
+    PLAIN_NAME,
+    Check,
+    Name,
+    NonNegativeInt,
+    Path_,
+    PositiveFloat,
+    PositiveInt,
+    Source,
+    coerce_dataclass,
+    load_yaml,
+)
 
 Precision = Literal["float32", "float64"]
 # What a table reports: the test error (test loss for regression) at the selected epoch, or the
 # training loss of the last epoch (the paper's Table 2).
 Metric = Literal["test_error", "train_loss"]
+
+Beta = Annotated[float, Check(lambda b: 0 <= b < 1, "a number in [0, 1)")]
+Fraction = Annotated[float, Check(lambda x: 0 <= x <= 1, "a number from 0 to 1")]
+# Seeds go to numpy's and torch's generators, which take 32-bit seeds.
+Seed = Annotated[int, Check(lambda n: 0 <= n < 2**32, "a seed in [0, 2^32)")]
+Seeds = Annotated[tuple[Seed, ...], Check(lambda s: len(s) == len(set(s)) > 0,
+                                          "a non-empty list of distinct seeds")]
+# N means seeds 0..N-1, each a cell per dataset and algorithm: a typo like 1000000 should not
+# allocate millions of cells.
+SeedCount = Annotated[int, Check(lambda n: 1 <= n <= 10_000, "a number of seeds from 1 to 10000")]
 
 
 @dataclass(frozen=True)
@@ -30,18 +51,21 @@ class Pruning:
     """Stop a run whose training accuracy is below ``min_train_accuracy`` after epoch
     ``from_epoch`` or later (spec §7: 0.40 for MNIST / Fashion-MNIST, 0.25 for CIFAR-10, from 6)."""
 
-    min_train_accuracy: float
+    min_train_accuracy: Fraction
     from_epoch: int = 6
 
 
 @dataclass(frozen=True)
 class Protocol:
-    epochs: int
-    batch_size: int = 128
-    validation: int | None = 5000  # samples held out of the training set; null: none
+    epochs: PositiveInt
+    batch_size: PositiveInt = 128
+    validation: PositiveInt | None = 5000  # samples held out of the training set; null: none
     frozen_layers: tuple[int, ...] = ()  # 1-based layers whose forward weights never move
     pruning: Pruning | None = None
-    eval_batch_size: int = 1000
+    eval_batch_size: PositiveInt = 1000
+    # Seconds a cell may run in one invocation before it ends as "timeout" (null: no limit).
+    # Not part of the config hash: it never changes the result of a cell that finishes.
+    cell_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,16 +81,16 @@ class DatasetConfig:
 class OptimizerConfig:
     """The forward Adam. A list of learning rates (and epsilons) means one Adam per layer."""
 
-    lr: float | tuple[float, ...]
-    betas: tuple[float, float] = (0.99, 0.99)
-    eps: float | tuple[float, ...] = 1e-4
+    lr: PositiveFloat | tuple[PositiveFloat, ...]
+    betas: tuple[Beta, Beta] = (0.99, 0.99)
+    eps: PositiveFloat | tuple[PositiveFloat, ...] = 1e-4
     normalize_lr: bool = True  # divide lr by the algorithm's target step size (spec §3)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    feedback_pretraining_epochs: int = 0
-    extra_feedback_epochs: int = 0
+    feedback_pretraining_epochs: NonNegativeInt = 0
+    extra_feedback_epochs: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)
@@ -106,13 +130,15 @@ class AlgorithmEntry:
 
 @dataclass(frozen=True)
 class SuiteHeader:
-    name: str | None = None
+    name: Name | None = None
     description: str = ""
-    seeds: int | tuple[int, ...] = 1
+    seeds: SeedCount | Seeds = 1
     precision: Precision = "float32"
     metric: Metric = "test_error"
-    datasets: dict[str, Any] = field(default_factory=dict)
-    algorithms: dict[str, Any] = field(default_factory=dict)
+    # The algorithm entry that p-values compare against (default: 'bp' when there is one).
+    baseline: Name | None = None
+    datasets: dict[Name, Any] = field(default_factory=dict)
+    algorithms: dict[Name, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,6 +160,10 @@ class Cell:
     subset: int | None = None
     metric: Metric = "test_error"  # reporting only: not part of the config hash
     deviations: tuple[str, ...] = ()  # quick-trial overrides that depart from the suite
+    # What else the result depends on, resolved where the cell runs (the algorithm's code
+    # digest, the data's identity): hashed with the config, so a change re-runs the cell.
+    inputs: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None  # the entry p-values compare against; reporting only, like metric
 
     @property
     def key(self) -> str:
@@ -150,7 +180,11 @@ class Cell:
         }
         if self.settings.metrics != MetricsConfig():
             config["metrics"] = self.settings.metrics
-        return _jsonable(config)
+        if self.inputs:
+            config["inputs"] = self.inputs
+        config = _jsonable(config)
+        del config["dataset"]["protocol"]["cell_timeout"]  # a limit, not a setting
+        return config
 
     def config_hash(self) -> str:
         text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
@@ -180,6 +214,7 @@ class Suite:
     labels: dict[str, str]  # algorithm entry id -> display label
     metric: Metric = "test_error"
     overrides: tuple[str, ...] = ()  # --set items applied when loading
+    baseline: str | None = None  # algorithm entry id
 
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,
@@ -204,6 +239,12 @@ class Suite:
         for d_index, (d_id, dataset) in enumerate(self.datasets.items()):
             if datasets and d_id not in datasets:
                 continue
+            if subset is not None and dataset.source == "teacher":
+                # The teacher task is generated with options.n_train samples: --subset would be
+                # recorded as a deviation that never happened.
+                raise InputError(f"{self.path}: --subset does not apply to dataset '{d_id}' "
+                                 f"(source teacher); use --set datasets.{d_id}.options.n_train=N"
+                                 f" or --datasets to leave it out")
             cell_deviations = list(deviations)
             if epochs is not None and epochs != dataset.protocol.epochs:
                 cell_deviations.append(f"{epochs} instead of {dataset.protocol.epochs} epochs")
@@ -225,17 +266,30 @@ class Suite:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
                                       self.labels[a_id], settings, params, precision, seed,
                                       (d_index, a_index), reason, subset, self.metric,
-                                      tuple(cell_deviations)))
+                                      tuple(cell_deviations), baseline=self.baseline))
         return cells
 
 
+# Mappings whose keys are ids chosen by the suite, not names from the schema.
+_ID_MAPPINGS = {"datasets": "dataset", "algorithms": "algorithm"}
+
+
 def _set_path(document: dict, dotted: str, value: Any, source: Source) -> None:
+    """Set one --set value. A path through an id that the suite does not have would quietly
+    create a new dataset or algorithm entry (a typo would run a default-configured copy);
+    other unknown keys are reported by the schema when the suite is validated."""
     parts = dotted.split(".")
+    ids = document.get(parts[0])
+    if len(parts) > 2 and parts[0] in _ID_MAPPINGS and isinstance(ids, dict) \
+            and parts[1] not in ids:
+        raise SuiteError(f"no {_ID_MAPPINGS[parts[0]]} '{parts[1]}' in the suite"
+                         f"{did_you_mean(parts[1], ids)}", file="--set", key=dotted)
     node = document
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part) if isinstance(node, dict) else None
         if child is None:
             child = node[part] = {}
+            source.lines[tuple(parts[:depth + 1])] = "--set"  # errors about it point here
         if not isinstance(child, dict):
             raise SuiteError(f"cannot set a key inside {'.'.join(parts[:depth + 1])}, "
                              "which is not a mapping", file="--set", key=dotted)
@@ -276,9 +330,15 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as error:
         raise InputError(f"cannot read suite {file}: {error.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SuiteError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at offset {error.start} "
+                         "cannot be decoded; save the file as UTF-8", file=file,
+                         line=raw.count(b"\n", 0, error.start) + 1) from None
     document, source = load_yaml(text, file)
     if document is None:
         raise SuiteError("the suite is empty", file=file, line=1)
@@ -288,9 +348,16 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         if not header.__dict__[key]:
             raise source.error((), f"missing required key '{key}' (a non-empty mapping)")
 
+    suite_name = header.name or path.stem
+    if not PLAIN_NAME.test(suite_name):
+        raise source.error((), f"the suite is named '{suite_name}' after its file, which is not "
+                           f"{PLAIN_NAME.expected}; set `name:`")
+    if header.baseline is not None and header.baseline not in header.algorithms:
+        raise source.error(("baseline",), f"no algorithm entry '{header.baseline}' in the suite"
+                           f"{did_you_mean(header.baseline, header.algorithms)}; entries: "
+                           f"{', '.join(header.algorithms)}")
+    baseline = header.baseline or ("bp" if "bp" in header.algorithms else None)
     seeds = tuple(range(header.seeds)) if isinstance(header.seeds, int) else header.seeds
-    if not seeds:
-        raise source.error(("seeds",), "expected at least one seed")
 
     datasets = {d_id: _dataset(raw, ("datasets", d_id), source)
                 for d_id, raw in header.datasets.items()}
@@ -340,8 +407,8 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         names[a_id] = name
         labels[a_id] = entry.label or cls.label or name
 
-    return Suite(header.name or path.stem, path, header.description, seeds, datasets, algorithms,
-                 resolved, names, labels, header.metric, tuple(overrides))
+    return Suite(suite_name, path, header.description, seeds, datasets, algorithms, resolved, names,
+                 labels, header.metric, tuple(overrides), baseline)
 
 
 def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: type
@@ -414,8 +481,6 @@ def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Sou
         if not 1 <= layer <= depth:
             raise source.error((*where, "metrics", "nullspace_layers"),
                                f"layer {layer} does not exist: the network has layers 1..{depth}")
-    if metrics.log_interval is not None and metrics.log_interval < 1:
-        raise source.error((*where, "metrics", "log_interval"), "expected a positive integer")
 
 
 def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:
@@ -443,13 +508,6 @@ def _dataset(raw: Any, where: Path_, source: Source) -> DatasetConfig:
         raise source.error((*where, "architecture", "conv_channels"),
                            "an MLP takes no conv_channels (use type: cnn)")
     protocol = config.protocol
-    for key, value in (("epochs", protocol.epochs), ("batch_size", protocol.batch_size),
-                       ("eval_batch_size", protocol.eval_batch_size)):
-        if value < 1:
-            raise source.error((*where, "protocol", key), f"expected a positive integer, got {value}")
-    if protocol.validation is not None and protocol.validation < 1:
-        raise source.error((*where, "protocol", "validation"),
-                           "expected a positive number of samples, or null for no split")
     for layer in protocol.frozen_layers:
         if not 1 <= layer <= arch.depth:
             raise source.error((*where, "protocol", "frozen_layers"),

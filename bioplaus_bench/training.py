@@ -8,9 +8,14 @@ run that is killed resumes where it stopped and ends with exactly the result of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+import re
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from .algorithm import Algorithm
 from .data import Data, DataSettings, Split, load_data
@@ -36,10 +42,26 @@ EpochCallback = Callable[[str, int, int], None]  # (phase, epoch done, epochs in
 
 @dataclass(frozen=True)
 class Environment:
-    """Where cells run: data location and device. Not part of a cell's config hash."""
+    """Where and how cells run: data location, device, and the command line's time limit per
+    cell (which overrides the suite's). Not part of a cell's config hash."""
 
     data: DataSettings = field(default_factory=DataSettings)
     device: str = "cpu"
+    cell_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise InputError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
+        if self.device.startswith("cuda"):
+            index = int(self.device.partition(":")[2] or 0)
+            if not torch.cuda.is_available():
+                raise InputError(f"--device {self.device}: CUDA is not available on this machine")
+            if index >= torch.cuda.device_count():
+                raise InputError(f"--device {self.device}: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s)")
+        if self.cell_timeout is not None and not self.cell_timeout > 0:
+            raise InputError(f"--cell-timeout must be a positive number of seconds, "
+                             f"got {self.cell_timeout}")
 
 
 def seed_everything(seed: int) -> None:
@@ -120,36 +142,69 @@ def _check_updates(updates, parameters: list[torch.nn.Parameter], name: str) -> 
                                f"{tuple(p.shape)} and dtype {p.dtype}, got {got}")
 
 
+class CellTimeout(BaseException):
+    """The cell's time limit passed. A BaseException, so that a plugin's ``except Exception``
+    cannot swallow it."""
+
+
 class _Checkpoint:
-    """Atomic per-epoch snapshots of a running cell."""
+    """Atomic per-epoch snapshots of a running cell. Read with ``weights_only=True``: a
+    checkpoint is data (tensors, numbers, strings, lists, dicts), never code, so a crafted file
+    in a results folder cannot run anything; one that does not load or does not match this
+    cell is ignored with a warning."""
 
     def __init__(self, path: Path | None, config_hash: str):
         self.path, self.config_hash = path, config_hash
+        self.unwritable = False
 
     def load(self) -> dict[str, Any] | None:
         if self.path is None or not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception:  # a torn file cannot exist (atomic writes), but never trust disk blindly
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            _warn(f"ignoring checkpoint {self.path}: it does not load as plain data "
+                  f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
             return None
-        return state if state.get("config_hash") == self.config_hash else None
+        if not isinstance(state, dict) or not state.keys() >= CHECKPOINT_KEYS:
+            _warn(f"ignoring checkpoint {self.path}: not a checkpoint of this version")
+            return None
+        if state["config_hash"] != self.config_hash:
+            _warn(f"ignoring checkpoint {self.path}: it belongs to another configuration")
+            return None
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
-        if self.path is None:
+        if self.path is None or self.unwritable:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        torch.save({**state, "config_hash": self.config_hash}, tmp)
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({**state, "config_hash": self.config_hash}, tmp)
+            os.replace(tmp, self.path)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+            tmp.unlink(missing_ok=True)
+            self.unwritable = True  # training goes on; only resuming this cell is lost
+            _warn(f"cannot write checkpoint {self.path} ({error}); this cell goes on without "
+                  "checkpoints")
 
     def remove(self) -> None:
         if self.path is not None:
             self.path.unlink(missing_ok=True)
 
 
+CHECKPOINT_KEYS = {"network", "algorithm", "optimisers", "rng", "state", "config_hash"}
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+    """Every generator's state as plain data (tensors, numbers, tuples)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
              "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -158,8 +213,10 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -183,18 +240,42 @@ def prepare(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, N
 
 def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None, *,
                checkpoint: Path | None = None, on_epoch: EpochCallback | None = None,
-               probe: Callable[[Network, Algorithm, Data], Any] | None = None) -> dict[str, Any]:
+               probe: Callable[[Network, Algorithm, Data], Any] | None = None,
+               time_limit: float | None = None) -> dict[str, Any]:
     """Train one cell; return its result (status, history, selected epoch, final metrics, and
     the logged alignment metrics). ``probe``, if given, is called with the trained network,
-    algorithm and data after the last epoch; what it returns is stored under ``"probe"``."""
+    algorithm and data after the last epoch; what it returns is stored under ``"probe"``.
+    ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes."""
     env = env or Environment()
-    if env.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device '{env.device}' requested but CUDA is not available")
+    with _deadline(time_limit) as out_of_time:
+        return _train(cell, cls, env, checkpoint, on_epoch, probe, out_of_time)
+
+
+def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path | None,
+           on_epoch: EpochCallback | None, probe: Callable[[Network, Algorithm, Data], Any] | None,
+           out_of_time: Callable[[], None]) -> dict[str, Any]:
     started = time.perf_counter()
-    data, network, algorithm = prepare(cell, cls, env)
+    store = _Checkpoint(checkpoint, cell.config_hash())
+    data, network, algorithm, optimisers = _build(cell, cls, env)
+    state = _fresh_state()
+    saved = store.load()
+    if saved is not None:
+        try:
+            network.load_state_dict(saved["network"])
+            algorithm.load_state_dict(saved["algorithm"])
+            optimisers.load_state_dict(saved["optimisers"])
+            _set_rng_state(saved["rng"])
+            if not isinstance(saved["state"], dict) or not state.keys() <= saved["state"].keys():
+                raise ValueError("its progress record is incomplete")
+            state = saved["state"]
+        except Exception as error:  # half-restored objects are not trusted: start afresh
+            _warn(f"ignoring checkpoint {checkpoint}: it does not fit this cell "
+                  f"({type(error).__name__}: {error})")
+            data, network, algorithm, optimisers = _build(cell, cls, env)
+            state = _fresh_state()
     task, protocol, schedule = data.task, cell.dataset.protocol, cell.settings.schedule
-    optimisers = _Optimisers(cell, network, algorithm)
     parameters = list(network.parameters())
+    names = [name for name, _ in network.named_parameters()]
     trainable = [id(p) in optimisers.trainable for p in parameters]
     trains_feedback = cls.capabilities.trainable_feedback
     notify = on_epoch or (lambda *args: None)
@@ -202,23 +283,14 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
     def feedback_epoch() -> float:
         losses = []
         for x, y in _batches(data.train, protocol.batch_size, shuffle=True):
+            out_of_time()
             loss = algorithm.feedback_step(forward_pass(network, task, x, y, layer_graphs=False))
             if loss is not None:
                 losses.append(float(loss))
         return float(np.mean(losses)) if losses else math.nan
 
-    store = _Checkpoint(checkpoint, cell.config_hash())
-    state = {"epoch": 0, "pretrained": 0, "history": [], "pretraining": [], "elapsed": 0.0,
-             "status": "ok", "pruned_at": None, "metrics": []}
     metrics = cell.settings.metrics
     log_interval = metrics.log_interval
-    saved = store.load()
-    if saved is not None:
-        network.load_state_dict(saved["network"])
-        algorithm.load_state_dict(saved["algorithm"])
-        optimisers.load_state_dict(saved["optimisers"])
-        _set_rng_state(saved["rng"])
-        state = saved["state"]
 
     def snapshot() -> None:
         state["elapsed"] = elapsed_before + time.perf_counter() - started
@@ -237,11 +309,13 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
     while state["epoch"] < protocol.epochs and state["status"] == "ok" \
             and state["pruned_at"] is None:
         epoch_start = time.perf_counter()
+        epoch = state["epoch"] + 1
         loss_sum = torch.zeros((), dtype=torch.float64, device=env.device)
         correct = torch.zeros((), dtype=torch.long, device=env.device)
         feedback_losses = []
         batches = _batches(data.train, protocol.batch_size, shuffle=True)
         for index, (x, y) in enumerate(batches):
+            out_of_time()
             fwd = forward_pass(network, task, x, y, record_graph=cls.record_graph)
             updates = algorithm.forward_updates(fwd)
             feedback_loss = algorithm.feedback_step(fwd)
@@ -250,9 +324,15 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
             if not checked:
                 _check_updates(updates, parameters, cls.name)
                 checked = True
+            fault = _non_finite(fwd.loss, updates, names, trainable)
+            if fault is not None:
+                state["status"], state["reason"] = (
+                    "diverged" if fault == "training loss" else "error",
+                    f"{fault} non-finite at epoch {epoch}, minibatch {index}")
+                break
             # Metrics see this minibatch's updates and the feedback weights after its step.
             if log_interval and index % log_interval == 0:
-                state["metrics"].append({"epoch": state["epoch"] + 1, "batch": index,
+                state["metrics"].append({"epoch": epoch, "batch": index,
                                          **alignment(network, task, fwd, updates, metrics)})
             for parameter, update, moves in zip(parameters, updates, trainable, strict=True):
                 if moves:
@@ -265,25 +345,26 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
         n = len(data.train)
         train_loss = float(loss_sum) / n
         row: dict[str, Any] = {
-            "epoch": state["epoch"] + 1,
-            "train_loss": train_loss,
-            "train_accuracy": int(correct) / n if task.kind == "classification" else None,
+            "epoch": epoch,
+            "train_loss": train_loss if state["status"] == "ok" else None,
+            "train_accuracy": int(correct) / n
+            if task.kind == "classification" and state["status"] == "ok" else None,
             "feedback_loss": float(np.mean(feedback_losses)) if feedback_losses else None,
         }
-        if not math.isfinite(train_loss):
-            state["status"] = "diverged"
-        else:
+        if state["status"] == "ok":
             extra = schedule.extra_feedback_epochs if trains_feedback else 0
             row["extra_feedback_loss"] = [feedback_epoch() for _ in range(extra)] or None
             # The original evaluates the test set, then the validation set.
-            row["test_loss"], row["test_accuracy"] = evaluate(network, task, data.test,
-                                                              protocol.eval_batch_size)
-            if data.val is not None:
-                row["val_loss"], row["val_accuracy"] = evaluate(network, task, data.val,
-                                                                protocol.eval_batch_size)
+            splits = [("test", data.test)] + ([("val", data.val)] if data.val is not None else [])
+            for split_name, split in splits:
+                loss, accuracy = evaluate(network, task, split, protocol.eval_batch_size)
+                row[f"{split_name}_loss"], row[f"{split_name}_accuracy"] = loss, accuracy
+                if not math.isfinite(loss) and state["status"] == "ok":
+                    state["status"] = "diverged"
+                    state["reason"] = f"{split_name} loss is {loss} after epoch {epoch}"
         row["seconds"] = time.perf_counter() - epoch_start
         state["history"].append(row)
-        state["epoch"] += 1
+        state["epoch"] = epoch
         pruning = protocol.pruning
         if pruning and state["status"] == "ok" and task.kind == "classification" \
                 and state["epoch"] >= pruning.from_epoch \
@@ -299,6 +380,63 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
     if probe is not None:
         result["probe"] = probe(network, algorithm, data)
     return result
+
+
+def _build(cell: Cell, cls: type[Algorithm], env: Environment
+           ) -> tuple[Data, Network, Algorithm, _Optimisers]:
+    data, network, algorithm = prepare(cell, cls, env)
+    return data, network, algorithm, _Optimisers(cell, network, algorithm)
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"epoch": 0, "pretrained": 0, "history": [], "pretraining": [], "elapsed": 0.0,
+            "status": "ok", "reason": None, "pruned_at": None, "metrics": []}
+
+
+def _non_finite(loss: Tensor, updates, names: list[str], trainable: list[bool]) -> str | None:
+    """What is NaN or infinite in this minibatch: "training loss", "update of parameter P",
+    or None. One reduction and one host sync for the whole minibatch; the culprit is looked
+    for only when there is one."""
+    moving = [u.detach() for u, moves in zip(updates, trainable, strict=True) if moves]
+    peaks = torch.stack([loss.detach().double().abs()] +
+                        [u.abs().amax().double() for u in moving if u.numel()])
+    if bool(torch.isfinite(peaks).all()):
+        return None
+    if not torch.isfinite(loss).all():
+        return "training loss"
+    for name, update, moves in zip(names, updates, trainable, strict=True):
+        if moves and not torch.isfinite(update).all():
+            return f"update of parameter {name}"
+    return "an update"
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float | None):
+    """Yield a check that raises ``CellTimeout`` once ``seconds`` have passed. In the main
+    thread an interval timer also interrupts a plugin that hangs between two checks."""
+    if seconds is None:
+        yield lambda: None
+        return
+    end = time.monotonic() + seconds
+    message = f"exceeded the cell time limit of {seconds:g} s"
+
+    def check() -> None:
+        if time.monotonic() > end:
+            raise CellTimeout(message)
+
+    def alarm(signum, frame) -> None:
+        raise CellTimeout(message)
+
+    timer = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    if timer:
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield check
+    finally:
+        if timer:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 DAMPING_GRID = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -336,10 +474,13 @@ def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = N
 
 def _summarise(state: dict[str, Any], kind: str, has_val: bool) -> dict[str, Any]:
     history = state["history"]
-    evaluated = [row for row in history if "test_loss" in row]
+    evaluated = [row for row in history if "test_loss" in row
+                 and all(math.isfinite(row[key]) for key in ("test_loss", "val_loss") if key in row)]
     summary: dict[str, Any] = {"status": state["status"], "history": history,
                                "pretraining_feedback_loss": state["pretraining"],
                                "pruned_at_epoch": state["pruned_at"]}
+    if state.get("reason"):
+        summary["reason"] = state["reason"]
     if not evaluated:
         summary.update(selected_epoch=None, final={})
         return summary

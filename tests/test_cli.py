@@ -249,17 +249,19 @@ def test_failing_cell_is_recorded_and_the_others_still_run(tiny, tmp_path):
     assert saved["teacher/dfa/seed-1.json"]["status"] == "ok"
 
 
-def test_diverging_cell_is_marked_and_the_run_succeeds(tmp_path):
-    nan_rule = write(tmp_path / "nan.py", PLUGIN.replace(
-        "return [self.params.scale * g.sign() for g in grads]",
-        "return [g * float('nan') for g in grads]"))
-    text = TINY_SUITE + "  sign-bp:\n    optimizer: {lr: 1.0e-3}\n"
+def test_diverging_cell_is_marked_with_its_reason_and_the_run_succeeds(tmp_path):
+    # A huge step size blows the weights up until the training loss overflows. (A rule that
+    # proposes NaN updates is a fault of the rule, not divergence: see test_trust.)
+    sign_rule = write(tmp_path / "sign.py", PLUGIN)
+    text = TINY_SUITE + "  sign-bp:\n    optimizer: {lr: 1.0e+200}\n"
     suite = write(tmp_path / "s.yaml", text.replace("epochs: 2", "epochs: 4"))
     out = tmp_path / "r"
-    result = invoke("run", suite, "--plugin", nan_rule, "--out", out, "--quiet", "--only", "sign-bp")
+    result = invoke("run", suite, "--plugin", sign_rule, "--out", out, "--quiet", "--only",
+                    "sign-bp")
     assert result.exit_code == 0, result.output
     record = records(out)["teacher/sign-bp/seed-0.json"]
     assert record["status"] == "diverged"
+    assert record["reason"].startswith("training loss non-finite at epoch ")
     assert len(record["history"]) < 4
     assert "2 diverged" in result.stdout
 
