@@ -425,3 +425,18 @@ def test_data_read_with_skipped_checksums_is_in_the_hash_and_the_provenance(
     second = invoke(*run, "--skip-checksums")
     assert "0 from earlier runs" in second.output, second.output
     assert strict_json(out / "mnist" / "bp" / "seed-0.json")["config_hash"] != record["config_hash"]
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+    ("cuda:x", "--device must be cpu, cuda or cuda:N, got 'cuda:x'"),
+    ("cuda:99", "--device cuda:99: "),
+])
+def test_an_unknown_or_absent_device_is_one_line_before_anything_runs(tmp_path, device, message):
+    if device == "cuda:99" and not torch.cuda.is_available():
+        message = "--device cuda:99: CUDA is not available on this machine"
+    out = tmp_path / "out"
+    result = invoke("run", suite_with(tmp_path), "--out", out, "--device", device, "--quiet")
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"error: {message}")
+    assert not out.exists()
