@@ -39,12 +39,12 @@ import torch
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import DataMissingError
-from bioplaus_bench.metrics import MetricsConfig, alignment
-from bioplaus_bench.networks import build_network
-from bioplaus_bench.optim import adam
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.metrics.alignment import MetricsConfig, alignment
+from bioplaus_bench.model.networks import build_network
+from bioplaus_bench.model.optim import adam
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.training import Environment, _batches, evaluate, prepare, train_cell
 from bioplaus_bench.suite import Cell, load_suite
-from bioplaus_bench.training import Environment, _batches, evaluate, prepare, train_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {

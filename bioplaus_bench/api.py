@@ -22,8 +22,10 @@ A plugin module exposes its algorithms through the ``bioplaus_bench_algorithms``
 
 from __future__ import annotations
 
-from .algorithm import Algorithm, Capabilities, NoParams, hookimpl
-from .feedback import (
+from .model.algorithm import Algorithm, Capabilities, NoParams, hookimpl
+from .model.networks import ArchitectureSpec, ForwardPass, LayerGraph, Network, forward_pass
+from .model.tasks import Classification, Regression, Task
+from .tp.feedback import (
                        DifferenceReconstructionLoss,
                        DirectPath,
                        FeedbackMap,
@@ -32,10 +34,8 @@ from .feedback import (
                        RandomHiddenLayerPath,
                        ReconstructionLoss,
 )
-from .networks import ArchitectureSpec, ForwardPass, LayerGraph, Network, forward_pass
-from .target_propagation import TargetPropagation, TPParams
-from .targets import glorot_normal, local_updates, output_target
-from .tasks import Classification, Regression, Task
+from .tp.method import TargetPropagation, TPParams
+from .tp.targets import glorot_normal, local_updates, output_target
 
 __all__ = [
     "Algorithm",

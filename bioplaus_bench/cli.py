@@ -21,15 +21,15 @@ from rich.table import Table
 
 from . import data as data_module
 from .errors import InputError, StorageError
-from .executors import RAY_MISSING, run_parallel, run_ray, run_serial
-from .inputs import with_inputs
-from .plugins import Registry, load_registry
-from .progress import LogReporter, RichReporter
-from .report import FORMATS, records_frame, render, summarise, unreadable_note
-from .schema import schema_fields
-from .store import ResultStore
+from .registry import Registry, load_registry
+from .results.report import FORMATS, records_frame, render, summarise, unreadable_note
+from .results.store import ResultStore
+from .run.executors import RAY_MISSING, run_parallel, run_ray, run_serial
+from .run.inputs import with_inputs
+from .run.progress import LogReporter, RichReporter
+from .run.training import DAMPING_GRID, Environment, damping_search
+from .spec.schema import schema_fields
 from .suite import Suite, load_suite
-from .training import DAMPING_GRID, Environment, damping_search
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
@@ -275,7 +275,7 @@ def plot(
         help="The layer to show (default: the last hidden layer, or the logged one).")] = None,
 ) -> None:
     """Figure 4 style angle curves, Figure 2 nullspace bars, or learning curves."""
-    from .plots import plot as draw
+    from .results.plots import plot as draw
 
     with _input_errors():
         records = list(ResultStore(results).records()) if results.is_dir() else []
@@ -359,8 +359,8 @@ def tune(
     """Search the hyper-parameters in the algorithm's `search:` mapping (Optuna TPE) on the
     validation error; stopped searches resume from the study file. Prints the best values as
     a suite fragment."""
-    from .tune import fragment_yaml
-    from .tune import tune as search
+    from .run.tune import fragment_yaml
+    from .run.tune import tune as search
 
     with _input_errors():
         registry, loaded = _load_suite(suite, set_, plugin)
@@ -395,7 +395,7 @@ def check_plugin(
     """Conformance checks of an algorithm plugin, one PASS/FAIL line each (docs/plugins.md).
 
     Exit 0 when every check passes, 1 when one fails, 2 when the plugin cannot be loaded."""
-    from .conformance import find_algorithms, run_checks
+    from .kit.conformance import find_algorithms, run_checks
 
     started = time.perf_counter()
     files = [*plugin, Path(target)] if target.endswith(".py") else list(plugin)
@@ -419,7 +419,7 @@ def new_plugin(
 ) -> None:
     """Write an installable plugin package: pyproject with the entry point, a working rule,
     a conformance test and a suite on the teacher task."""
-    from .scaffold import new_plugin as scaffold
+    from .kit.scaffold import new_plugin as scaffold
 
     target = directory or Path(name)
     with _input_errors():

@@ -35,8 +35,8 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import download_and_extract_archive
 
 from .errors import DataMissingError, InputError
-from .schema import PositiveInt
-from .tasks import Classification, Regression, Task
+from .model.tasks import Classification, Regression, Task
+from .spec.schema import PositiveInt
 
 DATA_ENV = "BIOPLAUS_DATA"
 CACHE_ENV = "BIOPLAUS_CACHE"

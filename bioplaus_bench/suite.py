@@ -14,10 +14,10 @@ from typing import Annotated, Any, Literal
 
 from . import data
 from .errors import InputError, SuiteError, did_you_mean
-from .metrics import MetricsConfig
-from .networks import ArchitectureSpec
-from .plugins import Registry
-from .schema import (
+from .metrics.alignment import MetricsConfig
+from .model.networks import ArchitectureSpec
+from .registry import Registry
+from .spec.schema import (
     PLAIN_NAME,
     Check,
     Name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from bioplaus_bench.schema import load_yaml
+from bioplaus_bench.spec.schema import load_yaml
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 ROWS = ["bp", "ddtp-linear", "ddtp-rhl", "dtp-drl", "ddtp-control", "dtp", "dtp-pretrained", "dfa"]

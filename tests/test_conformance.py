@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bioplaus_bench import plugins
+from bioplaus_bench import registry as plugins
 from bioplaus_bench.cli import app
-from bioplaus_bench.conformance import check_algorithm
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.kit.conformance import check_algorithm
+from bioplaus_bench.registry import load_registry
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ import torch
 from torch.func import jacrev
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, Regression, forward_pass
-from bioplaus_bench.metrics import (
+from bioplaus_bench.metrics.alignment import (
     MetricsConfig,
     alignment,
     angle,
@@ -16,8 +16,8 @@ from bioplaus_bench.metrics import (
     nullspace_ratio,
     output_jacobians,
 )
-from bioplaus_bench.networks import build_network
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.model.networks import build_network
+from bioplaus_bench.registry import load_registry
 
 REGISTRY = load_registry()
 MLP = ArchitectureSpec(hidden=(6, 5, 4))
@@ -116,8 +116,8 @@ def test_nullspace_ratio_of_a_batch_is_the_mean_over_its_samples():
 
 
 def test_metrics_are_logged_for_any_algorithm_at_the_interval(tmp_path):
+    from bioplaus_bench.run.training import train_cell
     from bioplaus_bench.suite import load_suite
-    from bioplaus_bench.training import train_cell
 
     suite = tmp_path / "s.yaml"
     suite.write_text(
@@ -201,8 +201,8 @@ def test_damping_search_picks_the_smallest_mean_angle_per_layer(tmp_path):
         "algorithms:\n  ddtp-linear:\n    optimizer: {lr: 1.0e-3}\n"
         "    schedule: {feedback_pretraining_epochs: 1, extra_feedback_epochs: 0}\n"
         "    metrics: {log_interval: 2}\n")
+    from bioplaus_bench.run.training import damping_search
     from bioplaus_bench.suite import load_suite
-    from bioplaus_bench.training import damping_search
     cell = load_suite(suite, REGISTRY).cells(epochs=1)[0]
     found = damping_search(cell, REGISTRY.get("ddtp-linear").cls, grid=(0.0, 0.1, 10.0))
     assert set(found["mean_angle"]) == {"0.0", "0.1", "10.0"}

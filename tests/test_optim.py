@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bioplaus_bench.optim import adam
+from bioplaus_bench.model.optim import adam
 
 
 def reference_adam(p: torch.Tensor, grads: list[torch.Tensor], lr=0.1, betas=(0.9, 0.999),

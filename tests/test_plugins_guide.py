@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bioplaus_bench import api
-from bioplaus_bench.algorithm import Capabilities
 from bioplaus_bench.cli import app
-from bioplaus_bench.scaffold import PluginNames
+from bioplaus_bench.kit.scaffold import PluginNames
+from bioplaus_bench.model.algorithm import Capabilities
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"

@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 import pytest
 
-from bioplaus_bench.report import records_frame, render, summarise
+from bioplaus_bench.results.report import records_frame, render, summarise
 
 ERRORS = {  # (dataset, algorithm) -> test errors (fractions) of the finished seeds
     ("mnist", "bp"): [0.0198, 0.0190, 0.0210],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bioplaus_bench.report import records_frame, render, summarise
+from bioplaus_bench.results.report import records_frame, render, summarise
 
 ORDER = ["bp", "bp-wide", "dfa", "dtp"]
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.training import train_cell
 from bioplaus_bench.suite import load_suite
-from bioplaus_bench.training import train_cell
 
 SUITE = """\
 name: resume

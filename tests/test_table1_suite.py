@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-import bioplaus_bench.plugins
+import bioplaus_bench.registry
 from bioplaus_bench.suite import load_suite
 
 from .paper_suites import DATASETS, ROWS, SUITES, tp_blocks, value
@@ -17,7 +17,7 @@ SUITE = SUITES / "table1.yaml"
 
 @pytest.fixture(scope="module")
 def suite():
-    return load_suite(SUITE, bioplaus_bench.plugins.load_registry())
+    return load_suite(SUITE, bioplaus_bench.registry.load_registry())
 
 
 def test_rows_labels_and_datasets(suite):
@@ -139,7 +139,7 @@ def test_tp_lr_is_raw_not_lr_eff(suite):
 
 def test_table3_cnn_suite_matches_spec_11():
     suite = load_suite(SUITES / "table3.yaml",
-                       bioplaus_bench.plugins.load_registry())
+                       bioplaus_bench.registry.load_registry())
     assert list(suite.algorithms) == ["bp", "ddtp-linear", "ddtp-control", "dfa"]
     arch = suite.datasets["cifar10_cnn"].architecture
     assert (arch.type, arch.conv_channels, arch.hidden, arch.pool) == ("cnn", (32, 64), (512,), (3, 2, 1))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-import bioplaus_bench.plugins
+import bioplaus_bench.registry
 from bioplaus_bench.suite import load_suite
 
 from .paper_suites import DATASETS, ROWS, SUITES, tp_blocks, value
@@ -17,7 +17,7 @@ SUITE = SUITES / "table2.yaml"
 
 @pytest.fixture(scope="module")
 def suite():
-    return load_suite(SUITE, bioplaus_bench.plugins.load_registry())
+    return load_suite(SUITE, bioplaus_bench.registry.load_registry())
 
 
 def test_rows_labels_and_datasets(suite):

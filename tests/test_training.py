@@ -15,9 +15,9 @@ from bioplaus_bench.api import (
 )
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import SuiteError
-from bioplaus_bench.plugins import AlgorithmInfo, Registry, load_registry
+from bioplaus_bench.registry import AlgorithmInfo, Registry, load_registry
+from bioplaus_bench.run.training import Environment, _Optimisers, _summarise, prepare, train_cell
 from bioplaus_bench.suite import load_suite
-from bioplaus_bench.training import Environment, _Optimisers, _summarise, prepare, train_cell
 
 from .conftest import write_idx_dataset
 

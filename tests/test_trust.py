@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bioplaus_bench.store import ResultStore
+from bioplaus_bench.results.store import ResultStore
 
 from .test_cli import invoke, records, write
 
@@ -188,7 +188,7 @@ def test_editing_a_plugin_reruns_its_cells_and_the_record_names_the_code(tmp_pat
 
 HOLD_LOCK = """
 import sys, time
-from bioplaus_bench.store import ResultStore
+from bioplaus_bench.results.store import ResultStore
 with ResultStore(sys.argv[1]).lock():
     print("held", flush=True)
     time.sleep(60)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bioplaus_bench import plugins
+from bioplaus_bench import registry as plugins
 from bioplaus_bench.cli import app
 from bioplaus_bench.errors import PluginError, SuiteError
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
 
 runner = CliRunner()
@@ -230,7 +230,7 @@ def test_an_alias_bomb_is_refused_in_bounded_time(tmp_path):
     assert len(BOMB) < 500
     # In a child process with a timeout: the unbounded version takes minutes and gigabytes.
     code = ("import sys; from bioplaus_bench.errors import SuiteError\n"
-            "from bioplaus_bench.schema import load_yaml\n"
+            "from bioplaus_bench.spec.schema import load_yaml\n"
             "try:\n    load_yaml(open(sys.argv[1]).read(), sys.argv[1])\n"
             "except SuiteError as error:\n    print(error)\n")
     result = subprocess.run([sys.executable, "-c", code, str(suite)], capture_output=True,

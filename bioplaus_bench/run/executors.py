@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
-from .plugins import Registry, load_registry
+from ..errors import InputError
+from ..registry import Registry, load_registry
+from ..results.store import ResultStore, make_record
+from ..suite import Cell
 from .progress import LogReporter
-from .store import ResultStore, make_record
-from .suite import Cell
 from .training import CellTimeout, Environment, train_cell
 
 

@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .data import SOURCES
-from .errors import InputError, StorageError
-from .suite import Cell
+from .. import __version__
+from ..data import SOURCES
+from ..errors import InputError, StorageError
+from ..suite import Cell
 
 FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
 STATUSES = (*FINISHED, "error", "timeout")

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
-from .errors import SuiteError, did_you_mean
+from ..errors import SuiteError, did_you_mean
 
 Path_ = tuple[str | int, ...]
 

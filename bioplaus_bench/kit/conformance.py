@@ -46,13 +46,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .algorithm import Algorithm, Capabilities
-from .errors import PluginError, SuiteError, did_you_mean
-from .networks import ArchitectureSpec, Network, build_network, forward_pass
-from .optim import adam
-from .plugins import AlgorithmInfo, Registry
-from .schema import Source, coerce_dataclass
-from .tasks import Classification, Task
+from ..errors import PluginError, SuiteError, did_you_mean
+from ..model.algorithm import Algorithm, Capabilities
+from ..model.networks import ArchitectureSpec, Network, build_network, forward_pass
+from ..model.optim import adam
+from ..model.tasks import Classification, Task
+from ..registry import AlgorithmInfo, Registry
+from ..spec.schema import Source, coerce_dataclass
 
 ARCHITECTURES: dict[str, tuple[ArchitectureSpec, tuple[int, ...]]] = {
     "mlp": (ArchitectureSpec(type="mlp", hidden=(7, 5)), (6,)),
@@ -463,9 +463,9 @@ def _frozen_by_runner(cls: type[Algorithm]) -> tuple[list[list[Tensor]], list[li
                                                       dict[str, Tensor], dict[str, Tensor],
                                                       dict[str, Any]]:
     """One epoch of ``train_cell`` on the teacher task with layers 2..L frozen, checkpointed."""
-    from .plugins import AlgorithmInfo as Info
-    from .suite import load_suite
-    from .training import Environment, prepare, train_cell
+    from ..registry import AlgorithmInfo as Info
+    from ..run.training import Environment, prepare, train_cell
+    from ..suite import load_suite
 
     spec, _ = ARCHITECTURES["mlp"]
     depth = spec.depth

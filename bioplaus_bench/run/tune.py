@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
-from .plugins import Registry
-from .suite import Cell, SearchSpace, load_suite
+from ..errors import InputError
+from ..registry import Registry
+from ..suite import Cell, SearchSpace, load_suite
 from .training import Environment, train_cell
 
 OPTUNA_MISSING = "bench tune needs optuna: pip install 'bioplaus-bench[tune]'"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 MAX_NAME_LENGTH = 40
@@ -187,8 +187,8 @@ conformance checks of `bench check-plugin`."""
 
 from pathlib import Path
 
-from bioplaus_bench.conformance import check_algorithm
-from bioplaus_bench.plugins import load_registry
+from bioplaus_bench.kit.conformance import check_algorithm
+from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]

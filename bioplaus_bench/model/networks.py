@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .schema import NonNegativeInt, PositiveInt
+from ..spec.schema import NonNegativeInt, PositiveInt
 
 Activation = Literal["tanh", "relu", "linear"]
 

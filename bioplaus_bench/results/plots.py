@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from ..errors import InputError
 
 FIGURES = ("angles", "nullspace", "curves")
 WINDOW = 30

@@ -16,10 +16,10 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor
 
-from .algorithm import Algorithm, Capabilities
+from ..model.algorithm import Algorithm, Capabilities
+from ..model.networks import ForwardPass
+from ..model.optim import adam
 from .feedback import FeedbackLoss, FeedbackPath
-from .networks import ForwardPass
-from .optim import adam
 from .targets import local_updates, output_target
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .networks import ForwardPass, Network
-from .tasks import Task
+from ..model.networks import ForwardPass, Network
+from ..model.tasks import Task
 
 
 def output_target(fwd: ForwardPass, task: Task, stepsize: float) -> Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .networks import ForwardPass, Network
+from ..model.networks import ForwardPass, Network
 
 
 class FeedbackMap(nn.Module):

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .algorithm import Algorithm
-from .data import Data, DataSettings, Split, load_data
-from .errors import InputError
-from .metrics import MetricsConfig, alignment
-from .networks import Network, build_network, forward_pass
-from .optim import adam
-from .suite import Cell
-from .tasks import Task
+from ..data import Data, DataSettings, Split, load_data
+from ..errors import InputError
+from ..metrics.alignment import MetricsConfig, alignment
+from ..model.algorithm import Algorithm
+from ..model.networks import Network, build_network, forward_pass
+from ..model.optim import adam
+from ..model.tasks import Task
+from ..suite import Cell
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -20,8 +20,8 @@ from types import ModuleType
 import pluggy
 
 from . import hookspecs
-from .algorithm import Algorithm
 from .errors import PluginError, did_you_mean
+from .model.algorithm import Algorithm
 
 ENTRY_POINT_GROUP = "bioplaus_bench.plugins"
 DISTRIBUTION = "bioplaus-bench"

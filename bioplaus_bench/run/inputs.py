@@ -14,9 +14,9 @@ from importlib.metadata import packages_distributions, version
 from pathlib import Path
 from typing import Any
 
-from .algorithm import Algorithm
-from .data import DataSettings, data_fingerprint
-from .suite import Cell
+from ..data import DataSettings, data_fingerprint
+from ..model.algorithm import Algorithm
+from ..suite import Cell
 
 
 def code_identity(cls: type[Algorithm]) -> dict[str, Any]:

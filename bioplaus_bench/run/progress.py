@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .suite import Cell
+from ..suite import Cell
 
 
 class LogReporter:

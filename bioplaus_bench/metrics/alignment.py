@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, jacrev, vmap
 
-from .networks import Dense, ForwardPass, Network
-from .schema import PositiveInt
-from .tasks import Task
+from ..model.networks import Dense, ForwardPass, Network
+from ..model.tasks import Task
+from ..spec.schema import PositiveInt
 
 
 @dataclass(frozen=True)

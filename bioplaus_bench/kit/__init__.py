@@ -1,0 +1,1 @@
+"""The plugin author's kit: conformance checks and the new-plugin scaffold."""

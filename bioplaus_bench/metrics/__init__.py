@@ -1,0 +1,1 @@
+"""Metrics computed by the core from any algorithm's proposed updates."""

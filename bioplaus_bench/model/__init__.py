@@ -1,0 +1,1 @@
+"""What an algorithm sees: the contract, networks, tasks and the optimiser."""

@@ -1,0 +1,1 @@
+"""Records, their store, tables, figures and the paper's numbers."""

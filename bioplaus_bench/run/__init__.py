@@ -1,0 +1,1 @@
+"""Running cells: training, executors, tuning, progress."""

@@ -1,0 +1,1 @@
+"""Typed specifications of a run, below the YAML layer."""

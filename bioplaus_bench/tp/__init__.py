@@ -1,0 +1,1 @@
+"""The target-propagation family's shared pieces: feedback paths, losses and targets."""
