@@ -6,102 +6,38 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from . import data
 from .errors import InputError, SuiteError, did_you_mean
 from .metrics.alignment import MetricsConfig
-from .model.networks import ArchitectureSpec
 from .registry import Registry
+from .spec.cell import (
+    Cell,
+    DatasetConfig,
+    Metric,
+    OptimizerConfig,
+    Precision,
+    Seed,
+    Settings,
+)
 from .spec.schema import (
     PLAIN_NAME,
     Check,
     Name,
-    NonNegativeInt,
     Path_,
-    PositiveFloat,
-    PositiveInt,
     Source,
     coerce_dataclass,
     load_yaml,
 )
 
-Precision = Literal["float32", "float64"]
-# What a table reports: the test error (test loss for regression) at the selected epoch, or the
-# training loss of the last epoch (the paper's Table 2).
-Metric = Literal["test_error", "train_loss"]
-
-Beta = Annotated[float, Check(lambda b: 0 <= b < 1, "a number in [0, 1)")]
-Fraction = Annotated[float, Check(lambda x: 0 <= x <= 1, "a number from 0 to 1")]
-# Seeds go to numpy's and torch's generators, which take 32-bit seeds.
-Seed = Annotated[int, Check(lambda n: 0 <= n < 2**32, "a seed in [0, 2^32)")]
 Seeds = Annotated[tuple[Seed, ...], Check(lambda s: len(s) == len(set(s)) > 0,
                                           "a non-empty list of distinct seeds")]
 # N means seeds 0..N-1, each a cell per dataset and algorithm: a typo like 1000000 should not
 # allocate millions of cells.
 SeedCount = Annotated[int, Check(lambda n: 1 <= n <= 10_000, "a number of seeds from 1 to 10000")]
-
-
-@dataclass(frozen=True)
-class Pruning:
-    """Stop a run whose training accuracy is below ``min_train_accuracy`` after epoch
-    ``from_epoch`` or later (spec §7: 0.40 for MNIST / Fashion-MNIST, 0.25 for CIFAR-10, from 6)."""
-
-    min_train_accuracy: Fraction
-    from_epoch: int = 6
-
-
-@dataclass(frozen=True)
-class Protocol:
-    epochs: PositiveInt
-    batch_size: PositiveInt = 128
-    validation: PositiveInt | None = 5000  # samples held out of the training set; null: none
-    frozen_layers: tuple[int, ...] = ()  # 1-based layers whose forward weights never move
-    pruning: Pruning | None = None
-    eval_batch_size: PositiveInt = 1000
-    # Seconds a cell may run in one invocation before it ends as "timeout" (null: no limit).
-    # Not part of the config hash: it never changes the result of a cell that finishes.
-    cell_timeout: float | None = None
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    source: str
-    architecture: ArchitectureSpec
-    protocol: Protocol
-    label: str = ""
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """The forward Adam. A list of learning rates (and epsilons) means one Adam per layer."""
-
-    lr: PositiveFloat | tuple[PositiveFloat, ...]
-    betas: tuple[Beta, Beta] = (0.99, 0.99)
-    eps: PositiveFloat | tuple[PositiveFloat, ...] = 1e-4
-    normalize_lr: bool = True  # divide lr by the algorithm's target step size (spec §3)
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    feedback_pretraining_epochs: NonNegativeInt = 0
-    extra_feedback_epochs: NonNegativeInt = 0
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What an algorithm entry sets, and what a per-dataset override may change."""
-
-    optimizer: OptimizerConfig
-    schedule: ScheduleConfig = ScheduleConfig()
-    params: dict[str, Any] = field(default_factory=dict)
-    precision: Precision | None = None
-    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True)
@@ -139,66 +75,6 @@ class SuiteHeader:
     baseline: Name | None = None
     datasets: dict[Name, Any] = field(default_factory=dict)
     algorithms: dict[Name, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (dataset, algorithm, seed) run with everything resolved."""
-
-    suite: str
-    dataset_id: str
-    dataset: DatasetConfig
-    algorithm_id: str
-    algorithm: str
-    label: str
-    settings: Settings
-    params: Any  # the algorithm's Params dataclass instance
-    precision: Precision
-    seed: int
-    order: tuple[int, int]  # (dataset index, algorithm index) in the suite, for table layout
-    skip_reason: str | None = None
-    subset: int | None = None
-    metric: Metric = "test_error"  # reporting only: not part of the config hash
-    deviations: tuple[str, ...] = ()  # quick-trial overrides that depart from the suite
-    # What else the result depends on, resolved where the cell runs (the algorithm's code
-    # digest, the data's identity): hashed with the config, so a change re-runs the cell.
-    inputs: dict[str, Any] = field(default_factory=dict)
-    baseline: str | None = None  # the entry p-values compare against; reporting only, like metric
-
-    @property
-    def key(self) -> str:
-        return f"{self.dataset_id}/{self.algorithm_id}/seed-{self.seed}"
-
-    def config(self) -> dict[str, Any]:
-        """Everything that determines the result (and nothing else): hashed for caching.
-        Metrics appear only when some are logged, so records without any stay valid."""
-        config = {
-            "dataset": self.dataset, "algorithm": self.algorithm,
-            "optimizer": self.settings.optimizer, "schedule": self.settings.schedule,
-            "params": self.params, "precision": self.precision, "seed": self.seed,
-            "subset": self.subset,
-        }
-        if self.settings.metrics != MetricsConfig():
-            config["metrics"] = self.settings.metrics
-        if self.inputs:
-            config["inputs"] = self.inputs
-        config = _jsonable(config)
-        del config["dataset"]["protocol"]["cell_timeout"]  # a limit, not a setting
-        return config
-
-    def config_hash(self) -> str:
-        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass

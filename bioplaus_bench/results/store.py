@@ -31,7 +31,7 @@ import torch
 from .. import __version__
 from ..data import SOURCES
 from ..errors import InputError, StorageError
-from ..suite import Cell
+from ..spec.cell import Cell
 
 FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
 STATUSES = (*FINISHED, "error", "timeout")

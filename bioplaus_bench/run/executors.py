@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..registry import Registry, load_registry
 from ..results.store import ResultStore, make_record
-from ..suite import Cell
+from ..spec.cell import Cell
 from .progress import LogReporter
 from .training import CellTimeout, Environment, train_cell
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data import DataSettings, data_fingerprint
 from ..model.algorithm import Algorithm
-from ..suite import Cell
+from ..spec.cell import Cell
 
 
 def code_identity(cls: type[Algorithm]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ..suite import Cell
+from ..spec.cell import Cell
 
 
 class LogReporter:

@@ -33,7 +33,7 @@ from ..model.algorithm import Algorithm
 from ..model.networks import Network, build_network, forward_pass
 from ..model.optim import adam
 from ..model.tasks import Task
-from ..suite import Cell
+from ..spec.cell import Cell
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
