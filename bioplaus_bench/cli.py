@@ -24,10 +24,11 @@ from .errors import InputError, StorageError
 from .registry import Registry, load_registry
 from .results.report import FORMATS, records_frame, render, summarise, unreadable_note
 from .results.store import ResultStore
+from .run.damping import DAMPING_GRID, damping_search
 from .run.executors import RAY_MISSING, run_parallel, run_ray, run_serial
 from .run.inputs import with_inputs
 from .run.progress import LogReporter, RichReporter
-from .run.training import DAMPING_GRID, Environment, damping_search
+from .run.setup import Environment
 from .spec.schema import schema_fields
 from .suite import Suite, load_suite
 

@@ -201,7 +201,7 @@ def test_damping_search_picks_the_smallest_mean_angle_per_layer(tmp_path):
         "algorithms:\n  ddtp-linear:\n    optimizer: {lr: 1.0e-3}\n"
         "    schedule: {feedback_pretraining_epochs: 1, extra_feedback_epochs: 0}\n"
         "    metrics: {log_interval: 2}\n")
-    from bioplaus_bench.run.training import damping_search
+    from bioplaus_bench.run.damping import damping_search
     from bioplaus_bench.suite import load_suite
     cell = load_suite(suite, REGISTRY).cells(epochs=1)[0]
     found = damping_search(cell, REGISTRY.get("ddtp-linear").cls, grid=(0.0, 0.1, 10.0))

@@ -16,7 +16,9 @@ from bioplaus_bench.api import (
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import SuiteError
 from bioplaus_bench.registry import AlgorithmInfo, Registry, load_registry
-from bioplaus_bench.run.training import Environment, _Optimisers, _summarise, prepare, train_cell
+from bioplaus_bench.run.runner import ForwardOptimisers
+from bioplaus_bench.run.setup import Environment, prepare
+from bioplaus_bench.run.training import _summarise, train_cell
 from bioplaus_bench.suite import load_suite
 
 from .conftest import write_idx_dataset
@@ -180,22 +182,27 @@ def test_frozen_layers_keep_their_weights_and_feedback_still_trains(setup, algor
         assert moved and all(k in moved for k in trained if k.endswith("weight")), moved
 
 
+def forward_optimisers(cell, network, algorithm):
+    return ForwardOptimisers(network, algorithm, cell.settings.optimizer,
+                             cell.dataset.protocol.frozen_layers)
+
+
 def test_lr_is_normalised_by_the_target_stepsize_and_lists_give_one_adam_per_layer(setup):
     registry, env, cell = setup
     c = cell("recorder")
     _, network, algorithm = prepare(c, Recorder, env)
-    optimisers = _Optimisers(c, network, algorithm).optimisers
+    optimisers = forward_optimisers(c, network, algorithm).optimisers
     assert len(optimisers) == 1
     assert optimisers[0].param_groups[0]["lr"] == pytest.approx(1e-2 / 0.5)
     assert optimisers[0].param_groups[0]["betas"] == (0.9, 0.999)
 
     c = cell("recorder", **{"algorithms.recorder.optimizer.normalize_lr": "false"})
-    assert _Optimisers(c, network, algorithm).optimisers[0].param_groups[0]["lr"] == 1e-2
+    assert forward_optimisers(c, network, algorithm).optimisers[0].param_groups[0]["lr"] == 1e-2
 
     c = cell("recorder", **{"algorithms.recorder.optimizer.lr": "[0.1, 0.2, 0.3, 0.4]",
                             "algorithms.recorder.optimizer.eps": "[1e-1, 1e-2, 1e-3, 1e-4]",
                             "datasets.digits.protocol.frozen_layers": "[3]"})
-    optimisers = _Optimisers(c, network, algorithm).optimisers
+    optimisers = forward_optimisers(c, network, algorithm).optimisers
     groups = [o.param_groups[0] for o in optimisers]
     assert [g["lr"] for g in groups] == pytest.approx([0.2, 0.4, 0.8])
     assert [g["eps"] for g in groups] == [1e-1, 1e-2, 1e-4]

@@ -20,7 +20,8 @@ from ..registry import Registry, load_registry
 from ..results.store import ResultStore, make_record
 from ..spec.cell import Cell
 from .progress import LogReporter
-from .training import CellTimeout, Environment, train_cell
+from .setup import Environment
+from .training import CellTimeout, train_cell
 
 
 @dataclass

@@ -21,7 +21,8 @@ import yaml
 from ..errors import InputError
 from ..registry import Registry
 from ..suite import Cell, SearchSpace, load_suite
-from .training import Environment, train_cell
+from .setup import Environment
+from .training import train_cell
 
 OPTUNA_MISSING = "bench tune needs optuna: pip install 'bioplaus-bench[tune]'"
 

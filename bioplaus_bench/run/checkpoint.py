@@ -1,0 +1,90 @@
+"""Per-epoch snapshots of a running cell, so that a killed run resumes to exactly the result of
+an unbroken one. A checkpoint is plain data (tensors, numbers, strings, lists, dicts) read with
+``torch.load(weights_only=True)``: a crafted file in a results folder cannot run code."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Checkpoint:
+    """Atomic per-epoch snapshots of a running cell. Read with ``weights_only=True``: a
+    checkpoint is data (tensors, numbers, strings, lists, dicts), never code, so a crafted file
+    in a results folder cannot run anything; one that does not load or does not match this
+    cell is ignored with a warning."""
+
+    def __init__(self, path: Path | None, config_hash: str):
+        self.path, self.config_hash = path, config_hash
+        self.unwritable = False
+
+    def load(self) -> dict[str, Any] | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:
+            warn(f"ignoring checkpoint {self.path}: it does not load as plain data "
+                  f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+            return None
+        if not isinstance(state, dict) or not state.keys() >= CHECKPOINT_KEYS:
+            warn(f"ignoring checkpoint {self.path}: not a checkpoint of this version")
+            return None
+        if state["config_hash"] != self.config_hash:
+            warn(f"ignoring checkpoint {self.path}: it belongs to another configuration")
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is None or self.unwritable:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({**state, "config_hash": self.config_hash}, tmp)
+            os.replace(tmp, self.path)
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+            tmp.unlink(missing_ok=True)
+            self.unwritable = True  # training goes on; only resuming this cell is lost
+            warn(f"cannot write checkpoint {self.path} ({error}); this cell goes on without "
+                  "checkpoints")
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+CHECKPOINT_KEYS = {"network", "algorithm", "optimisers", "rng", "state", "config_hash"}
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator's state as plain data (tensors, numbers, tuples)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
