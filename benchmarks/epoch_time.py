@@ -6,9 +6,10 @@ issue 9 checked at the end.
         [--data-dir DIR] [--no-epoch]
 
 1. A matrix-multiply peak per dtype (the fastest of ten 1024³ GEMMs), measured in this run.
-2. Per model and dtype, every algorithm's time per training minibatch: the forward pass, the
-   proposed updates, the feedback step and the forward Adam step, on random tensors of the right
-   shapes (batch 128). The algorithms take turns in every round, so that a slower or faster spell
+2. Per model and dtype, every algorithm's time per training minibatch: the suite's own runner
+   step (``Runner.step``: the forward pass, the proposed updates, the feedback step, the check
+   for NaN or infinite values and the forward Adam step), on random tensors of the right shapes
+   (batch 128). The algorithms take turns in every round, so that a slower or faster spell
    of the machine hits them all alike; each time is the median over rounds, each ratio to BP the
    median of the rounds' ratios. Also: the epoch this implies (MNIST 430 minibatches, CIFAR-10
    352; no evaluation), BP's useful
@@ -36,15 +37,17 @@ from pathlib import Path
 
 import torch
 
-from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
+from bioplaus_bench.api import ArchitectureSpec, Classification
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import DataMissingError
-from bioplaus_bench.metrics.alignment import MetricsConfig, alignment
+from bioplaus_bench.metrics.alignment import MetricsConfig
 from bioplaus_bench.model.networks import build_network
-from bioplaus_bench.model.optim import adam
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.training import Environment, _batches, evaluate, prepare, train_cell
-from bioplaus_bench.suite import Cell, load_suite
+from bioplaus_bench.run.runner import ForwardOptimisers, Runner
+from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare
+from bioplaus_bench.run.training import train_cell
+from bioplaus_bench.spec.cell import Cell, OptimizerConfig
+from bioplaus_bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -61,6 +64,9 @@ ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained
 RATIO_GOALS = {"dfa": 1.3, "ddtp-linear": 2.0, "ddtp-control": 2.0, "dtp": 3.0,
                "dtp-pretrained": 3.0, "ddtp-rhl": 3.0, "dtp-drl": 6.0}
 LOG_INTERVAL = 80
+LOGGED = MetricsConfig(gnt_damping=1.0)  # every angle the suite logs, GNT's included
+# A learning rate small enough that the weights barely move however many minibatches are timed.
+OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
 
 
 def synchronize(device: str) -> None:
@@ -93,7 +99,8 @@ def bp_flops(spec: ArchitectureSpec, input_shape) -> float | None:
 
 
 class Trainer:
-    """One algorithm on random data, stepping exactly as the runner does."""
+    """One algorithm on random data, stepped by the suite's runner: what is timed is the step
+    that trains (forward pass, proposed updates, feedback step, fault check, forward Adam)."""
 
     def __init__(self, name: str, model: str, dtype: torch.dtype, device: str):
         cls = load_registry().get(name).cls
@@ -103,26 +110,17 @@ class Trainer:
         params = cls.Params(**({"random_width": RANDOM_WIDTH.get(model, 1024)}
                                if "random_width" in fields else {}))
         torch.manual_seed(0)
-        self.network = build_network(cls.adapt_architecture(spec, params), input_shape, 10,
-                                     dtype=dtype, device=device)
-        self.algorithm = cls(self.network, Classification(10), params)
-        self.optimiser = adam(self.network.parameters(), lr=1e-6)
-        self.parameters = list(self.network.parameters())
+        network = build_network(cls.adapt_architecture(spec, params), input_shape, 10,
+                                dtype=dtype, device=device)
+        algorithm = cls(network, Classification(10), params)
+        self.runner = Runner(network, algorithm,
+                             ForwardOptimisers(network, algorithm, OPTIMIZER, ()))
         self.x = torch.randn(BATCH, *input_shape, dtype=dtype, device=device)
         self.y = torch.randint(0, 10, (BATCH,), device=device)
         self.device = device
 
     def step(self, log: bool = False) -> None:
-        fwd = forward_pass(self.network, self.algorithm.task, self.x, self.y,
-                           record_graph=self.cls.record_graph)
-        updates = self.algorithm.forward_updates(fwd)
-        self.algorithm.feedback_step(fwd)
-        if log:
-            alignment(self.network, self.algorithm.task, fwd, updates,
-                      MetricsConfig(gnt_damping=1.0))
-        for parameter, update in zip(self.parameters, updates, strict=True):
-            parameter.grad = update
-        self.optimiser.step()
+        self.runner.step(self.x, self.y, metrics=LOGGED if log else None)
 
     def seconds_per_step(self, steps: int, log: bool = False) -> float:
         return timed(lambda: [self.step(log) for _ in range(steps)], self.device) / steps
@@ -170,7 +168,7 @@ def time_model(model: str, dtypes: list[str], names: list[str], quick: bool, dev
 
 def print_model_table(model: str, dtype_name: str, peak: float, timings: dict[str, Timing],
                       names: list[str]) -> None:
-    spec, input_shape, batches = MODELS[model]
+    spec, input_shape, minibatches = MODELS[model]
     print(f"### {model} ({spec.type}), {dtype_name}: matmul peak {peak:.1f} GFLOP/s\n")
     print(f"| algorithm | ms / minibatch | epoch (s) | × BP | GFLOP/s | logging @{LOG_INTERVAL} |")
     print("|---|---|---|---|---|---|")
@@ -182,7 +180,7 @@ def print_model_table(model: str, dtype_name: str, peak: float, timings: dict[st
         flops = bp_flops(spec, input_shape) if name == "bp" else None
         rate = flops / timing.seconds / 1e9 if flops else None
         rate_text = f"{rate:.1f} ({rate / peak:.0%} of peak)" if rate else ""
-        print(f"| {name} | {1000 * timing.seconds:.2f} | {timing.seconds * batches:.1f} "
+        print(f"| {name} | {1000 * timing.seconds:.2f} | {timing.seconds * minibatches:.1f} "
               f"| {timing.vs_bp:.2f} | {rate_text} | {timing.logging:+.1%} |")
     print()
 
@@ -219,7 +217,7 @@ def whole_epochs(names: list[str], data_dir: Path | None, device: str) -> None:
         return
     protocol = bp.dataset.protocol
     draw = statistics.median(
-        timed(lambda: list(_batches(data.train, protocol.batch_size, shuffle=True)), device)
+        timed(lambda: list(batches(data.train, protocol.batch_size, shuffle=True)), device)
         for _ in range(3))
     evaluation = timed(lambda: [evaluate(network, data.task, split, protocol.eval_batch_size)
                                 for split in (data.val, data.test)], device)

@@ -18,13 +18,33 @@ A plugin module exposes its algorithms through the ``bioplaus_bench_algorithms``
     @hookimpl
     def bioplaus_bench_algorithms():
         return [MyRule]
+
+Datasets (``Dataset``), architectures (``Architecture``), metrics (``Metric``) and executors
+(``Executor``) are plugins too, through the hooks ``bioplaus_bench_datasets``,
+``bioplaus_bench_architectures``, ``bioplaus_bench_metrics`` and ``bioplaus_bench_executors``
+(``hookspecs``); the built-in ones register the same way. docs/plugins.md has an example of each.
 """
 
 from __future__ import annotations
 
+from .data import Data, Dataset, DataSettings, NoOptions, Split, split_validation
+from .errors import DataMissingError
+from .metrics import Metric
+from .metrics.alignment import MetricsConfig
 from .model.algorithm import Algorithm, Capabilities, NoParams, hookimpl
-from .model.networks import ArchitectureSpec, ForwardPass, LayerGraph, Network, forward_pass
+from .model.architectures import Architecture
+from .model.networks import (
+    ArchitectureSpec,
+    ConvBlock,
+    Dense,
+    ForwardPass,
+    LayerGraph,
+    Network,
+    forward_pass,
+    mlp_layers,
+)
 from .model.tasks import Classification, Regression, Task
+from .run.executors import Executor, ExecutorOptions, RunContext
 from .tp.feedback import (
                        DifferenceReconstructionLoss,
                        DirectPath,
@@ -39,9 +59,18 @@ from .tp.targets import glorot_normal, local_updates, output_target
 
 __all__ = [
     "Algorithm",
+    "Architecture",
     "ArchitectureSpec",
     "Capabilities",
     "Classification",
+    "ConvBlock",
+    "Data",
+    "DataMissingError",
+    "DataSettings",
+    "Dataset",
+    "Dense",
+    "Executor",
+    "ExecutorOptions",
     "DifferenceReconstructionLoss",
     "DirectPath",
     "FeedbackMap",
@@ -49,11 +78,16 @@ __all__ = [
     "ForwardPass",
     "LayerGraph",
     "LayerwisePath",
+    "Metric",
+    "MetricsConfig",
     "Network",
+    "NoOptions",
     "NoParams",
     "RandomHiddenLayerPath",
     "ReconstructionLoss",
     "Regression",
+    "RunContext",
+    "Split",
     "TPParams",
     "TargetPropagation",
     "Task",
@@ -61,5 +95,7 @@ __all__ = [
     "glorot_normal",
     "hookimpl",
     "local_updates",
+    "mlp_layers",
     "output_target",
+    "split_validation",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
+import json
 import os
 import sys
 import time
@@ -21,16 +21,16 @@ from rich.table import Table
 
 from . import data as data_module
 from .errors import InputError, StorageError
-from .registry import Registry, load_registry
+from .registry import KINDS, Registry, load_registry
 from .results.report import FORMATS, records_frame, render, summarise, unreadable_note
 from .results.store import ResultStore
 from .run.damping import DAMPING_GRID, damping_search
-from .run.executors import RAY_MISSING, run_parallel, run_ray, run_serial
+from .run.executors import ExecutorOptions, run_cells
 from .run.inputs import with_inputs
 from .run.progress import LogReporter, RichReporter
 from .run.setup import Environment
 from .spec.schema import schema_fields
-from .suite import Suite, load_suite
+from .suite import Suite, fragment, fragment_yaml, load_suite
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
@@ -95,13 +95,14 @@ def run(
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
     skip_checksums: SkipChecksumsOption = False,
-    seeds: Annotated[int | None, typer.Option(help="Run only the first N seeds.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override every dataset's epochs.")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Run only the first N seeds.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
+                      ] = None,
     only: Annotated[str | None, typer.Option(help="Only these algorithms (NAME[,NAME]).")] = None,
     datasets: Annotated[str | None, typer.Option(
         "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
     subset: Annotated[int | None, typer.Option(
-        help="Train on the first N training samples (quick trials; not the paper protocol).")
+        min=1, help="Train on the first N training samples (quick trials; not the paper protocol).")
     ] = None,
     set_: SetOption = [],  # noqa: B006
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a record.")] = False,
@@ -110,57 +111,44 @@ def run(
                      ] = False,
     plugin: PluginOption = [],  # noqa: B006
     jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", help="Run cells in N local worker processes (cpu_count // N torch threads "
-        "each); the display then shows cells done and ETA, not per-epoch progress.")] = 1,
+        "--jobs", "-j", min=1, help="Run cells in N local worker processes (cpu_count // N torch "
+        "threads each); the display then shows cells done and ETA, not per-epoch progress.")] = 1,
     executor: Annotated[str, typer.Option(
-        help="local (this machine; see --jobs) or ray (cells as Ray tasks).")] = "local",
+        help="An executor plugin (bench list): local (this machine; see --jobs), ray (cells as "
+        "Ray tasks), or one of yours.")] = "local",
     ray_address: Annotated[str | None, typer.Option(
         help="Ray cluster address (default: start a local Ray; 'auto': the running cluster).")
     ] = None,
-    cpus_per_cell: Annotated[float, typer.Option(help="Ray: CPUs reserved per cell.")] = 1,
-    gpus_per_cell: Annotated[float, typer.Option(help="Ray: GPUs reserved per cell.")] = 0,
+    cpus_per_cell: Annotated[float, typer.Option(
+        min=0.01, help="Ray: CPUs reserved per cell.")] = 1,
+    gpus_per_cell: Annotated[float, typer.Option(min=0, help="Ray: GPUs reserved per cell.")] = 0,
     cell_timeout: Annotated[float | None, typer.Option(
-        help="End a cell that runs longer than this many seconds (status timeout; a re-run "
-        "continues it from its last epoch) [default: the suite's protocol.cell_timeout].")
-    ] = None,
+        help="End a cell that runs longer than this many seconds (status "
+        "timeout; a re-run continues it from its last epoch) [default: the suite's "
+        "protocol.cell_timeout].")] = None,
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     with _input_errors():
-        if executor not in ("local", "ray"):
-            raise InputError(f"--executor must be local or ray, got '{executor}'")
-        if jobs < 1:
-            raise InputError(f"--jobs must be a positive integer, got {jobs}")
-        if executor == "ray" and importlib.util.find_spec("ray") is None:
-            raise InputError(RAY_MISSING)
-        if cpus_per_cell <= 0 or gpus_per_cell < 0:
-            raise InputError("--cpus-per-cell must be positive and --gpus-per-cell not negative")
         registry, loaded = _load_suite(suite, set_, plugin)
-        for name, value in (("--seeds", seeds), ("--epochs", epochs), ("--subset", subset)):
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value}")
+        chosen = registry.executor(executor)
         settings = _data_settings(data_dir, download, skip_checksums)
         environment = Environment(settings, device, cell_timeout)
         cells = loaded.cells(seeds=seeds, only=_names(only), datasets=_names(datasets),
                              epochs=epochs, subset=subset, registry=registry)
         for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
-            data_module.check_available(source, settings)
-        cells = [with_inputs(c, registry.get(c.algorithm).cls, settings) for c in cells]
+            data_module.check_available(registry.dataset(source), settings)
+        cells = [with_inputs(c, registry, settings) for c in cells]
         store = ResultStore(results or Path("results") / loaded.name)
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
+        options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
         with store.lock(), _interruptible(store, cells), _storage_errors():
-            if executor == "ray":
-                summary = run_ray(cells, [str(p) for p in plugin], store, environment, reporter,
-                                  address=ray_address, cpus_per_cell=cpus_per_cell,
-                                  gpus_per_cell=gpus_per_cell, force=force)
-            elif jobs > 1:
-                summary = run_parallel(cells, [str(p) for p in plugin], store, environment,
-                                       reporter, jobs=jobs, force=force)
-            else:
-                summary = run_serial(cells, registry, store, environment, reporter, force=force)
+            summary = run_cells(chosen, cells, registry=registry, plugin_files=plugin,
+                                store=store, env=environment, reporter=reporter,
+                                options=options, force=force)
     # Only this run's records: a record of the same cell from other code, data or settings
     # is not a result of this run.
     records = [record for cell in cells if (record := store.load(cell)) is not None
-               and record.get("config_hash") == cell.config_hash()]
+               and record.config_hash == cell.config_hash()]
     out.print(render(summarise(records_frame(records)), "markdown"), markup=False,
               highlight=False, soft_wrap=True)
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
@@ -216,15 +204,24 @@ def list_algorithms(
     params: Annotated[bool, typer.Option("--params", help="Also list hyper-parameters.")] = False,
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
-    """Every algorithm with its origin and capabilities (and hyper-parameters)."""
+    """Every plugin: algorithms with their origin and capabilities (and hyper-parameters), then
+    the datasets, architectures, metrics and executors."""
     with _input_errors():
         registry = _registry(plugin)
-    table = Table()
+    table = Table(title="algorithms")
     for column in ("name", "label", "origin", "capabilities"):
         table.add_column(column, no_wrap=column != "capabilities")
     for info in registry.algorithms.values():
         table.add_row(info.name, info.label, info.origin, info.cls.capabilities.describe())
     out.print(table)
+    for kind in KINDS:
+        table = Table(title=kind)
+        for column in ("name", "origin", "what"):
+            table.add_column(column, no_wrap=column != "what")
+        for provided in registry.provided(kind).values():
+            what = getattr(provided.value, "summary", "") or getattr(provided.value, "label", "")
+            table.add_row(provided.name, provided.origin, what)
+        out.print(table)
     for info in registry.algorithms.values():
         if params:
             fields = ", ".join(f"{name}={default!r}" for name, _, default in
@@ -291,7 +288,8 @@ def damping(
     suite: SuiteArgument,
     algorithm: Annotated[str, typer.Option(help="The algorithm entry to search for.")],
     dataset: Annotated[str, typer.Option(help="The dataset entry.")],
-    epochs: Annotated[int, typer.Option(help="Training epochs before the search pass.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs before the search pass.")
+                      ] = 3,
     grid: Annotated[str, typer.Option(help="Comma-separated λ values.")] =
         ",".join(str(d) for d in DAMPING_GRID),
     seed: Annotated[int | None, typer.Option(help="Seed (default: the suite's first).")] = None,
@@ -315,9 +313,9 @@ def damping(
             raise InputError(f"seed {seed} is not in {suite}")
         cell = cells[0]
         settings = _data_settings(data_dir, download, skip_checksums)
-        data_module.check_available(cell.dataset.source, settings)
+        data_module.check_available(registry.dataset(cell.dataset.source), settings)
         found = damping_search(cell, registry.get(cell.algorithm).cls,
-                               Environment(settings, device), values)
+                               Environment(settings, device, registry=registry), values)
     table = Table(title=f"mean GNT angle (degrees), {algorithm} on {dataset}")
     table.add_column("λ")
     layers = len(found["best"])
@@ -326,13 +324,12 @@ def damping(
     for damping_value, angles in found["mean_angle"].items():
         table.add_row(damping_value, *(f"{a:.1f}" for a in angles))
     out.print(table)
-    best = "[" + ", ".join(repr(b) for b in found["best"]) + "]"
-    out.print(f"algorithms:\n  {algorithm}:\n    datasets:\n      {dataset}:\n"
-              f"        metrics: {{gnt_damping: {best}}}", markup=False, highlight=False,
-              soft_wrap=True)
-    err.print(f"or on the command line: --set algorithms.{algorithm}.datasets.{dataset}"
-              f".metrics.gnt_damping={best.replace(' ', '')}", markup=False, highlight=False,
-              soft_wrap=True)
+    key = f"datasets.{dataset}.metrics.gnt_damping"
+    out.print(fragment_yaml(fragment(algorithm, {key: list(found["best"])})), markup=False,
+              highlight=False, soft_wrap=True, end="")
+    err.print(f"or on the command line: --set algorithms.{algorithm}.{key}="
+              f"{json.dumps(list(found['best'])).replace(' ', '')}", markup=False,
+              highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -340,13 +337,15 @@ def tune(
     suite: SuiteArgument,
     algorithm: Annotated[str, typer.Option(help="The algorithm entry (with a `search:` mapping).")],
     dataset: Annotated[str, typer.Option(help="The dataset entry.")],
-    trials: Annotated[int, typer.Option(help="Total number of finished trials in the study.")] = 20,
+    trials: Annotated[int, typer.Option(
+        min=1, help="Total number of finished trials in the study.")] = 20,
     study: Annotated[Path | None, typer.Option(
         help="SQLite file of the study [default: results/<suite>/tune-<algorithm>-<dataset>.db].")
     ] = None,
     seed: Annotated[int | None, typer.Option(
         help="Training seed, also the sampler's (default: the suite's first).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Override the dataset's epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the dataset's epochs.")
+                      ] = None,
     output: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Write the best configuration (a suite fragment) to this file.")
     ] = None,
@@ -360,24 +359,21 @@ def tune(
     """Search the hyper-parameters in the algorithm's `search:` mapping (Optuna TPE) on the
     validation error; stopped searches resume from the study file. Prints the best values as
     a suite fragment."""
-    from .run.tune import fragment_yaml
-    from .run.tune import tune as search
+    from .tune import tune as search
 
     with _input_errors():
         registry, loaded = _load_suite(suite, set_, plugin)
         if algorithm not in loaded.algorithms or dataset not in loaded.datasets:
             loaded.cells(only=[algorithm], datasets=[dataset])  # raises the named error
         settings = _data_settings(data_dir, download, skip_checksums)
-        data_module.check_available(loaded.datasets[dataset].source, settings)
-        if epochs is not None and epochs < 1:
-            raise InputError(f"--epochs must be a positive integer, got {epochs}")
-        best = search(suite, registry, algorithm, dataset, trials, study, seed=seed,
-                      epochs=epochs, overrides=set_, env=Environment(settings, device),
+        data_module.check_available(registry.dataset(loaded.datasets[dataset].source), settings)
+        best = search(loaded, registry, algorithm, dataset, trials, study, seed=seed,
+                      epochs=epochs, env=Environment(settings, device),
                       log=lambda line: err.print(line, markup=False, highlight=False,
                                                  soft_wrap=True))
     err.print(f"best: trial {best['trial']} of {best['trials']}, validation "
               f"{best['objective']:.6g} (study {best['study']})", markup=False, highlight=False)
-    text = fragment_yaml(best)
+    text = fragment_yaml(best["fragment"])
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from . import data
+import yaml
+
 from .errors import InputError, SuiteError, did_you_mean
 from .metrics.alignment import MetricsConfig
 from .registry import Registry
@@ -136,7 +137,7 @@ class Suite:
                 elif registry is not None:
                     caps = registry.get(self.names[a_id]).cls.capabilities
                     kind = dataset.architecture.type
-                    if not getattr(caps, kind):
+                    if not caps.supports(registry.architecture(kind).layer_kinds):
                         reason = f"{self.names[a_id]} does not support {kind.upper()} networks"
                 for seed in seed_list:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
@@ -235,7 +236,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
     baseline = header.baseline or ("bp" if "bp" in header.algorithms else None)
     seeds = tuple(range(header.seeds)) if isinstance(header.seeds, int) else header.seeds
 
-    datasets = {d_id: _dataset(raw, ("datasets", d_id), source)
+    datasets = {d_id: _dataset(raw, ("datasets", d_id), source, registry)
                 for d_id, raw in header.datasets.items()}
 
     algorithms: dict[str, AlgorithmEntry] = {}
@@ -276,7 +277,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
             _check_per_layer(settings.optimizer, depth,
                              o_where if "optimizer" in override else where, source)
             _check_metrics(settings.metrics, depth, o_where if "metrics" in override else where,
-                           source)
+                           source, registry)
             precision = settings.precision or header.precision
             resolved[(a_id, d_id)] = (settings, params, precision)
         algorithms[a_id] = entry
@@ -348,7 +349,14 @@ def _check_per_layer(optimizer: OptimizerConfig, depth: int, where: Path_, sourc
                            "learning rates (one Adam per layer)")
 
 
-def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Source) -> None:
+def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Source,
+                   registry: Registry) -> None:
+    known = registry.provided("metrics")
+    for index, name in enumerate(metrics.extra):
+        if name not in known:
+            raise source.error((*where, "metrics", "extra", index),
+                               f"unknown metric '{name}'{did_you_mean(name, known)}; known: "
+                               f"{', '.join(known)}")
     damping = metrics.gnt_damping
     if isinstance(damping, tuple) and len(damping) != depth - 1:
         raise source.error((*where, "metrics", "gnt_damping"), f"expected {depth - 1} values, one "
@@ -368,21 +376,32 @@ def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:
     coerce_dataclass(raw.get("params") or {}, cls.Params, (*where, "params"), source, partial=True)
 
 
-def _dataset(raw: Any, where: Path_, source: Source) -> DatasetConfig:
+def _dataset(raw: Any, where: Path_, source: Source, registry: Registry) -> DatasetConfig:
+    """A dataset entry, its source and architecture checked against their plugins."""
     config = coerce_dataclass(raw, DatasetConfig, where, source)
-    if config.source not in data.SOURCES:
+    known = registry.provided("datasets")
+    if config.source not in known:
         raise source.error((*where, "source"), f"unknown dataset source '{config.source}'"
-                           f"{did_you_mean(config.source, data.SOURCES)}; known: "
-                           f"{', '.join(data.SOURCES)}")
-    src = data.SOURCES[config.source]
-    options = coerce_dataclass(config.options, src.Options, (*where, "options"), source)
-    config = dataclasses.replace(config, options=options, label=config.label or src.label)
-    arch = config.architecture
-    if arch.type == "cnn" and not arch.conv_channels:
-        raise source.error((*where, "architecture", "conv_channels"), "a CNN needs conv_channels")
-    if arch.type == "mlp" and arch.conv_channels:
-        raise source.error((*where, "architecture", "conv_channels"),
-                           "an MLP takes no conv_channels (use type: cnn)")
+                           f"{did_you_mean(config.source, known)}; known: {', '.join(known)}")
+    dataset = registry.dataset(config.source)
+    options = coerce_dataclass(config.options, dataset.Options, (*where, "options"), source)
+    config = dataclasses.replace(config, options=options, label=config.label or dataset.label)
+    arch, at = config.architecture, (*where, "architecture")
+    architectures = registry.provided("architectures")
+    if arch.type not in architectures:
+        raise source.error((*at, "type"), f"unknown architecture '{arch.type}'"
+                           f"{did_you_mean(arch.type, architectures)}; known: "
+                           f"{', '.join(architectures)}")
+    architecture = registry.architecture(arch.type)
+    if architecture.Options is not None:
+        arch = dataclasses.replace(arch, options=coerce_dataclass(
+            arch.options, architecture.Options, (*at, "options"), source))
+        config = dataclasses.replace(config, architecture=arch)
+    elif arch.options:
+        raise source.error((*at, "options"), f"architecture '{arch.type}' takes no options")
+    problem = architecture.check(arch)
+    if problem:
+        raise source.error(at, problem)
     protocol = config.protocol
     for layer in protocol.frozen_layers:
         if not 1 <= layer <= arch.depth:
@@ -390,3 +409,32 @@ def _dataset(raw: Any, where: Path_, source: Source) -> DatasetConfig:
                                f"layer {layer} does not exist: the network has layers "
                                f"1..{arch.depth}")
     return config
+
+
+# --- writing suite fragments (bench tune, bench damping) ---------------------------------------
+
+def fragment(algorithm: str, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (dotted paths relative to an algorithm entry, e.g. ``optimizer.lr`` or
+    ``datasets.mnist.metrics.gnt_damping``) as a suite fragment that merges into a suite:
+    ``algorithms: {<id>: {optimizer: {lr: …}, …}}``."""
+    entry: dict[str, Any] = {}
+    for key, value in values.items():
+        node = entry
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return {"algorithms": {algorithm: entry}}
+
+
+class _FragmentDumper(yaml.SafeDumper):
+    """Block style for the nesting, flow style for the innermost mappings and lists, as the
+    shipped suites are written: ``metrics: {gnt_damping: [1.0e-3, 0.1]}``."""
+
+    def represent_mapping(self, tag, mapping, flow_style=None):
+        leaf = all(not isinstance(v, dict) for v in dict(mapping).values())
+        return super().represent_mapping(tag, mapping, flow_style=leaf)
+
+
+def fragment_yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_FragmentDumper, sort_keys=False)

@@ -2,6 +2,8 @@
 reason, on deliberately broken ones; a plugin that fails to load is reported and isolated."""
 
 import importlib.metadata
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -220,6 +222,13 @@ def test_builtin_algorithms_pass_the_checks():
         results = check_algorithm(registry.get(name))
         assert results and all(r.passed for r in results), [r.line() for r in results]
         assert any(r.check == "feedback [cnn]" for r in results) == (name == "ddtp-linear")
+
+
+def test_the_kit_builds_its_cells_without_the_yaml_layer():
+    code = "import sys, bioplaus_bench.kit.conformance; print('bioplaus_bench.suite' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    assert imported == "False"
 
 
 # --- Isolation: a broken entry point does not take the others down ------------------------------

@@ -23,7 +23,7 @@ import torch
 from torchvision import datasets as tv
 
 from bioplaus_bench import data as D
-from bioplaus_bench.data import DataMissingError, DataSettings, InputError
+from bioplaus_bench.data import DataMissingError, DataSettings, InputError, images
 
 from .conftest import CIFAR_TRAIN_BATCHES, IDX_FILES
 
@@ -166,7 +166,7 @@ def test_the_known_rebuilt_copy_is_recognised_but_needs_skip_checksums(tmp_path,
                                                                          monkeypatch, capsys):
     raw = make_cifar(tmp_path / "data", n_per_batch=2, n_test=3)
     digests = {name: md5(raw.folder / name) for name in CIFAR_FILES}
-    monkeypatch.setattr(D, "CIFAR_REBUILT_MD5", digests)
+    monkeypatch.setattr(images, "CIFAR_REBUILT_MD5", digests)
 
     with pytest.raises(InputError) as error:
         load("cifar10", settings_for(tmp_path / "data", tmp_path / "cache", verify=True))
@@ -342,7 +342,7 @@ def test_fingerprint_of_unverified_files_lists_the_files_read(tmp_path, make_idx
 def test_fingerprint_of_the_known_rebuilt_cifar_copy(tmp_path, make_cifar, monkeypatch):
     raw = make_cifar(tmp_path / "data", n_per_batch=2, n_test=2)
     digests = {name: md5(raw.folder / name) for name in CIFAR_FILES}
-    monkeypatch.setattr(D, "CIFAR_REBUILT_MD5", digests)
+    monkeypatch.setattr(images, "CIFAR_REBUILT_MD5", digests)
     settings = settings_for(tmp_path / "data", tmp_path / "cache", verify=False)
     assert D.data_fingerprint("cifar10", settings) == {
         "source": "cifar10", "checksums": "known rebuilt copy (exact pixels)", "files": digests}
@@ -380,7 +380,7 @@ def test_fingerprint_is_computed_once_and_returned_fresh(tmp_path, make_cifar, m
     settings = settings_for(tmp_path / "data", tmp_path / "cache", verify=False)
     first = D.data_fingerprint("cifar10", settings)
     first["files"].clear()  # a caller's change never reaches the next caller
-    monkeypatch.setattr(D, "_md5", lambda path: pytest.fail(f"{path} hashed again"))
+    monkeypatch.setattr(images, "_md5", lambda path: pytest.fail(f"{path} hashed again"))
     second = D.data_fingerprint("cifar10", settings)
     assert len(second["files"]) == len(CIFAR_FILES)
     load("cifar10", settings)  # loading reads the same files without hashing them again

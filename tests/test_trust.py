@@ -160,7 +160,7 @@ def test_a_non_finite_update_is_a_fault_of_the_rule_with_parameter_epoch_and_min
     assert result.exit_code == 1, result.output
     record = strict_json(out / "teacher" / "nan_update" / "seed-0.json")
     assert record["status"] == "error"
-    assert record["reason"] == "update of parameter layers.0.linear.weight non-finite at epoch 1, minibatch 0"
+    assert record["reason"] == "update of parameter layer 1 weight non-finite at epoch 1, minibatch 0"
     table = invoke("table", out)
     assert "non-finite at epoch 1, minibatch 0" in table.output
 

@@ -20,7 +20,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from ..model.networks import Dense, ForwardPass, Network
 from ..model.tasks import Task
-from ..spec.schema import PositiveInt
+from ..spec.schema import Name, PositiveInt
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,8 @@ class MetricsConfig:
     # Damping search: GNT angles for every λ of this grid (spec §9.2).
     damping_grid: tuple[float, ...] = ()
     nullspace_layers: tuple[int, ...] = ()  # layers whose update's nullspace ratio is logged
+    # Metric plugins also logged, by name; each one's result is stored under its name.
+    extra: tuple[Name, ...] = ()
 
 
 def angle(a: Tensor, b: Tensor) -> float:

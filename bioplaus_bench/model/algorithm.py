@@ -19,14 +19,29 @@ hookimpl = pluggy.HookimplMarker("bioplaus_bench")
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an algorithm can do; the runner skips cells it cannot run, with the reason."""
+    """What an algorithm can do; the runner skips cells it cannot run, with the reason.
+
+    An algorithm supports a network when it supports every kind of layer the network is made of
+    (``Architecture.layer_kinds``): ``layer_kinds`` lists them; ``mlp=True`` is shorthand for
+    ``"dense"`` and ``cnn=True`` adds ``"conv"``, so a new architecture of known kinds of layer
+    needs no change to any algorithm."""
 
     mlp: bool = True
     cnn: bool = False
     trainable_feedback: bool = False
+    layer_kinds: tuple[str, ...] = ()
+
+    @property
+    def supported_layers(self) -> frozenset[str]:
+        kinds = set(self.layer_kinds) | ({"dense"} if self.mlp or self.cnn else set())
+        return frozenset(kinds | ({"conv"} if self.cnn else set()))
+
+    def supports(self, layer_kinds: frozenset[str]) -> bool:
+        return layer_kinds <= self.supported_layers
 
     def describe(self) -> str:
         parts = [name for name, on in (("MLP", self.mlp), ("CNN", self.cnn)) if on]
+        parts += [kind for kind in self.layer_kinds if kind not in ("dense", "conv")]
         if self.trainable_feedback:
             parts.append("trainable feedback")
         return ", ".join(parts)

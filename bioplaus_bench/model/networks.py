@@ -9,16 +9,15 @@ For a conv layer the "activation" is the pooled output, the thing that receives 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..spec.schema import NonNegativeInt, PositiveInt
+from ..spec.schema import Name, NonNegativeInt, PositiveInt
 
 Activation = Literal["tanh", "relu", "linear"]
 
@@ -28,13 +27,14 @@ class ArchitectureSpec:
     """What to build. ``hidden`` are the fully connected hidden widths; a CNN puts
     ``conv_channels`` conv → activation → max-pool blocks in front of them."""
 
-    type: Literal["mlp", "cnn"] = "mlp"
+    type: Name = "mlp"  # an architecture plugin: the built-in "mlp" or "cnn", or one of yours
     hidden: tuple[PositiveInt, ...] = (256, 256, 256, 256, 256)
     activation: Activation = "tanh"
     conv_channels: tuple[PositiveInt, ...] = ()
     kernel_size: PositiveInt = 5
     pool: tuple[PositiveInt, PositiveInt, NonNegativeInt] = (3, 2, 1)  # kernel, stride, padding
     no_bias_layers: tuple[int, ...] = ()  # 1-based layer indices built without a bias
+    options: dict[str, Any] = field(default_factory=dict)  # the architecture plugin's own
 
     @property
     def depth(self) -> int:
@@ -137,8 +137,20 @@ class ConvBlock(nn.Module):
         self.pool = nn.MaxPool2d(*pool)
         self.activation = activation
 
+    def memory_format(self) -> torch.memory_format:
+        """The memory layout of the convolution's weight (channels-last or standard)."""
+        weight = self.conv.weight
+        if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
+
     def forward(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
-        a = self.conv(h_prev)
+        # The input goes in the weight's layout, so that autograd returns the weight's gradient
+        # in the weight's layout too. A channels-last gradient of a standard-layout weight (what
+        # NHWC-strided images gave the float64 CNN) is read by torch's fused Adam in raw memory
+        # order, i.e. applied to the wrong elements of the weight (issue 18; ``optim.Adam`` now
+        # also guards against it, at the cost of a copy per step).
+        a = self.conv(h_prev.contiguous(memory_format=self.memory_format()))
         # The activation leaves in the standard layout, whatever the convolution used inside:
         # targets, noise and feedback maps are then never mixed-layout.
         return a, self.pool(_activate(self.activation, a)).contiguous()
@@ -168,47 +180,19 @@ Layer = Dense | ConvBlock
 
 
 class Network(nn.Module):
-    """A feed-forward network whose layers are addressed 1..L, as in the spec."""
+    """A feed-forward network whose layers are addressed 1..L, as in the spec. Each layer maps
+    the previous activation to its pre-activation and activation (``Dense``, ``ConvBlock``, or
+    any module with the same interface: ``forward(h_prev) -> (a, h)`` and
+    ``local_gradients(h_prev, target, graph)``); an architecture plugin builds the list."""
 
-    def __init__(self, spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+    def __init__(self, spec: ArchitectureSpec, layers: Sequence[nn.Module],
+                 input_shape: Sequence[int], n_outputs: int):
         super().__init__()
-        factory = {"dtype": dtype, "device": device}
         self.spec = spec
         self.input_shape = tuple(input_shape)
         self.n_outputs = n_outputs
-        layers: list[nn.Module] = []
-        shape = self.input_shape
-        index = 1
-        if spec.conv_channels:
-            if len(shape) != 3:
-                raise ValueError(f"a CNN needs image inputs (C, H, W), got shape {shape}")
-            channels, height, width = shape
-            for c_out in spec.conv_channels:
-                layers.append(ConvBlock(channels, c_out, spec.kernel_size, spec.pool,
-                                        spec.activation, bias=index not in spec.no_bias_layers,
-                                        **factory))
-                kernel, stride, padding = spec.pool
-                height = (height + 2 * padding - kernel) // stride + 1
-                width = (width + 2 * padding - kernel) // stride + 1
-                channels = c_out
-                index += 1
-            shape = (channels, height, width)
-        width_in = math.prod(shape)
-        for width_out in spec.hidden:
-            layers.append(Dense(width_in, width_out, spec.activation,
-                                bias=index not in spec.no_bias_layers, **factory))
-            width_in = width_out
-            index += 1
-        layers.append(Dense(width_in, n_outputs, "linear",
-                            bias=index not in spec.no_bias_layers, **factory))
         self.layers = nn.ModuleList(layers)
         self.reset_parameters()
-        if spec.conv_channels and self.dtype != torch.float64:
-            # oneDNN's convolutions, their backward and the pooling run faster on channels-last
-            # weights (a CIFAR-10 CNN step on CPU: BP −10%, DFA −16%, DDTP −14…18%); oneDNN has
-            # no float64 kernels, and the fallback is a little slower on them (1–8%).
-            self.to(memory_format=torch.channels_last)
 
     @property
     def depth(self) -> int:
@@ -220,6 +204,11 @@ class Network(nn.Module):
 
     def layer_parameters(self, i: int) -> list[nn.Parameter]:
         return list(self.layer(i).parameters())
+
+    def parameter_names(self) -> list[str]:
+        """``layer 1 weight``, …, in ``parameters()`` order: the names messages use."""
+        return [f"layer {i} {name.rsplit('.', 1)[-1]}" for i in range(1, self.depth + 1)
+                for name, _ in self.layer(i).named_parameters()]
 
     def reset_parameters(self) -> None:
         """Glorot-normal weights (gain 1), zero biases: the paper's ``xavier_normal``."""
@@ -288,14 +277,28 @@ class Network(nn.Module):
         return next(self.parameters()).device
 
 
+def mlp_layers(spec: ArchitectureSpec, width_in: int, n_outputs: int, first: int = 1,
+               **factory: Any) -> list[nn.Module]:
+    """The dense layers: ``spec.hidden`` with the activation, then the linear output layer
+    (layers ``first``, ``first + 1``, … for the biases of ``spec.no_bias_layers``)."""
+    layers: list[nn.Module] = []
+    for index, width_out in enumerate([*spec.hidden, n_outputs], start=first):
+        activation = "linear" if index == first + len(spec.hidden) else spec.activation
+        layers.append(Dense(width_in, width_out, activation,
+                            bias=index not in spec.no_bias_layers, **factory))
+        width_in = width_out
+    return layers
+
+
 def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,
                   dtype: torch.dtype | None = None, device: torch.device | str | None = None
                   ) -> Network:
-    if spec.type == "cnn" and not spec.conv_channels:
-        raise ValueError("a CNN architecture needs conv_channels")
-    if spec.type == "mlp" and spec.conv_channels:
-        raise ValueError("an MLP architecture takes no conv_channels")
-    return Network(spec, input_shape, n_outputs, dtype=dtype, device=device)
+    """The network of ``spec`` built by its architecture plugin (a built-in one, or one from an
+    installed plugin: the registry knows them all)."""
+    from ..registry import default_registry  # the registry imports the model: import late
+
+    architecture = default_registry().architecture(spec.type)
+    return architecture.build(spec, tuple(input_shape), n_outputs, dtype=dtype, device=device)
 
 
 def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False,

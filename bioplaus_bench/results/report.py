@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from .paper import PUBLISHED
+from .record import Record
 
 BASELINE = "bp"  # the algorithm (and default baseline entry) never "best": the paper's BP row
 FORMATS = ("markdown", "latex", "csv")
@@ -23,34 +24,28 @@ UNFINISHED = {"diverged": "diverged", "error": "failed", "timeout": "timed out"}
 STATUSES = ("ok", *UNFINISHED, "skipped")
 
 
-def records_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per record with the number the table reports: test error (%) at the selected
-    epoch for classification, test loss for regression, or the last epoch's training loss."""
+def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per record with the number the table reports (``Record.reported_value``).
+    Plain mappings are read as JSON records (``Record.from_json``)."""
     rows = []
-    for r in records:
-        metric, scale = r.get("metric", "test_error"), 1.0
-        if metric == "train_loss":
-            key = "train_loss_last"
-        elif r["task"] == "classification":
-            key, scale = "test_error", 100.0
-        else:
-            key = "test_loss"
-        value = (r.get("final") or {}).get(key)
+    for r in map(_as_record, records):
         rows.append({
-            "dataset": r["dataset"], "dataset_label": r["dataset_label"],
-            "algorithm": r["algorithm"], "algorithm_name": r["algorithm_name"],
-            "label": r["label"], "seed": r["seed"], "status": r["status"], "task": r["task"],
-            "dataset_order": r["order"][0], "algorithm_order": r["order"][1],
-            "metric": metric, "value": math.nan if value is None else scale * float(value),
-            "epochs": r["config"]["dataset"]["protocol"]["epochs"],
-            "deviations": "; ".join(r.get("deviations", [])),
-            "reason": _one_line(r.get("reason") or r.get("error") or ""),
-            "baseline": r.get("baseline", BASELINE),  # None: no baseline
+            "dataset": r.dataset, "dataset_label": r.dataset_label,
+            "algorithm": r.algorithm, "algorithm_name": r.algorithm_name,
+            "label": r.label, "seed": r.seed, "status": r.status, "task": r.task,
+            "dataset_order": r.order[0], "algorithm_order": r.order[1],
+            "metric": r.metric, "value": r.reported_value(), "epochs": r.epochs,
+            "deviations": "; ".join(r.deviations), "reason": _one_line(r.explanation),
+            "baseline": r.baseline,  # None: no baseline
         })
     return pd.DataFrame(rows, columns=[
         "dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed", "status",
         "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations",
         "reason", "baseline"])
+
+
+def _as_record(record: Record | Mapping[str, Any]) -> Record:
+    return record if isinstance(record, Record) else Record.from_json(record)
 
 
 def _one_line(text: str) -> str:

@@ -3,9 +3,9 @@
 Layout: ``RESULTS_DIR/<dataset>/<algorithm>/seed-<n>.json`` (and ``.ckpt`` beside it while the
 cell runs). A record is written to a temporary file and renamed into place, so a killed run never
 leaves a half-written record; a re-run skips every cell whose record has the same config hash.
-Records are standard JSON (non-finite numbers are written as null), readable by any parser; a
-file that is not a record is skipped with a warning, never trusted. One run at a time holds a
-results folder (``ResultStore.lock``).
+Records (``record.Record``) are standard JSON (non-finite numbers are written as null), readable
+by any parser; a file that is not a record (``Record.from_json`` refuses it) is skipped with a
+warning, never trusted. One run at a time holds a results folder (``ResultStore.lock``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import platform
 import socket
@@ -29,12 +28,10 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..data import SOURCES
 from ..errors import InputError, StorageError
 from ..spec.cell import Cell
+from .record import Record, RecordError
 
-FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
-STATUSES = (*FINISHED, "error", "timeout")
 LOCK_FILE = ".lock"
 
 
@@ -63,26 +60,18 @@ def provenance(cell: Cell, device: str) -> dict[str, Any]:
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def make_record(cell: Cell, result: dict[str, Any], device: str) -> dict[str, Any]:
-    return {
-        "suite": cell.suite,
-        "dataset": cell.dataset_id,
-        "dataset_label": cell.dataset.label,
-        "task": SOURCES[cell.dataset.source].kind,
-        "algorithm": cell.algorithm_id,
-        "algorithm_name": cell.algorithm,
-        "label": cell.label,
-        "seed": cell.seed,
-        "order": list(cell.order),
-        "paper_protocol": not cell.deviations,
-        "deviations": list(cell.deviations),
-        "metric": cell.metric,
-        "config": cell.config(),
-        "config_hash": cell.config_hash(),
-        "baseline": cell.baseline,
-        "provenance": provenance(cell, device),
-        **result,
-    }
+def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> Record:
+    """The record of ``cell`` with the run's ``result`` (the fields of ``Record`` from
+    ``status`` on; any other key is a TypeError, not a silently dropped field). ``task``: the
+    dataset's kind, "classification" or "regression", which the caller knows from the dataset
+    (the store knows no datasets)."""
+    return Record(
+        suite=cell.suite, dataset=cell.dataset_id, dataset_label=cell.dataset.label, task=task,
+        algorithm=cell.algorithm_id, algorithm_name=cell.algorithm, label=cell.label,
+        seed=cell.seed, order=cell.order, paper_protocol=not cell.deviations,
+        deviations=cell.deviations, metric=cell.metric, config=cell.config(),
+        config_hash=cell.config_hash(), baseline=cell.baseline,
+        provenance=provenance(cell, device), **result)
 
 
 class ResultStore:
@@ -96,19 +85,18 @@ class ResultStore:
     def checkpoint_path(self, cell: Cell) -> Path:
         return self.path(cell).with_suffix(".ckpt")
 
-    def load(self, cell: Cell) -> dict[str, Any] | None:
+    def load(self, cell: Cell) -> Record | None:
         return _read(self.path(cell))
 
     def is_finished(self, cell: Cell) -> bool:
         record = self.load(cell)
-        return (record is not None and record.get("config_hash") == cell.config_hash()
-                and record.get("status") in FINISHED)
+        return record is not None and record.config_hash == cell.config_hash() and record.finished
 
-    def write(self, record: dict[str, Any], cell: Cell) -> Path:
+    def write(self, record: Record, cell: Cell) -> Path:
         """Write atomically, with the user's umask. A failed write leaves nothing behind and
         raises ``StorageError``."""
         path = self.path(cell)
-        text = json.dumps(_finite(record), indent=1, allow_nan=False)
+        text = json.dumps(record.to_json(), indent=1, allow_nan=False)
         tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +115,7 @@ class ResultStore:
                                ) from None
         return path
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[Record]:
         """Every record of the folder; files that are not records are listed in ``skipped``
         with a warning."""
         self.skipped = []
@@ -183,56 +171,17 @@ def _umask() -> int:
     return mask
 
 
-def _finite(value: Any) -> Any:
-    """Non-finite floats as null: standard JSON has no NaN or Infinity."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-# The fields that tables and plots read; a JSON file without them is not a record.
-_RECORD_FIELDS = {"dataset": str, "dataset_label": str, "algorithm": str, "algorithm_name": str,
-                  "label": str, "task": str, "seed": int, "status": str, "order": list,
-                  "config": dict}
-
-
-def record_problem(record: Any) -> str | None:
-    """Why a parsed JSON value is not a record, or None."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    for key, kind in _RECORD_FIELDS.items():
-        if not isinstance(record.get(key), kind) or isinstance(record.get(key), bool):
-            return f"field '{key}' missing or not {kind.__name__}"
-    if record["status"] not in STATUSES:
-        return f"unknown status '{record['status']}'"
-    if len(record["order"]) != 2 or not all(isinstance(i, int) for i in record["order"]):
-        return "field 'order' is not two integers"
-    epochs = record["config"].get("dataset", {}).get("protocol", {}).get("epochs") \
-        if isinstance(record["config"].get("dataset"), dict) else None
-    if not isinstance(epochs, int):
-        return "field 'config.dataset.protocol.epochs' missing"
-    final = record.get("final")
-    if final is not None and not (isinstance(final, dict) and all(
-            v is None or isinstance(v, int | float) for v in final.values())):
-        return "field 'final' is not a mapping of numbers"
-    return None
-
-
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path) -> Record | None:
     try:
         with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+            data = json.load(f)
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
         print(f"warning: ignoring unreadable record {path}: {error}", file=sys.stderr)
         return None
-    problem = record_problem(record)
-    if problem is not None:
+    try:
+        return Record.from_json(data)
+    except RecordError as problem:
         print(f"warning: ignoring {path}: not a record ({problem})", file=sys.stderr)
         return None
-    return record

@@ -25,7 +25,13 @@ class Checkpoint:
         self.unwritable = False
 
     def load(self) -> dict[str, Any] | None:
-        if self.path is None or not self.path.is_file():
+        if self.path is None:
+            return None
+        # A run killed while saving leaves its temporary file; one run holds the folder, so no
+        # other process is writing it now.
+        for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        if not self.path.is_file():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..data import DataSettings, data_fingerprint
 from ..model.algorithm import Algorithm
+from ..registry import Registry
 from ..spec.cell import Cell
 
 
@@ -37,13 +38,13 @@ def code_identity(cls: type[Algorithm]) -> dict[str, Any]:
     return identity
 
 
-def with_inputs(cell: Cell, cls: type[Algorithm], settings: DataSettings) -> Cell:
+def with_inputs(cell: Cell, registry: Registry, settings: DataSettings) -> Cell:
     """The cell with its code and data identities resolved (skipped cells need none)."""
     if cell.skip_reason:
         return cell
     return dataclasses.replace(cell, inputs={
-        "code": code_identity(cls),
-        "data": data_fingerprint(cell.dataset.source, settings)})
+        "code": code_identity(registry.get(cell.algorithm).cls),
+        "data": data_fingerprint(registry.dataset(cell.dataset.source), settings)})
 
 
 def _classes(cls: type) -> list[type]:

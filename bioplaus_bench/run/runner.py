@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..metrics.alignment import MetricsConfig, alignment
+from ..metrics import ALIGNMENT, Metric, logged
+from ..metrics.alignment import MetricsConfig
 from ..model.algorithm import Algorithm
 from ..model.networks import ForwardPass, Network, forward_pass
 from ..model.optim import adam
@@ -86,12 +87,16 @@ class ForwardOptimisers:
 
 
 class Runner:
-    """A network, its algorithm and the forward optimisers, stepped one minibatch at a time."""
+    """A network, its algorithm and the forward optimisers, stepped one minibatch at a time.
+    ``metrics`` are the metric plugins a logged step computes (the built-in alignment metrics,
+    and those a suite names in ``metrics.extra``)."""
 
-    def __init__(self, network: Network, algorithm: Algorithm, optimisers: ForwardOptimisers):
+    def __init__(self, network: Network, algorithm: Algorithm, optimisers: ForwardOptimisers,
+                 metrics: Sequence[Metric] = (ALIGNMENT,)):
         self.network, self.algorithm, self.optimisers = network, algorithm, optimisers
+        self.metrics = tuple(metrics)
         self.parameters = list(network.parameters())
-        self.names = [name for name, _ in network.named_parameters()]
+        self.names = network.parameter_names()
         self.trainable = [id(p) in optimisers.trainable for p in self.parameters]
         self.record_graph = type(algorithm).record_graph
         self._validated = False
@@ -119,17 +124,17 @@ class Runner:
         fault = non_finite(proposal.fwd.loss, proposal.updates, self.names, self.trainable)
         if fault is not None:
             return StepResult(proposal, fault, None)
-        logged = None
+        logged_row = None
         if metrics is not None:
-            logged = alignment(self.network, self.algorithm.task, proposal.fwd, proposal.updates,
-                               metrics)
+            logged_row = logged(self.metrics, self.network, self.algorithm.task, proposal.fwd,
+                                proposal.updates, metrics)
         if update_forward:
             for parameter, update, moves in zip(self.parameters, proposal.updates, self.trainable,
                                                 strict=True):
                 if moves:
                     parameter.grad = update.detach()
             self.optimisers.step()
-        return StepResult(proposal, None, logged)
+        return StepResult(proposal, None, logged_row)
 
     def feedback_step(self, x: Tensor, y: Tensor) -> float | None:
         """A minibatch of a feedback-only epoch (pre-training, extra feedback epochs): the

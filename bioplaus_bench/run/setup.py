@@ -14,8 +14,9 @@ import torch
 from ..data import Data, DataSettings, Split, load_data
 from ..errors import InputError
 from ..model.algorithm import Algorithm
-from ..model.networks import Network, build_network
+from ..model.networks import Network
 from ..model.tasks import Task
+from ..registry import Registry, default_registry
 from ..spec.cell import Cell
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -29,6 +30,13 @@ class Environment:
     data: DataSettings = field(default_factory=DataSettings)
     device: str = "cpu"
     cell_timeout: float | None = None
+    # The plugins cells resolve their dataset, architecture and metrics from (None: the
+    # built-in and installed ones). Set where a cell runs, never sent to a worker.
+    registry: Registry | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def plugins(self) -> Registry:
+        return self.registry if self.registry is not None else default_registry()
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -80,14 +88,14 @@ def prepare(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, N
     dtype = DTYPES[cell.precision]
     seed_everything(cell.seed)
     protocol = cell.dataset.protocol
-    data = load_data(cell.dataset.source, cell.dataset.options, env.data, seed=cell.seed,
-                     validation=protocol.validation, subset=cell.subset)
+    data = load_data(env.plugins.dataset(cell.dataset.source), cell.dataset.options, env.data,
+                     seed=cell.seed, validation=protocol.validation, subset=cell.subset)
     data = Data(data.train.to(dtype, env.device),
                 data.val.to(dtype, env.device) if data.val is not None else None,
                 data.test.to(dtype, env.device), data.task)
     spec = cls.adapt_architecture(cell.dataset.architecture, cell.params)
-    network = build_network(spec, data.input_shape, data.task.n_outputs, dtype=dtype,
-                            device=env.device)
+    network = env.plugins.architecture(spec.type).build(
+        spec, data.input_shape, data.task.n_outputs, dtype=dtype, device=env.device)
     algorithm = cls(network, data.task, cell.params)
     return data, network, algorithm
 

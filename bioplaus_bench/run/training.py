@@ -187,7 +187,8 @@ def _build(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, Ru
     data, network, algorithm = prepare(cell, cls, env)
     optimisers = ForwardOptimisers(network, algorithm, cell.settings.optimizer,
                                    cell.dataset.protocol.frozen_layers)
-    return data, Runner(network, algorithm, optimisers)
+    metrics = [env.plugins.metric(name) for name in ("alignment", *cell.settings.metrics.extra)]
+    return data, Runner(network, algorithm, optimisers, metrics)
 
 
 def _fresh_state() -> dict[str, Any]:

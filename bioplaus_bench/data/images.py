@@ -1,15 +1,10 @@
-"""Datasets as in-memory tensors: MNIST, Fashion-MNIST and CIFAR-10 in torchvision's folder layout
-and file formats, and the synthetic teacher regression task of spec §10.
+"""MNIST, Fashion-MNIST and CIFAR-10 in torchvision's folder layout and file formats.
 
 Files are trusted only as far as their MD5s go: the originals load; any other files only with
-``verify_checksums=False`` (--skip-checksums), which always warns, and ``data_fingerprint`` tells
-the two apart. No code runs from a data file: CIFAR-10 pickles go through an unpickler that
-admits numpy arrays only.
-
-Images are decoded once per process and normalised as in spec §7 (MNIST ``(x − 0.1307)/0.3081``,
-Fashion-MNIST none, CIFAR-10 ``(x − 0.5)/0.5``); minibatches are then sliced from tensors, never
-decoded again. The validation split is ``torch.utils.data.random_split`` on the globally seeded RNG,
-exactly as the original code, so it differs per seed.
+``verify_checksums=False`` (--skip-checksums), which always warns, and the fingerprint tells the
+two apart. No code runs from a data file: CIFAR-10 pickles go through an unpickler that admits
+numpy arrays only. Images are decoded once per process and normalised as in spec §7 (MNIST
+``(x − 0.1307)/0.3081``, Fashion-MNIST none, CIFAR-10 ``(x − 0.5)/0.5``).
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ import pickle
 import sys
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,88 +29,11 @@ from torchvision import datasets as tv
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import download_and_extract_archive
 
-from .errors import DataMissingError, InputError
-from .model.tasks import Classification, Regression, Task
-from .spec.schema import PositiveInt
+from ..errors import DataMissingError, InputError
+from ..model.tasks import Classification
+from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
 
-DATA_ENV = "BIOPLAUS_DATA"
-CACHE_ENV = "BIOPLAUS_CACHE"
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get(DATA_ENV, "data"))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "bioplaus_bench"))
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """Where datasets are and what may be done to get them."""
-
-    root: Path = field(default_factory=default_data_dir)
-    download: bool = False
-    verify_checksums: bool = True
-    cache_dir: Path = field(default_factory=default_cache_dir)
-
-
-@dataclass
-class Split:
-    x: Tensor
-    y: Tensor
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def to(self, dtype: torch.dtype, device: torch.device | str) -> Split:
-        x = self.x.to(device=device, dtype=dtype)
-        y = self.y.to(device=device, dtype=dtype if self.y.is_floating_point() else self.y.dtype)
-        return Split(x, y)
-
-
-@dataclass
-class Data:
-    train: Split
-    val: Split | None
-    test: Split
-    task: Task
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.x.shape[1:])
-
-
-# --- Sources -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class NoOptions:
-    pass
-
-
-@dataclass(frozen=True)
-class TeacherOptions:
-    """The teacher network of spec §10 (validation size comes from the protocol)."""
-
-    n_train: PositiveInt = 400
-    n_test: PositiveInt = 200
-    input_dim: PositiveInt = 6
-    output_dim: PositiveInt = 2
-    hidden: tuple[PositiveInt, ...] = (1000, 1000, 1000, 1000)
-    gain: float = 3.0
-
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    label: str
-    kind: str  # "classification" or "regression"
-    Options: type
-    n_outputs: int
-    # (settings) -> (official training set, test set); None for generated data
-    load: Callable[[DataSettings], tuple[Split, Split]] | None = None
-    check: Callable[[DataSettings], None] | None = None  # raises DataMissingError
-
+LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
 # --- Files on disk, and how far they are trusted ---------------------------------------------
 
@@ -206,7 +124,7 @@ def _accepted(name: str, settings: DataSettings) -> _Files:
     md5s = {path: _md5(path) for path in originals}
     files = _Files(next(iter(originals)).parent, md5s, _kind(name, md5s, originals))
     if not settings.verify_checksums:
-        print(f"warning: {SOURCES[name].label} checksums are not verified (--skip-checksums): "
+        print(f"warning: {LABELS[name]} checksums are not verified (--skip-checksums): "
               f"{files.folder} holds {_DESCRIPTION[files.kind]}", file=sys.stderr)
     elif files.kind == "rebuilt":
         raise InputError(f"{files.folder}: this is the known rebuilt copy of CIFAR-10 (exact "
@@ -465,98 +383,29 @@ def _image_source(name: str, mean: float | None, std: float | None):
     return load
 
 
-def teacher_data(options: TeacherOptions, seed: int, n_val: int) -> tuple[Split, Split, Split]:
-    """Train, test and validation sets of the teacher regression task (spec §10): a ReLU MLP with
-    Glorot-normal weights of gain ``options.gain`` and zero biases; inputs ``U(−1, 1)``, drawn
-    from a numpy RNG seeded with ``seed``; the teacher's weights from a torch generator with it."""
-    generator = torch.Generator().manual_seed(seed)
-    widths = [options.input_dim, *options.hidden, options.output_dim]
-    weights = [torch.randn(n_out, n_in, generator=generator, dtype=torch.float64)
-               * options.gain * (2.0 / (n_in + n_out)) ** 0.5
-               for n_in, n_out in zip(widths[:-1], widths[1:], strict=True)]
 
-    def teacher(x: Tensor) -> Tensor:
-        for i, w in enumerate(weights):
-            x = x @ w.t()
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-        return x
-
-    rng = np.random.RandomState(seed)
-    sets = []
-    for n in (options.n_train, options.n_test, n_val):
-        x = torch.from_numpy(rng.uniform(-1.0, 1.0, size=(n, options.input_dim)))
-        sets.append(Split(x, teacher(x)))
-    return sets[0], sets[1], sets[2]
+def _fingerprint(name: str) -> Callable[[DataSettings], dict[str, Any]]:
+    def fingerprint(settings: DataSettings) -> dict[str, Any]:
+        files = _accepted(name, settings)
+        if files.kind == "original":
+            return {"source": name, "checksums": "verified"}
+        return {"source": name, "checksums": _CHECKSUMS[files.kind],
+                "files": {path.name: md5 for path, md5 in files.md5s.items()}}
+    return fingerprint
 
 
-SOURCES: dict[str, Source] = {
-    "mnist": Source("mnist", "MNIST", "classification", NoOptions, 10,
-                    _image_source("mnist", 0.1307, 0.3081), _check_idx("mnist")),
-    "fashion_mnist": Source("fashion_mnist", "Fashion-MNIST", "classification", NoOptions, 10,
-                            _image_source("fashion_mnist", None, None),
-                            _check_idx("fashion_mnist")),
-    "cifar10": Source("cifar10", "CIFAR-10", "classification", NoOptions, 10,
-                      _image_source("cifar10", 0.5, 0.5), _check_cifar),
-    "teacher": Source("teacher", "Teacher regression", "regression", TeacherOptions, 2),
-}
+def _image_dataset(name: str, mean: float | None, std: float | None,
+                   check: Callable[[DataSettings], None]) -> Dataset:
+    images = _image_source(name, mean, std)
+
+    def load(settings: DataSettings, options: Any, *, seed: int, validation: int | None) -> Data:
+        full, test = images(settings)
+        train, val = split_validation(full, validation, LABELS[name])
+        return Data(train, val, test, Classification(10))
+    return Dataset(name, LABELS[name], "classification", load, check=check,
+                   fingerprint=_fingerprint(name))
 
 
-def check_available(source: str, settings: DataSettings) -> None:
-    """Raise ``DataMissingError`` (one line naming the folder and files) before any training."""
-    check = SOURCES[source].check
-    if check is not None:
-        check(settings)
-
-
-def data_fingerprint(source: str, settings: DataSettings) -> dict:
-    """What data ``source`` is, for provenance and for the cache key of results, so that a result
-    computed on other files never stands in for one on the originals. Verified files are named
-    by no digest (verified results are portable between machines); any other files are listed,
-    each with its MD5. The files are those that ``load_data`` reads, hashed once per process;
-    raises what loading raises (``DataMissingError`` as ``check_available`` does, ``InputError``
-    for files refused)::
-
-        {"source": "teacher", "files": "generated"}
-        {"source": "mnist", "checksums": "verified"}
-        {"source": "cifar10", "checksums": "known rebuilt copy (exact pixels)", "files": {...}}
-        {"source": "mnist", "checksums": "skipped", "files": {"train-images-idx3-ubyte.gz": md5,
-                                                             ...}}
-    """
-    if SOURCES[source].load is None:
-        return {"source": source, "files": "generated"}
-    files = _accepted(source, settings)
-    if files.kind == "original":
-        return {"source": source, "checksums": "verified"}
-    return {"source": source, "checksums": _CHECKSUMS[files.kind],
-            "files": {path.name: md5 for path, md5 in files.md5s.items()}}
-
-
-def load_data(source: str, options, settings: DataSettings, *, seed: int, validation: int | None,
-              subset: int | None = None) -> Data:
-    """The train / validation / test sets of one cell, as float32 CPU tensors (the runner moves
-    them to the cell's device and dtype). Call after seeding the global torch RNG: the
-    validation split is drawn from it."""
-    spec = SOURCES[source]
-    if source == "teacher":
-        train, test, val = teacher_data(options, seed, validation or 0)
-        train, test, val = (Split(s.x.float(), s.y.float()) for s in (train, test, val))
-        task: Task = Regression(options.output_dim)
-        return Data(train, val if validation else None, test, task)
-    full, test = spec.load(settings)
-    task = Classification(spec.n_outputs)
-    val = None
-    train = full
-    if validation:
-        if validation >= len(full):
-            raise InputError(f"validation split of {validation} needs more than the "
-                             f"{len(full)} training samples of {spec.label}")
-        train_idx, val_idx = torch.utils.data.random_split(
-            range(len(full)), [len(full) - validation, validation])
-        train_idx = torch.tensor(train_idx.indices)
-        val_idx = torch.tensor(val_idx.indices)
-        train, val = Split(full.x[train_idx], full.y[train_idx]), \
-            Split(full.x[val_idx], full.y[val_idx])
-    if subset is not None:
-        train = Split(train.x[:subset], train.y[:subset])
-    return Data(train, val, test, task)
+MNIST = _image_dataset("mnist", 0.1307, 0.3081, _check_idx("mnist"))
+FASHION_MNIST = _image_dataset("fashion_mnist", None, None, _check_idx("fashion_mnist"))
+CIFAR10 = _image_dataset("cifar10", 0.5, 0.5, _check_cifar)

@@ -1,28 +1,33 @@
 """``bench tune``: hyper-parameter search for one (algorithm, dataset) with Optuna's TPE sampler.
 
-The objective is the validation error of the selected epoch (1 − validation accuracy; the
-validation loss for regression); the test set is never used to choose. The search space is the
-algorithm entry's ``search:`` mapping. The study lives in SQLite, so a search that is stopped
-(or killed) continues when the same command is started again: finished trials are kept, a trial
-that was running when the process died is run again with the same values, and ``--trials``
-counts the total. One process per study file.
+The objective is the validation error of the selected epoch (``Record.validation_error``); the
+test set is never used to choose. The search space is the algorithm entry's ``search:`` mapping
+(which is why this module belongs to the suite layer); each trial's cell is the suite's cell with
+the trial's values put in by ``dataclasses.replace``, checked against the spec's types, and runs
+through the runner's ``execute_cell`` as any cell does. The study lives in SQLite, so a search
+that is stopped (or killed) continues when the same command is started again: finished trials
+are kept, a trial that was running when the process died is run again with the same values, and
+``--trials`` counts the total. One process per study file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import InputError
-from ..registry import Registry
-from ..suite import Cell, SearchSpace, load_suite
-from .setup import Environment
-from .training import train_cell
+from .errors import InputError
+from .model.algorithm import Algorithm
+from .registry import Registry
+from .run.executors import execute_cell
+from .run.setup import Environment
+from .spec.cell import Cell
+from .spec.schema import Path_, Source, coerce, coerce_dataclass
+from .suite import SearchSpace, Suite, fragment
 
 OPTUNA_MISSING = "bench tune needs optuna: pip install 'bioplaus-bench[tune]'"
 
@@ -51,60 +56,65 @@ def set_items(algorithm: str, values: dict[str, Any]) -> list[str]:
     return [f"algorithms.{algorithm}.{key}={json.dumps(value)}" for key, value in values.items()]
 
 
-def fragment(algorithm: str, values: dict[str, Any]) -> dict[str, Any]:
-    """The best values as a suite fragment: ``algorithms: {<id>: {optimizer: {lr: …}, …}}``."""
-    entry: dict[str, Any] = {}
-    for key, value in values.items():
-        node = entry
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return {"algorithms": {algorithm: entry}}
-
-
 def default_study(suite_name: str, algorithm: str, dataset: str) -> Path:
     return Path("results") / suite_name / f"tune-{algorithm}-{dataset}.db"
 
 
-def objective_value(cell: Cell, result: dict[str, Any]) -> float:
-    final = result.get("final") or {}
-    if "val_accuracy" in final:
-        return 1.0 - final["val_accuracy"]
-    if "val_loss" in final:
-        return final["val_loss"]
-    raise InputError(f"{cell.key}: no validation result (the dataset needs protocol.validation)")
+def trial_cell(cell: Cell, cls: type[Algorithm], values: dict[str, Any]) -> Cell:
+    """``cell`` with one trial's values (KEY.PATH of the algorithm entry -> value, as in its
+    ``search:`` mapping), each checked against the type the spec declares for it, as the
+    suite checks what a file says: a value the spec rejects raises ``SuiteError`` naming the
+    key (the ranges themselves were checked when the suite was loaded)."""
+    source, where = Source("search"), ("algorithms", cell.algorithm_id)
+    settings = cell.settings
+    for key, value in values.items():
+        settings = _replaced(settings, key.split("."), value, where, source)
+    params = coerce_dataclass(settings.params, cls.Params, (*where, "params"), source)
+    return dataclasses.replace(cell, settings=settings, params=params,
+                               precision=settings.precision or cell.precision)
 
 
-def tune(suite: Path, registry: Registry, algorithm: str, dataset: str, trials: int,
+def _replaced(node: Any, path: list[str], value: Any, where: Path_, source: Source) -> Any:
+    """``node`` (a spec dataclass, or the algorithm's raw ``params`` mapping, which its Params
+    class checks as a whole) with ``value`` at ``path``."""
+    name, *rest = path
+    at = (*where, name)
+    if isinstance(node, dict):
+        return {**node, name: _replaced(node.get(name, {}), rest, value, at, source)
+                if rest else value}
+    new = (_replaced(getattr(node, name), rest, value, at, source) if rest else
+           coerce(value, typing.get_type_hints(type(node), include_extras=True)[name], at, source))
+    return dataclasses.replace(node, **{name: new})
+
+
+def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials: int,
          study_path: Path | None = None, *, seed: int | None = None, epochs: int | None = None,
-         overrides: list[str] = (), env: Environment | None = None,
-         log: Callable[[str], None] = print) -> dict[str, Any]:
+         env: Environment | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the search until the study holds ``trials`` finished (complete or pruned) trials;
     return the best trial's values, objective and the study's location."""
     optuna = _optuna()
     from optuna.trial import TrialState
 
-    loaded = load_suite(suite, registry, list(overrides))
-    cells = [c for c in loaded.cells(only=[algorithm], datasets=[dataset], epochs=epochs)
+    env = env or Environment()
+    cells = [c for c in suite.cells(only=[algorithm], datasets=[dataset], epochs=epochs)
              if seed is None or c.seed == seed]
     if not cells:
-        raise InputError(f"seed {seed} is not in {suite}")
+        raise InputError(f"seed {seed} is not in {suite.path}")
     cell = cells[0]
     if cell.skip_reason:
         raise InputError(f"{cell.key} is skipped: {cell.skip_reason}")
     if cell.dataset.protocol.validation is None:
-        raise InputError(f"{suite}: datasets.{dataset}.protocol.validation is null; tuning "
+        raise InputError(f"{suite.path}: datasets.{dataset}.protocol.validation is null; tuning "
                          "selects on a validation split, never on the test set")
-    spaces: dict[str, SearchSpace] = loaded.algorithms[algorithm].search
+    spaces: dict[str, SearchSpace] = suite.algorithms[algorithm].search
     if not spaces:
-        raise InputError(f"{suite}: algorithms.{algorithm} has no `search:` mapping "
+        raise InputError(f"{suite.path}: algorithms.{algorithm} has no `search:` mapping "
                          "(see docs/suites.md)")
     if trials < 1:
         raise InputError(f"--trials must be a positive integer, got {trials}")
-    study_path = study_path or default_study(loaded.name, algorithm, dataset)
+    study_path = study_path or default_study(suite.name, algorithm, dataset)
     study_path.parent.mkdir(parents=True, exist_ok=True)
-    name = f"{loaded.name}-{algorithm}-{dataset}-seed{cell.seed}"
+    name = f"{suite.name}-{algorithm}-{dataset}-seed{cell.seed}"
     storage = f"sqlite:///{study_path}"
     study = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
                                 direction="minimize")
@@ -126,26 +136,33 @@ def tune(suite: Path, registry: Registry, algorithm: str, dataset: str, trials: 
         values = {key: _suggest(trial, key, space) for key, space in spaces.items()}
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in values.items())
+
+        def pruned(status: str, why: str | None = None) -> optuna.TrialPruned:
+            trial.set_user_attr("status", status)
+            if why is not None:
+                trial.set_user_attr("error", why)
+            log(f"trial {trial.number}: {shown}: {status}" + (f" ({why})" if why else ""))
+            return optuna.TrialPruned()
+
         try:
-            trial_cell = next(c for c in load_suite(
-                suite, registry, [*overrides, *set_items(algorithm, values)]).cells(
-                only=[algorithm], datasets=[dataset], epochs=epochs) if c.seed == cell.seed)
-            result = train_cell(trial_cell, cls, env)
-        except Exception as error:  # an invalid combination or a failing cell: prune, go on
-            trial.set_user_attr("status", "error")
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-            log(f"trial {trial.number}: {shown}: error ({type(error).__name__}: {error})")
-            raise optuna.TrialPruned() from None
-        trial.set_user_attr("status", result["status"])
-        if result["status"] != "ok":
-            log(f"trial {trial.number}: {shown}: {result['status']}")
-            raise optuna.TrialPruned()
-        value = objective_value(trial_cell, result)
+            candidate = trial_cell(cell, cls, values)
+        except InputError as error:  # a value the spec rejects: this trial fails, the rest go on
+            raise pruned("error", f"{type(error).__name__}: {error}") from None
+        record = execute_cell(candidate, registry, env, None, False)
+        if record.status == "error":
+            raise pruned("error", record.reason)
+        if record.status != "ok":
+            raise pruned(record.status)
+        trial.set_user_attr("status", record.status)
+        value = record.validation_error()
+        if value is None:
+            raise InputError(f"{candidate.key}: no validation result (the dataset needs "
+                             "protocol.validation)")
         if not math.isfinite(value):
             log(f"trial {trial.number}: {shown}: non-finite validation error")
             raise optuna.TrialPruned()
-        trial.set_user_attr("config_hash", trial_cell.config_hash())
-        trial.set_user_attr("selected_epoch", result["selected_epoch"])
+        trial.set_user_attr("config_hash", record.config_hash)
+        trial.set_user_attr("selected_epoch", record.selected_epoch)
         log(f"trial {trial.number}: {shown}: validation {value:.6g}")
         return value
 
@@ -164,5 +181,3 @@ def tune(suite: Path, registry: Registry, algorithm: str, dataset: str, trials: 
             "set": set_items(algorithm, dict(best.params))}
 
 
-def fragment_yaml(best: dict[str, Any]) -> str:
-    return yaml.safe_dump(best["fragment"], sort_keys=False, default_flow_style=False)

@@ -1,0 +1,211 @@
+"""A record: what one cell's run produced, and under which configuration, as one typed value.
+
+The store writes a record as a JSON object and reads it back with ``Record.from_json``; tables,
+plots, the executors and ``bench tune`` read its attributes, and the number a table reports is
+read in one place, ``Record.reported_value``. The JSON layout is stable: every record written
+since the first release still reads (older ones lack ``reason``, ``baseline`` and the inputs in
+``config``, and may hold NaN), and ``to_json`` writes the keys, in the order, that records have
+always had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
+STATUSES = (*FINISHED, "error", "timeout")
+# Records written before the ``baseline`` field existed compared against the entry "bp".
+OLD_BASELINE = "bp"
+
+
+class RecordError(ValueError):
+    """A JSON value that is not a record; the message says which field is wrong."""
+
+
+def _result() -> Any:
+    """A field of the run's result: absent from the JSON while None (a skipped cell has no
+    history, a failed one no final metrics)."""
+    return field(default=None, metadata={"omit": "if None"})
+
+
+def _trained() -> Any:
+    """A field every trained cell states, null meaning "none" (no selected epoch, not pruned);
+    absent from the records of cells that did not train."""
+    return field(default=None, metadata={"omit": "if untrained"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One cell's record. The fields are in the order of the JSON keys: first the cell (what
+    ran, where it goes in a table, its configuration and provenance), then the result."""
+
+    suite: str | None = None
+    dataset: str
+    dataset_label: str
+    task: str  # "classification" or "regression"
+    algorithm: str  # the suite's entry id
+    algorithm_name: str  # the plugin's name
+    label: str
+    seed: int
+    order: tuple[int, int]  # (dataset index, algorithm index) in the suite: the table's layout
+    paper_protocol: bool = True
+    deviations: tuple[str, ...] = ()
+    metric: str = "test_error"  # "test_error" or "train_loss": what a table reports
+    config: dict[str, Any]
+    config_hash: str | None = None
+    baseline: str | None = OLD_BASELINE  # the entry p-values compare against; None: none
+    provenance: dict[str, Any] = field(default_factory=dict)
+    status: str  # one of STATUSES
+    history: list[dict[str, Any]] | None = _result()  # one row per epoch
+    pretraining_feedback_loss: list[float] | None = _result()
+    pruned_at_epoch: int | None = _trained()
+    error: str | None = _result()
+    reason: str | None = _result()  # why the cell did not finish
+    traceback: str | None = _result()
+    selected_epoch: int | None = _trained()
+    final: dict[str, float | None] | None = _result()  # the metrics of the selected epoch
+    wall_time: float | None = _result()
+    metrics: list[dict[str, Any]] | None = _result()  # alignment metrics, every log_interval
+    probe: Any = _result()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether a re-run keeps this record instead of running the cell again."""
+        return self.status in FINISHED
+
+    @property
+    def epochs(self) -> int:
+        return self.config["dataset"]["protocol"]["epochs"]
+
+    @property
+    def explanation(self) -> str:
+        """Why the cell did not finish: its reason, or its error for records written before
+        reasons were; "" when there is none."""
+        return self.reason or self.error or ""
+
+    def reported_value(self) -> float:
+        """The number a table reports for this record, NaN when it has none: the test error
+        (%) at the selected epoch for classification, the test loss for regression, or the
+        last epoch's training loss when the suite's metric is ``train_loss``."""
+        if self.metric == "train_loss":
+            key, scale = "train_loss_last", 1.0
+        elif self.task == "classification":
+            key, scale = "test_error", 100.0
+        else:
+            key, scale = "test_loss", 1.0
+        return _number((self.final or {}).get(key), scale)
+
+    def validation_error(self) -> float | None:
+        """What ``bench tune`` minimises, at the selected epoch: 1 − the validation accuracy
+        for classification, the validation loss for regression; None without a validation
+        split (the test set is never used to choose)."""
+        final = self.final or {}
+        if "val_accuracy" in final:
+            return 1.0 - _number(final["val_accuracy"])
+        if "val_loss" in final:
+            return _number(final["val_loss"])
+        return None
+
+    def test_curve(self) -> list[float]:
+        """Per evaluated epoch, the test error (%) for classification or the test loss for
+        regression (NaN where the value was not finite): the learning curve of the test
+        metric that ``reported_value`` reads at the selected epoch."""
+        rows = self.history or ()
+        if self.task == "classification":
+            return [100.0 * (1.0 - _number(row["test_accuracy"])) for row in rows
+                    if "test_accuracy" in row]
+        return [_number(row["test_loss"]) for row in rows if "test_loss" in row]
+
+    # --- JSON ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record:
+        """The record held by a parsed JSON value. Raises ``RecordError`` for a value that is
+        not a record; keys this version does not know are ignored."""
+        if not isinstance(data, Mapping):
+            raise RecordError("not a JSON object")
+        for name, kind in _REQUIRED.items():
+            if not _is(data.get(name), kind):
+                raise RecordError(f"field '{name}' missing or not {_kind_name(kind)}")
+        for name, kind in _OPTIONAL.items():
+            if name in data and not _is(data[name], kind):
+                raise RecordError(f"field '{name}' is not {_kind_name(kind)}")
+        _check_values(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        return cls(**{**values, "order": tuple(data["order"]),
+                      "deviations": tuple(data.get("deviations", ()))})
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as standard JSON data (non-finite numbers as null), in the records'
+        layout: cell fields always, result fields only where the run has them."""
+        trained = self.history is not None
+        return {f.name: _finite(getattr(self, f.name)) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None
+                or f.metadata.get("omit") is None
+                or (f.metadata["omit"] == "if untrained" and trained)}
+
+
+_NULL = type(None)
+_NUMBER = (int, float)
+
+# The fields that tables and plots read: a JSON object without them is not a record.
+_REQUIRED: dict[str, Any] = {
+    "dataset": str, "dataset_label": str, "algorithm": str, "algorithm_name": str,
+    "label": str, "task": str, "seed": int, "status": str, "order": list, "config": dict}
+# The types of the other fields, where a record has them.
+_OPTIONAL: dict[str, Any] = {
+    "suite": (str, _NULL), "paper_protocol": bool, "deviations": list, "metric": str,
+    "config_hash": (str, _NULL), "baseline": (str, _NULL), "provenance": dict,
+    "history": (list, _NULL), "pretraining_feedback_loss": (list, _NULL),
+    "pruned_at_epoch": (int, _NULL), "error": (str, _NULL), "reason": (str, _NULL),
+    "traceback": (str, _NULL), "selected_epoch": (int, _NULL), "final": (dict, _NULL),
+    "wall_time": (*_NUMBER, _NULL), "metrics": (list, _NULL)}
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    """``isinstance``, except that true and false are not numbers."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is _NULL else k.__name__ for k in kinds)
+
+
+def _check_values(data: Mapping[str, Any]) -> None:
+    """What the field types alone do not say."""
+    if data["status"] not in STATUSES:
+        raise RecordError(f"unknown status '{data['status']}'")
+    if len(data["order"]) != 2 or not all(_is(i, int) for i in data["order"]):
+        raise RecordError("field 'order' is not two integers")
+    dataset = data["config"].get("dataset")
+    protocol = dataset.get("protocol") if isinstance(dataset, dict) else None
+    if not _is(protocol.get("epochs") if isinstance(protocol, dict) else None, int):
+        raise RecordError("field 'config.dataset.protocol.epochs' missing")
+    if not all(_is(v, (*_NUMBER, _NULL)) for v in (data.get("final") or {}).values()):
+        raise RecordError("field 'final' is not a mapping of numbers")
+    if not all(_is(d, str) for d in data.get("deviations", ())):
+        raise RecordError("field 'deviations' is not a list of strings")
+
+
+def _number(value: float | None, scale: float = 1.0) -> float:
+    return math.nan if value is None else scale * float(value)
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats as null (standard JSON has no NaN or Infinity), tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value

@@ -1,0 +1,235 @@
+"""Where cells run: executors as plugins. The core does the bookkeeping every executor shares (a
+finished record with the same config hash is not run again unless forced; the cached cells are
+counted and reported; every record is written atomically by this process alone, then the cell's
+checkpoint is dropped), and an executor only runs the pending cells and hands each record back
+(``RunContext.finish``). A failing cell becomes an ``error`` record with its traceback and the
+others still run. Every executor runs a cell through ``execute_cell``. The built-in ``local``
+(in this process, or ``-j N`` worker processes) and ``ray`` register through the
+``bioplaus_bench_executors`` hook like anyone's."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...model.algorithm import hookimpl
+from ...registry import Registry, load_registry
+from ...results.record import Record
+from ...results.store import ResultStore, make_record
+from ...spec.cell import Cell
+from ..progress import LogReporter
+from ..setup import Environment
+from ..training import CellTimeout, train_cell
+
+
+@dataclass
+class RunSummary:
+    statuses: Counter = field(default_factory=Counter)
+    cached: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.statuses["error"] + self.statuses["timeout"] > 0
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """What the command line says about where to run: ``-j N`` worker processes, and for a
+    cluster its address and the CPUs and GPUs reserved per cell."""
+
+    jobs: int = 1
+    address: str | None = None
+    cpus_per_cell: float = 1
+    gpus_per_cell: float = 0
+
+
+@dataclass
+class RunContext:
+    """What an executor gets besides the pending cells: how to run one cell here, where a cell
+    checkpoints, and ``finish`` to hand each record back (the core writes it)."""
+
+    registry: Registry
+    plugin_files: list[str]  # absolute paths: a worker loads them before unpickling a cell
+    env: Environment
+    options: ExecutorOptions
+    force: bool
+    store: ResultStore
+    reporter: LogReporter
+    summary: RunSummary
+
+    def checkpoint(self, cell: Cell) -> Path:
+        return self.store.checkpoint_path(cell)
+
+    def execute(self, cell: Cell, index: int | None = None) -> Record:
+        """Run ``cell`` in this process (its epochs reported as they finish)."""
+        if index is not None:
+            self.reporter.cell_started(cell, index)
+        return execute_cell(cell, self.registry, self.env, self.checkpoint(cell), self.force,
+                            on_epoch=lambda phase, done, total:
+                            self.reporter.epoch(cell, phase, done, total))
+
+    def finish(self, index: int, cell: Cell, record: Record) -> None:
+        """The one writer: store a returned record atomically, then drop the cell's checkpoint
+        (kept after a timeout, so that a re-run continues where the cell stopped)."""
+        self.store.write(record, cell)
+        if record.status != "timeout":
+            self.checkpoint(cell).unlink(missing_ok=True)
+        self.summary.statuses[record.status] += 1
+        self.reporter.cell_finished(cell, index, record.status, _detail(record))
+
+    def lost(self, cell: Cell, error: BaseException) -> Record:
+        """A record for a cell whose worker failed outside ``execute_cell`` (e.g. killed)."""
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        message = f"{type(error).__name__}: {error}"
+        return _record(cell, {"status": "error", "error": message, "reason": message,
+                              "traceback": text}, self.env, self.registry)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """``bench run --executor NAME``: ``run(todo, context)`` runs the pending ``(index, cell)``
+    pairs and calls ``context.finish(index, cell, record)`` for each (docs/extending.md)."""
+
+    name: str
+    run: Callable[[list[tuple[int, Cell]], RunContext], None]
+    summary: str = ""
+
+
+def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
+              plugin_files: list[str], store: ResultStore, env: Environment,
+              reporter: LogReporter, options: ExecutorOptions = ExecutorOptions(),
+              force: bool = False) -> RunSummary:
+    """Run ``cells`` with ``executor``: the cached ones are counted, the others run."""
+    summary = RunSummary()
+    reporter.start(len(cells))
+    try:
+        todo = []
+        for index, cell in enumerate(cells):
+            if not force and store.is_finished(cell):
+                summary.cached += 1
+                summary.statuses[store.load(cell).status] += 1
+                reporter.cell_finished(cell, index, "cached")
+            else:
+                todo.append((index, cell))
+        if todo:
+            files = [str(Path(f).resolve()) for f in plugin_files]
+            executor.run(todo, RunContext(registry, files, env, options, force, store, reporter,
+                                          summary))
+    finally:
+        reporter.close()
+    return summary
+
+
+def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
+                 checkpoint: Path | None, force: bool, *,
+                 on_epoch: Callable[[str, int, int], None] | None = None) -> Record:
+    """Run one cell and return its record. It never raises for a failing cell: any exception of
+    the plugin, ``SystemExit`` included, is an ``error`` record with the traceback, and a cell
+    past its time limit a ``timeout`` record. Only Ctrl-C (``KeyboardInterrupt``) stops the
+    run. ``plugins`` is a loaded registry, or the ``--plugin`` files to load one from (in a
+    worker process, where classes are not passed)."""
+    if cell.skip_reason:
+        return _record(cell, {"status": "skipped", "reason": cell.skip_reason}, env, plugins)
+    if force and checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    time_limit = env.cell_timeout or cell.dataset.protocol.cell_timeout
+    try:
+        registry = _registry(plugins)
+        result = train_cell(cell, registry.get(cell.algorithm).cls,
+                            dataclasses.replace(env, registry=registry), checkpoint=checkpoint,
+                            on_epoch=on_epoch, time_limit=time_limit)
+    except KeyboardInterrupt:
+        raise
+    except CellTimeout as timeout:  # the last epoch's checkpoint stays: a re-run continues
+        result = {"status": "timeout", "reason": str(timeout)}
+    except BaseException as error:  # a failing plugin must not stop the suite
+        text = f"{type(error).__name__}: {error}"
+        result = {"status": "error", "error": text, "reason": text,
+                  "traceback": traceback.format_exc()}
+    return _record(cell, result, env, plugins)
+
+
+def _record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str]) -> Record:
+    """The cell's record; its task kind is its dataset's, known before anything loads."""
+    kind = _registry(plugins).dataset(cell.dataset.source).kind
+    return make_record(cell, result, env.device, kind)
+
+
+def _registry(plugins: Registry | list[str]) -> Registry:
+    return plugins if isinstance(plugins, Registry) else _worker_registry(plugins)
+
+
+# --- worker side: processes and Ray tasks get plugin file paths and pickled cells, not classes ---
+
+_REGISTRIES: dict[tuple[str, ...], Registry] = {}
+
+
+def _worker_registry(plugin_files: list[str]) -> Registry:
+    key = tuple(plugin_files)
+    if key not in _REGISTRIES:
+        _REGISTRIES[key] = load_registry(plugin_files)
+    return _REGISTRIES[key]
+
+
+def init_worker(plugin_files: list[str], threads: int) -> None:
+    import threading
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # a killed parent cannot collect results: stop computing
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+    _worker_registry(plugin_files)  # imports the plugin modules before any cell is unpickled
+
+
+def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
+                     checkpoint: str | None, force: bool, threads: int | None = None) -> Record:
+    """A worker's entry point. The cell travels pickled, to be unpickled only after the plugin
+    files are imported (its params may be instances of a plugin's class)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        _worker_registry(plugin_files)
+        cell = pickle.loads(payload)
+    except Exception as error:
+        raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"
+                           ) from error
+    return execute_cell(cell, plugin_files, env, Path(checkpoint) if checkpoint else None, force)
+
+
+
+
+def _detail(record: Record) -> str:
+    if record.status != "ok" and record.reason:
+        return record.reason
+    final = record.final or {}
+    parts = []
+    if "test_error" in final:
+        parts.append(f"test error {100 * final['test_error']:.2f}%")
+    elif "test_loss" in final:
+        parts.append(f"test loss {final['test_loss']:.4g}")
+    parts.append(f"{record.wall_time or 0:.1f} s")
+    return ", ".join(parts)
+
+
+@hookimpl
+def bioplaus_bench_executors() -> list[Executor]:
+    from .local import LOCAL
+    from .ray import RAY
+
+    return [LOCAL, RAY]
