@@ -14,7 +14,7 @@ from bioplaus_bench.registry import load_registry
 from bioplaus_bench.results.record import Record, RecordError
 from bioplaus_bench.results.store import ResultStore, make_record
 from bioplaus_bench.suite import load_suite
-from bioplaus_bench.tune import set_items, trial_cell
+from bioplaus_bench.suite.tune import set_items, trial_cell
 
 from .test_cli import invoke
 

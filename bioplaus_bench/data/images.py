@@ -14,7 +14,6 @@ import functools
 import gzip
 import hashlib
 import os
-import pickle
 import sys
 import zlib
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from ..errors import DataMissingError, InputError
 from ..model.tasks import Classification
+from .pickles import read_cifar_batch
 from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
 
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -278,29 +278,6 @@ def _check_idx(name: str) -> Callable[[DataSettings], None]:
 # its numpy 1.x (numpy.core, as in the original files) and 2.x (numpy._core) names, for pickle
 # protocols up to 4 (_reconstruct) and 5 (_frombuffer), and _codecs.encode, by which Python 3
 # writes bytes at protocol 2.
-_CIFAR_GLOBALS = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-})
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles a CIFAR-10 batch without running code from it: the stock unpickler calls
-    whatever a pickle names (``os.system``, ``exec``, ...), this one only numpy's arrays."""
-
-    def __init__(self, file, path: Path):
-        super().__init__(file, encoding="latin1")  # the original batches come from Python 2
-        self.path = path
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _CIFAR_GLOBALS:
-            raise InputError(f"{self.path}: refusing to load: the pickle references "
-                             f"{module}.{name}, which a CIFAR-10 batch never contains")
-        return super().find_class(module, name)
-
-
 def _cifar_originals(settings: DataSettings) -> dict[Path, str]:
     """Every CIFAR-10 file with torchvision's MD5: the batches in reading order, then the meta."""
     listed = tv.CIFAR10.train_list + tv.CIFAR10.test_list + \
@@ -332,31 +309,11 @@ def _cifar_located(settings: DataSettings) -> dict[Path, str]:
     return files
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
-    """The N × 3072 uint8 image rows (C, H, W order) and the N labels of one batch file."""
-    try:
-        with open(path, "rb") as f:
-            batch = _CifarUnpickler(f, path).load()
-    except InputError:
-        raise
-    except Exception as error:  # whatever a damaged file makes the unpickler raise
-        raise InputError(f"{path}: not a readable CIFAR-10 batch "
-                         f"({type(error).__name__}: {error})") from None
-    entries = batch if isinstance(batch, dict) else {}
-    rows, labels = entries.get("data"), entries.get("labels")
-    if not (isinstance(rows, np.ndarray) and rows.dtype == np.uint8 and rows.ndim == 2
-            and rows.shape[1] == 3072 and isinstance(labels, list) and len(labels) == len(rows)
-            and all(isinstance(label, (int, np.integer)) and 0 <= label < 10 for label in labels)):
-        raise InputError(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' (N × 3072 "
-                         "uint8 rows) and 'labels' (N integers 0-9)")
-    return rows, labels
-
-
 def _load_cifar(settings: DataSettings) -> tuple[Split, Split]:
     folder = _accepted("cifar10", settings).folder
 
     def split(listed: list) -> Split:
-        batches = [_read_cifar_batch(folder / name) for name, _ in listed]
+        batches = [read_cifar_batch(folder / name) for name, _ in listed]
         rows = np.vstack([rows for rows, _ in batches])
         labels = [label for _, batch_labels in batches for label in batch_labels]
         # torchvision holds the images as H, W, C; viewing that memory as N, C, H, W (channels

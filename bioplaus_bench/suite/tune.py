@@ -20,14 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .model.algorithm import Algorithm
-from .registry import Registry
-from .run.executors import execute_cell
-from .run.setup import Environment
-from .spec.cell import Cell
-from .spec.schema import Path_, Source, coerce, coerce_dataclass
-from .suite import SearchSpace, Suite, fragment
+from ..errors import InputError
+from ..model.algorithm import Algorithm
+from ..registry import Registry
+from ..run.executors import execute_cell
+from ..run.setup import Environment
+from ..spec.cell import Cell
+from ..spec.schema import Path_, Source, coerce, coerce_dataclass
+from .document import SearchSpace, Suite
+from .fragments import fragment
 
 OPTUNA_MISSING = "bench tune needs optuna: pip install 'bioplaus-bench[tune]'"
 

@@ -1,151 +1,30 @@
-"""YAML suites: the schema, validation with ``file:line: key.path`` errors, and expansion into cells
-(dataset × algorithm × seed). The schema is documented in ``docs/suites.md``.
-"""
+"""Reading a suite file: YAML with every key's line, ``--set`` overrides, and validation whose
+every error is ``file:line: key.path: message``."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import yaml
-
-from .errors import InputError, SuiteError, did_you_mean
-from .metrics.alignment import MetricsConfig
-from .registry import Registry
-from .spec.cell import (
-    Cell,
+from ..errors import InputError, SuiteError, did_you_mean
+from ..metrics.alignment import MetricsConfig
+from ..registry import Registry
+from ..spec.cell import (
     DatasetConfig,
-    Metric,
     OptimizerConfig,
     Precision,
-    Seed,
     Settings,
 )
-from .spec.schema import (
+from ..spec.schema import (
     PLAIN_NAME,
-    Check,
-    Name,
     Path_,
     Source,
     coerce_dataclass,
     load_yaml,
 )
-
-Seeds = Annotated[tuple[Seed, ...], Check(lambda s: len(s) == len(set(s)) > 0,
-                                          "a non-empty list of distinct seeds")]
-# N means seeds 0..N-1, each a cell per dataset and algorithm: a typo like 1000000 should not
-# allocate millions of cells.
-SeedCount = Annotated[int, Check(lambda n: 1 <= n <= 10_000, "a number of seeds from 1 to 10000")]
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """One hyper-parameter's range for ``bench tune``: ``low``..``high`` (integers when both
-    are integers; ``log`` for a log scale; optional ``step``) or a list of ``choices``."""
-
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = None
-    choices: tuple[Any, ...] | None = None
-
-
-@dataclass(frozen=True)
-class AlgorithmEntry:
-    """The keys of one entry under ``algorithms:`` (``Settings`` plus these)."""
-
-    algorithm: str | None = None  # the plugin's algorithm name; defaults to the entry's key
-    label: str | None = None
-    skip: tuple[str, ...] = ()  # dataset ids this entry is not run on
-    datasets: dict[str, Any] = field(default_factory=dict)  # per-dataset Settings overrides
-    # bench tune: KEY.PATH (relative to the entry, e.g. optimizer.lr) -> SearchSpace
-    search: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SuiteHeader:
-    name: Name | None = None
-    description: str = ""
-    seeds: SeedCount | Seeds = 1
-    precision: Precision = "float32"
-    metric: Metric = "test_error"
-    # The algorithm entry that p-values compare against (default: 'bp' when there is one).
-    baseline: Name | None = None
-    datasets: dict[Name, Any] = field(default_factory=dict)
-    algorithms: dict[Name, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Suite:
-    name: str
-    path: Path
-    description: str
-    seeds: tuple[int, ...]
-    datasets: dict[str, DatasetConfig]
-    algorithms: dict[str, AlgorithmEntry]
-    resolved: dict[tuple[str, str], tuple[Settings, Any, Precision]]  # (alg, ds) -> settings
-    names: dict[str, str]  # algorithm entry id -> plugin algorithm name
-    labels: dict[str, str]  # algorithm entry id -> display label
-    metric: Metric = "test_error"
-    overrides: tuple[str, ...] = ()  # --set items applied when loading
-    baseline: str | None = None  # algorithm entry id
-
-    def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
-              datasets: list[str] | None = None, epochs: int | None = None,
-              subset: int | None = None, registry: Registry | None = None) -> list[Cell]:
-        """Expand into cells, with the command line's quick-trial overrides applied."""
-        for kind, chosen, known in (("algorithm", only, self.algorithms),
-                                    ("dataset", datasets, self.datasets)):
-            for name in chosen or ():
-                if name not in known:
-                    raise InputError(f"{self.path}: no {kind} '{name}' in this suite"
-                                     f"{did_you_mean(name, known)}; it has: {', '.join(known)}")
-        seed_list = list(self.seeds)
-        deviations = [f"--set {item}" for item in self.overrides]
-        if seeds is not None and seeds != len(seed_list):
-            deviations.append(f"{seeds} of the suite's {len(seed_list)} seeds")
-        if subset is not None:
-            deviations.append(f"trained on {subset} samples")
-        if seeds is not None:
-            seed_list = (seed_list + list(range(max(seed_list, default=-1) + 1,
-                                                max(seed_list, default=-1) + 1 + seeds)))[:seeds]
-        cells = []
-        for d_index, (d_id, dataset) in enumerate(self.datasets.items()):
-            if datasets and d_id not in datasets:
-                continue
-            if subset is not None and dataset.source == "teacher":
-                # The teacher task is generated with options.n_train samples: --subset would be
-                # recorded as a deviation that never happened.
-                raise InputError(f"{self.path}: --subset does not apply to dataset '{d_id}' "
-                                 f"(source teacher); use --set datasets.{d_id}.options.n_train=N"
-                                 f" or --datasets to leave it out")
-            cell_deviations = list(deviations)
-            if epochs is not None and epochs != dataset.protocol.epochs:
-                cell_deviations.append(f"{epochs} instead of {dataset.protocol.epochs} epochs")
-                dataset = dataclasses.replace(
-                    dataset, protocol=dataclasses.replace(dataset.protocol, epochs=epochs))
-            for a_index, (a_id, entry) in enumerate(self.algorithms.items()):
-                if only and a_id not in only:
-                    continue
-                settings, params, precision = self.resolved[(a_id, d_id)]
-                reason = None
-                if d_id in entry.skip:
-                    reason = "not run on this dataset (suite's skip list)"
-                elif registry is not None:
-                    caps = registry.get(self.names[a_id]).cls.capabilities
-                    kind = dataset.architecture.type
-                    if not caps.supports(registry.architecture(kind).layer_kinds):
-                        reason = f"{self.names[a_id]} does not support {kind.upper()} networks"
-                for seed in seed_list:
-                    cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
-                                      self.labels[a_id], settings, params, precision, seed,
-                                      (d_index, a_index), reason, subset, self.metric,
-                                      tuple(cell_deviations), baseline=self.baseline))
-        return cells
-
+from .document import AlgorithmEntry, SearchSpace, Suite, SuiteHeader
 
 # Mappings whose keys are ids chosen by the suite, not names from the schema.
 _ID_MAPPINGS = {"datasets": "dataset", "algorithms": "algorithm"}
@@ -411,30 +290,3 @@ def _dataset(raw: Any, where: Path_, source: Source, registry: Registry) -> Data
     return config
 
 
-# --- writing suite fragments (bench tune, bench damping) ---------------------------------------
-
-def fragment(algorithm: str, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` (dotted paths relative to an algorithm entry, e.g. ``optimizer.lr`` or
-    ``datasets.mnist.metrics.gnt_damping``) as a suite fragment that merges into a suite:
-    ``algorithms: {<id>: {optimizer: {lr: …}, …}}``."""
-    entry: dict[str, Any] = {}
-    for key, value in values.items():
-        node = entry
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return {"algorithms": {algorithm: entry}}
-
-
-class _FragmentDumper(yaml.SafeDumper):
-    """Block style for the nesting, flow style for the innermost mappings and lists, as the
-    shipped suites are written: ``metrics: {gnt_damping: [1.0e-3, 0.1]}``."""
-
-    def represent_mapping(self, tag, mapping, flow_style=None):
-        leaf = all(not isinstance(v, dict) for v in dict(mapping).values())
-        return super().represent_mapping(tag, mapping, flow_style=leaf)
-
-
-def fragment_yaml(document: dict[str, Any]) -> str:
-    return yaml.dump(document, Dumper=_FragmentDumper, sort_keys=False)

@@ -1,0 +1,76 @@
+"""What every ``bench`` command shares: the Typer app, the consoles, the option types and the
+one-line handling of bad input (exit code 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .. import data as data_module
+from ..errors import InputError
+from ..registry import Registry, load_registry
+from ..results.report import FORMATS
+from ..suite import Suite, load_suite
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Benchmark biologically plausible credit-assignment algorithms.")
+out = Console()
+err = Console(stderr=True)
+
+PluginOption = Annotated[list[Path], typer.Option(
+    "--plugin", help="A Python file with algorithm plugins (repeatable).")]
+SetOption = Annotated[list[str], typer.Option(
+    "--set", help="Override a suite value: KEY.PATH=VALUE (repeatable).")]
+
+
+@contextlib.contextmanager
+def input_errors():
+    try:
+        yield
+    except InputError as error:
+        err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def load_plugins(plugins: list[Path]) -> Registry:
+    registry = load_registry(plugins)
+    for warning in registry.warnings:
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+    return registry
+
+
+def data_settings(data_dir: Path | None, download: bool, skip_checksums: bool
+                   ) -> data_module.DataSettings:
+    return data_module.DataSettings(
+        root=data_dir or data_module.default_data_dir(),
+        download=download or os.environ.get("BIOPLAUS_DOWNLOAD") == "1",
+        verify_checksums=not skip_checksums)
+
+
+TableFormat = enum.Enum("TableFormat", {name: name for name in FORMATS}, type=str)
+Compare = enum.Enum("Compare", {"paper": "paper"}, type=str)
+
+SuiteArgument = Annotated[Path, typer.Argument(help="The suite file (YAML).")]
+DataDirOption = Annotated[Path | None, typer.Option(
+    help=f"Dataset root (torchvision layout) [default: ${data_module.DATA_ENV} or ./data].")]
+DownloadOption = Annotated[bool, typer.Option(
+    help="Allow downloading missing datasets (also BIOPLAUS_DOWNLOAD=1).")]
+SkipChecksumsOption = Annotated[bool, typer.Option(
+    help="Accept dataset files whose checksums differ from torchvision's (warns).")]
+DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+
+
+def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path]
+                ) -> tuple[Registry, Suite]:
+    registry = load_plugins(plugins)
+    return registry, load_suite(suite, registry, overrides)
+
+
+def names(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None

@@ -1,0 +1,147 @@
+"""``bench run`` and ``bench validate``."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import data as data_module
+from ..errors import StorageError
+from ..results.report import records_frame, render, summarise
+from ..results.store import ResultStore
+from ..run.executors import ExecutorOptions, run_cells
+from ..run.inputs import with_inputs
+from ..run.progress import LogReporter, RichReporter
+from ..run.setup import Environment
+from .common import (
+    DataDirOption,
+    DeviceOption,
+    DownloadOption,
+    PluginOption,
+    SetOption,
+    SkipChecksumsOption,
+    SuiteArgument,
+    app,
+    data_settings,
+    err,
+    input_errors,
+    load_suite_with_plugins,
+    names,
+    out,
+)
+
+
+@app.command()
+def run(
+    suite: SuiteArgument,
+    results: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Results folder [default: results/<suite name>].")] = None,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = False,
+    skip_checksums: SkipChecksumsOption = False,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Run only the first N seeds.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
+                      ] = None,
+    only: Annotated[str | None, typer.Option(help="Only these algorithms (NAME[,NAME]).")] = None,
+    datasets: Annotated[str | None, typer.Option(
+        "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
+    subset: Annotated[int | None, typer.Option(
+        min=1, help="Train on the first N training samples (quick trials; not the paper protocol).")
+    ] = None,
+    set_: SetOption = [],  # noqa: B006
+    force: Annotated[bool, typer.Option(help="Re-run cells that already have a record.")] = False,
+    device: DeviceOption = "cpu",
+    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")
+                     ] = False,
+    plugin: PluginOption = [],  # noqa: B006
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Run cells in N local worker processes (cpu_count // N torch "
+        "threads each); the display then shows cells done and ETA, not per-epoch progress.")] = 1,
+    executor: Annotated[str, typer.Option(
+        help="An executor plugin (bench list): local (this machine; see --jobs), ray (cells as "
+        "Ray tasks), or one of yours.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster address (default: start a local Ray; 'auto': the running cluster).")
+    ] = None,
+    cpus_per_cell: Annotated[float, typer.Option(
+        min=0.01, help="Ray: CPUs reserved per cell.")] = 1,
+    gpus_per_cell: Annotated[float, typer.Option(min=0, help="Ray: GPUs reserved per cell.")] = 0,
+    cell_timeout: Annotated[float | None, typer.Option(
+        help="End a cell that runs longer than this many seconds (status "
+        "timeout; a re-run continues it from its last epoch) [default: the suite's "
+        "protocol.cell_timeout].")] = None,
+) -> None:
+    """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
+    with input_errors():
+        registry, loaded = load_suite_with_plugins(suite, set_, plugin)
+        chosen = registry.executor(executor)
+        settings = data_settings(data_dir, download, skip_checksums)
+        environment = Environment(settings, device, cell_timeout)
+        cells = loaded.cells(seeds=seeds, only=names(only), datasets=names(datasets),
+                             epochs=epochs, subset=subset, registry=registry)
+        for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
+            data_module.check_available(registry.dataset(source), settings)
+        cells = [with_inputs(c, registry, settings) for c in cells]
+        store = ResultStore(results or Path("results") / loaded.name)
+        reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
+        options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
+        with store.lock(), _interruptible(store, cells), _storage_errors():
+            summary = run_cells(chosen, cells, registry=registry, plugin_files=plugin,
+                                store=store, env=environment, reporter=reporter,
+                                options=options, force=force)
+    # Only this run's records: a record of the same cell from other code, data or settings
+    # is not a result of this run.
+    records = [record for cell in cells if (record := store.load(cell)) is not None
+               and record.config_hash == cell.config_hash()]
+    out.print(render(summarise(records_frame(records)), "markdown"), markup=False,
+              highlight=False, soft_wrap=True)
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
+    err.print(f"{len(cells)} cells ({statuses}; {summary.cached} from earlier runs); "
+              f"records in {store.root}", markup=False, highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _interruptible(store: ResultStore, cells: list):
+    """Ctrl-C: one line saying what is kept and how to go on, and exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        finished = sum(store.is_finished(cell) for cell in cells)
+        err.print(f"interrupted: {finished} of {len(cells)} cells have records in {store.root}; "
+                  "run the same command again to resume (running cells continue from their "
+                  "last epoch)", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+@contextlib.contextmanager
+def _storage_errors():
+    """A write that fails mid-run (disk full): one line, exit 1; what was written stays."""
+    try:
+        yield
+    except StorageError as error:
+        err.print(f"error: {error}; records written so far and the last checkpoints are kept: "
+                  "free space and run the same command again to resume", markup=False,
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def validate(
+    suite: SuiteArgument,
+    set_: SetOption = [],  # noqa: B006
+    plugin: PluginOption = [],  # noqa: B006
+) -> None:
+    """Check a suite file without running it."""
+    with input_errors():
+        registry, loaded = load_suite_with_plugins(suite, set_, plugin)
+        cells = loaded.cells(registry=registry)
+    skipped = sum(1 for c in cells if c.skip_reason)
+    out.print(f"{suite}: ok: {len(loaded.datasets)} datasets, {len(loaded.algorithms)} "
+              f"algorithms, {len(loaded.seeds)} seeds, {len(cells)} cells "
+              f"({skipped} skipped)", markup=False, highlight=False)
