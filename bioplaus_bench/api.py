@@ -45,6 +45,7 @@ from .model.networks import (
 )
 from .model.tasks import Classification, Regression, Task
 from .run.executors import Executor, ExecutorOptions, RunContext
+from .spec.schema import Beta, Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from .tp.feedback import (
                        DifferenceReconstructionLoss,
                        DirectPath,
@@ -61,6 +62,8 @@ __all__ = [
     "Algorithm",
     "Architecture",
     "ArchitectureSpec",
+    "Beta",
+    "Check",
     "Capabilities",
     "Classification",
     "ConvBlock",
@@ -81,10 +84,14 @@ __all__ = [
     "Metric",
     "MetricsConfig",
     "Network",
+    "NonNegativeFloat",
+    "NonNegativeInt",
     "NoOptions",
     "NoParams",
     "RandomHiddenLayerPath",
     "ReconstructionLoss",
+    "PositiveFloat",
+    "PositiveInt",
     "Regression",
     "RunContext",
     "Split",

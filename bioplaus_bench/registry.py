@@ -126,7 +126,9 @@ def _import_file(path: Path) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:  # SystemExit too: a plugin never ends bench silently
         del sys.modules[module_name]
         raise PluginError(f"plugin file {path} failed to import: "
                           f"{type(error).__name__}: {error}") from error
@@ -179,7 +181,9 @@ def load_registry(plugin_files: Iterable[Path | str] = ()) -> Registry:
         source = f"{entry_point.value} ({distribution or 'unknown distribution'})"
         try:
             module = entry_point.load()
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # SystemExit too: a plugin never ends bench silently
             warnings.append(f"plugin {entry_point.name} [{origin}] from {source} failed to load: "
                             f"{type(error).__name__}: {error}")
             continue
@@ -216,7 +220,9 @@ def _called(manager: pluggy.PluginManager, hook: str, origins: dict[str, tuple[s
         origin, source = origins[impl.plugin_name]
         try:
             provided = impl.function()
-        except Exception as error:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # SystemExit too: a plugin never ends bench silently
             message = (f"plugin {source} [{origin}]: its hook {hook} raised "
                        f"{type(error).__name__}: {error}")
             if origin == "file":

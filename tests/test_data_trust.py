@@ -259,7 +259,7 @@ def test_a_tampered_cache_file_is_not_reused(tmp_path, make_idx_dataset, monkeyp
         (raw.folder / f"{IDX_FILES['train_labels']}.gz").read_bytes())
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not-gzip"])
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "not-gzip", "empty"])
 def test_a_broken_gz_file_is_one_clear_error(tmp_path, make_idx_dataset, damage):
     raw = make_idx_dataset(tmp_path / "data", "MNIST", n_train=40, n_test=4, gz=True)
     path = raw.folder / f"{IDX_FILES['train_images']}.gz"
@@ -268,6 +268,8 @@ def test_a_broken_gz_file_is_one_clear_error(tmp_path, make_idx_dataset, damage)
         content = content[: len(content) // 2]
     elif damage == "corrupt":
         content = content[:-8] + bytes(b ^ 0x55 for b in content[-8:])  # CRC and size
+    elif damage == "empty":
+        content = b""
     else:
         content = b"not a gzip file at all"
     path.write_bytes(content)

@@ -167,6 +167,8 @@ def minimal(**changes):
     (minimal(deviations="quick"), "field 'deviations' is not list"),
     (minimal(deviations=[3]), "field 'deviations' is not a list of strings"),
     (minimal(wall_time="1 s"), "field 'wall_time' is not int or float or null"),
+    (minimal(task="x"), "unknown task 'x'"),
+    (minimal(metric="x"), "unknown metric 'x'"),
 ])
 def test_what_is_not_a_record_is_refused_with_the_reason(data, problem):
     with pytest.raises(RecordError) as error:

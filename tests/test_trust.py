@@ -160,9 +160,9 @@ def test_a_non_finite_update_is_a_fault_of_the_rule_with_parameter_epoch_and_min
     assert result.exit_code == 1, result.output
     record = strict_json(out / "teacher" / "nan_update" / "seed-0.json")
     assert record["status"] == "error"
-    assert record["reason"] == "update of parameter layer 1 weight non-finite at epoch 1, minibatch 0"
+    assert record["reason"] == "update of parameter layer 1 weight non-finite at epoch 1, minibatch 1"
     table = invoke("table", out)
-    assert "non-finite at epoch 1, minibatch 0" in table.output
+    assert "non-finite at epoch 1, minibatch 1" in table.output
 
 
 # --- 5. no record is reused for other code --------------------------------------------------------
@@ -327,6 +327,7 @@ def test_a_full_disk_before_the_run_is_one_line_and_exit_2(tmp_path, tmpfs):
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: results folder {full / 'out'} is not writable: "
                                      "No space left on device")
+    assert not (full / "out").exists()  # nothing left behind
 
 
 def test_a_disk_that_fills_mid_run_exits_1_with_one_line_and_leaves_no_temporary_files(
@@ -440,3 +441,61 @@ def test_an_unknown_or_absent_device_is_one_line_before_anything_runs(tmp_path, 
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"error: {message}")
     assert not out.exists()
+
+
+def test_a_file_where_a_cell_folder_belongs_is_one_line_before_any_training(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "teacher").write_text("in the way")
+    result = invoke("run", suite_with(tmp_path), "--out", out, "--quiet")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: cannot create the results folder "
+                                    f"{out / 'teacher' / 'bp'}: ")
+    assert len(result.output.strip().splitlines()) == 1
+    assert "warning" not in result.output
+
+
+def test_a_record_with_any_field_of_the_wrong_type_is_skipped_never_a_traceback(tmp_path):
+    suite, out = suite_with(tmp_path, seeds="[0]"), tmp_path / "out"
+    assert invoke("run", suite, "--out", out, "--quiet").exit_code == 0
+    path = out / "teacher" / "bp" / "seed-0.json"
+    original = json.loads(path.read_text())
+    crashes = []
+    for field in original:
+        for value in (None, "x", 5, [], {}, -1, 1.5, True, [5]):
+            path.write_text(json.dumps({**original, field: value}))
+            result = invoke("table", out)
+            if result.exit_code not in (0, 2) or not isinstance(result.exception,
+                                                                 (SystemExit, type(None))):
+                crashes.append(f"{field}={value!r}: {result.exception!r}")
+    assert not crashes, crashes
+
+
+def test_two_entries_of_one_algorithm_are_told_apart_and_the_baseline_can_be_chosen(tmp_path):
+    suite = write(tmp_path / "two.yaml", SUITE.replace("seeds: [0, 1]", "seeds: [0, 1, 2]") + """\
+  bp-fast:
+    algorithm: bp
+    optimizer: {lr: 1.0e-2, betas: [0.9, 0.999], eps: 1.0e-8}
+""")
+    out = tmp_path / "out"
+    result = invoke("run", suite, "--out", out, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "| BP |" in result.stdout and "| BP (bp-fast) |" in result.stdout
+    assert "p vs BP (entry 'bp')" in result.stdout
+    # The suite's baseline now, not the one stored in the cached records.
+    again = invoke("run", suite, "--out", out, "--set", "baseline=bp-fast", "--quiet")
+    assert "(entry 'bp-fast')" in again.stdout, again.stdout
+    table = invoke("table", out, "--baseline", "bp-fast")
+    assert "(entry 'bp-fast')" in table.stdout
+    wrong = invoke("table", out, "--baseline", "bp-fats")
+    assert wrong.exit_code == 2 and "did you mean 'bp-fast'" in wrong.output
+
+
+def test_a_table_of_records_from_different_configurations_says_so(tmp_path):
+    suite, out = suite_with(tmp_path), tmp_path / "out"
+    assert invoke("run", suite, "--out", out, "--quiet").exit_code == 0
+    assert invoke("run", suite, "--out", out, "--seeds", 1, "--set",
+                  "algorithms.bp.optimizer.lr=2.0e-3", "--quiet").exit_code == 0
+    table = invoke("table", out)
+    assert "Mixed configurations" in table.stdout and "Teacher regression / BP: 2 configurations" \
+        in table.stdout

@@ -366,3 +366,31 @@ def test_suite_errors_are_suite_errors(tmp_path, registry):
     suite.write_bytes(b"\xff\xfe")
     with pytest.raises(SuiteError, match="offset 0"):
         load_suite(suite, registry)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("algorithms.bp.optimizer.betas=[0.9,1.5]", "algorithms.bp.optimizer.betas[1]"),
+    ("seeds=[0,-1]", "seeds[1]"),
+    ("datasets.teacher.architecture.hidden=[0]", "datasets.teacher.architecture.hidden[0]"),
+])
+def test_an_error_inside_a_list_given_by_set_names_the_option_not_the_file(tmp_path, override,
+                                                                           key):
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE)
+    result = runner.invoke(app, ["validate", str(path), "--set", override])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: --set: {key}: "), result.output
+
+
+@pytest.mark.parametrize("where", ["import", "hook"])
+def test_a_plugin_that_exits_is_one_line_not_a_silent_exit(tmp_path, where):
+    body = "raise SystemExit(4)\n" if where == "import" else ""
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("from bioplaus_bench.api import hookimpl\n" + body + textwrap.dedent("""
+        @hookimpl
+        def bioplaus_bench_algorithms():
+            raise SystemExit(5)
+        """))
+    result = runner.invoke(app, ["list", "--plugin", str(plugin)])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: plugin ") and "SystemExit" in result.output

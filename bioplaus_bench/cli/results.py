@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import InputError
+from ..errors import InputError, did_you_mean
 from ..results.report import records_frame, render, summarise, unreadable_note
 from ..results.store import ResultStore
 from .common import (
@@ -28,6 +28,9 @@ def table(
                       ] = None,
     compare: Annotated[Compare | None, typer.Option(
         help="paper: put the published numbers beside ours.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        help="The algorithm entry p-values compare against [default: the one the records "
+        "name, else 'bp'].")] = None,
 ) -> None:
     """Aggregate the records of a results folder into the paper's table layout."""
     with input_errors():
@@ -38,7 +41,11 @@ def table(
         if not records:
             raise InputError(f"no records in {results}"
                              + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
-    text = render(summarise(records_frame(records)), fmt.value,
+        frame = records_frame(records)
+        if baseline is not None and baseline not in set(frame.algorithm):
+            raise InputError(f"--baseline: no entry '{baseline}' in {results}"
+                             f"{did_you_mean(baseline, set(frame.algorithm))}")
+    text = render(summarise(frame, baseline), fmt.value,
                   compare=compare is Compare.paper, unreadable=len(store.skipped))
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")

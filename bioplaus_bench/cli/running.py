@@ -90,6 +90,7 @@ def run(
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
         options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
         with store.lock(), _interruptible(store, cells), _storage_errors():
+            store.make_folders(cells)
             summary = run_cells(chosen, cells, registry=registry, plugin_files=plugin,
                                 store=store, env=environment, reporter=reporter,
                                 options=options, force=force)
@@ -97,7 +98,7 @@ def run(
     # is not a result of this run.
     records = [record for cell in cells if (record := store.load(cell)) is not None
                and record.config_hash == cell.config_hash()]
-    out.print(render(summarise(records_frame(records)), "markdown"), markup=False,
+    out.print(render(summarise(records_frame(records), loaded.baseline), "markdown"), markup=False,
               highlight=False, soft_wrap=True)
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
     err.print(f"{len(cells)} cells ({statuses}; {summary.cached} from earlier runs); "
@@ -125,9 +126,7 @@ def _storage_errors():
     try:
         yield
     except StorageError as error:
-        err.print(f"error: {error}; records written so far and the last checkpoints are kept: "
-                  "free space and run the same command again to resume", markup=False,
-                  highlight=False, soft_wrap=True)
+        err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -222,8 +222,11 @@ def _unpack(gz: Path, target: Path, md5: str | None, cache_dir: Path) -> None:
 
 
 def _gunzip(path: Path) -> bytes:
+    compressed = path.read_bytes()
+    if not compressed:  # gzip reads an empty file as an empty stream, without complaint
+        raise InputError(f"{path}: truncated or corrupt gzip (the file is empty)")
     try:
-        return gzip.decompress(path.read_bytes())
+        return gzip.decompress(compressed)
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise InputError(f"{path}: truncated or corrupt gzip ({error})") from None
 

@@ -20,8 +20,9 @@ def check_loads(cls: type[Algorithm]) -> str:
     caps = cls.capabilities
     if not isinstance(caps, Capabilities):
         raise Failure(f"capabilities must be a bioplaus_bench.api.Capabilities, got {caps!r}")
-    if not (caps.mlp or caps.cnn):
-        raise Failure("capabilities claims neither MLP nor CNN: the algorithm could never run")
+    if not caps.supported_layers:
+        raise Failure("capabilities support no kind of layer (neither MLP nor CNN nor "
+                      "layer_kinds): the algorithm could never run")
     for attribute in ("label", "summary"):
         if not isinstance(getattr(cls, attribute), str):
             raise Failure(f"{attribute} must be a string, got {getattr(cls, attribute)!r}")

@@ -153,6 +153,8 @@ class Record:
 
 
 _NULL = type(None)
+TASKS = ("classification", "regression")
+METRICS = ("test_error", "train_loss")
 _NUMBER = (int, float)
 
 # The fields that tables and plots read: a JSON object without them is not a record.
@@ -184,6 +186,10 @@ def _check_values(data: Mapping[str, Any]) -> None:
     """What the field types alone do not say."""
     if data["status"] not in STATUSES:
         raise RecordError(f"unknown status '{data['status']}'")
+    if data["task"] not in TASKS:
+        raise RecordError(f"unknown task '{data['task']}'")
+    if data.get("metric", "test_error") not in METRICS:
+        raise RecordError(f"unknown metric '{data['metric']}'")
     if len(data["order"]) != 2 or not all(_is(i, int) for i in data["order"]):
         raise RecordError("field 'order' is not two integers")
     dataset = data["config"].get("dataset")

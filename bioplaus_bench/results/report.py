@@ -5,6 +5,8 @@ not finish, and the comparison with the paper."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -37,11 +39,19 @@ def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame
             "metric": r.metric, "value": r.reported_value(), "epochs": r.epochs,
             "deviations": "; ".join(r.deviations), "reason": _one_line(r.explanation),
             "baseline": r.baseline,  # None: no baseline
+            "setting": _setting(r.config),
         })
     return pd.DataFrame(rows, columns=[
         "dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed", "status",
         "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations",
-        "reason", "baseline"])
+        "reason", "baseline", "setting"])
+
+
+def _setting(config: Mapping[str, Any]) -> str:
+    """What a record was computed with, but for its seed: records of one row that differ here
+    are not seeds of one configuration."""
+    rest = {key: value for key, value in config.items() if key != "seed"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _as_record(record: Record | Mapping[str, Any]) -> Record:
@@ -76,12 +86,14 @@ def _interval(values: np.ndarray) -> tuple[float, float, str]:
     return math.nan, math.nan, ""
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+def summarise(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     """Per (dataset, algorithm), over the seeds that finished ("ok") with a finite number: mean, SD
     (ddof 1), a 95% interval and Welch's t-test p-values against the dataset's baseline entry
     (a record's ``baseline``, else the entry "bp" if there is one) and against the best method
     (neither a BP algorithm nor the baseline); the counts of every status and why cells did not
-    finish."""
+    finish; how many configurations a row's records come from (``settings``: more than one
+    means other settings, code or data, not seeds of one configuration). ``baseline``, when
+    given, is the entry to compare against whatever the records say (the suite's choice now)."""
     keys = ["dataset", "algorithm"]
     firsts = ["dataset_label", "algorithm_name", "label", "task", "metric", "dataset_order",
               "algorithm_order"]
@@ -102,6 +114,8 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     summary[intervals] = pd.DataFrame([_interval(values.get(k, np.array([])))
                                        for k in summary.index], summary.index, intervals)
     summary["epochs"] = frame.groupby(keys)["epochs"].max()
+    summary["settings"] = frame[frame.status != "skipped"].groupby(keys)["setting"].nunique()
+    summary["settings"] = summary.settings.fillna(0).astype(int)
     summary["deviations"] = frame.groupby(keys)["deviations"].agg(
         lambda texts: "; ".join(sorted({t for t in texts if t})))
     unfinished = frame[frame.status.isin(list(UNFINISHED))].sort_values("seed")
@@ -114,8 +128,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     summary = summary.reset_index(drop=True)
 
     entries = summary.groupby("dataset")["algorithm"].agg(set)
-    baseline_of = {d: b for d, b in frame.groupby("dataset")["baseline"].first().items()
-                   if b in entries[d]}
+    chosen = {d: baseline for d in entries.index} if baseline is not None else \
+        frame.groupby("dataset")["baseline"].first().to_dict()
+    baseline_of = {d: b for d, b in chosen.items() if b in entries[d]}
     summary["baseline"] = [baseline_of.get(d, "") for d in summary.dataset]  # "": none
     candidates = summary[(summary.algorithm_name != BASELINE)
                          & (summary.algorithm != summary.baseline) & (summary.n > 0)]
@@ -277,6 +292,13 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
         if (tested.ci95_method == "log t").any():
             lines += ["", "* on the log scale (an interval for the geometric mean): the "
                       "t-interval would go below 0, which an error or a loss cannot."]
+    mixed = summary[summary.settings > 1]
+    if not mixed.empty:
+        lines += ["", "Mixed configurations (records of other settings, code or data, not seeds "
+                  "of one configuration; re-run the suite to replace them, or use another "
+                  "results folder):"] + [
+            f"- {_one_line(r.dataset_label)} / {_one_line(r.label)}: {r.settings} configurations"
+            for r in mixed.itertuples(index=False)]
     unfinished = summary[summary.not_finished != ""]
     if not unfinished.empty:
         lines += ["", "Not finished:"] + [

@@ -11,6 +11,7 @@ warning, never trusted. One run at a time holds a results folder (``ResultStore.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -111,8 +112,10 @@ class ResultStore:
         except OSError as error:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
-            raise StorageError(f"cannot write the record {path}: {error.strerror or error}"
-                               ) from None
+            advice = "free space" if error.errno == errno.ENOSPC else "fix the folder"
+            raise StorageError(f"cannot write the record {path}: {error.strerror or error}; "
+                               f"records written so far and the last checkpoints are kept: "
+                               f"{advice} and run the same command again to resume") from None
         return path
 
     def records(self) -> Iterator[Record]:
@@ -127,6 +130,16 @@ class ResultStore:
                 continue
             yield record
 
+    def make_folders(self, cells: Iterable[Cell]) -> None:
+        """Create every cell's folder before anything trains: a file in the way is found now,
+        not after a cell has trained."""
+        for folder in sorted({self.path(cell).parent for cell in cells}):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise InputError(f"cannot create the results folder {folder}: "
+                                 f"{error.strerror or error}") from None
+
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the folder for one run: a second ``bench run`` on it stops with the holder's
@@ -134,6 +147,7 @@ class ResultStore:
         the holder dies (even by SIGKILL), so a killed run never blocks its resumption."""
         if self.root.exists() and not self.root.is_dir():
             raise InputError(f"results folder {self.root} is a file; expected a folder")
+        created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
@@ -155,6 +169,10 @@ class ResultStore:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, holder.encode(), 0)
             except OSError as error:  # a full disk, found before any training
+                if created:  # leave nothing behind
+                    (self.root / LOCK_FILE).unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.root.rmdir()
                 raise InputError(f"results folder {self.root} is not writable: "
                                  f"{error.strerror or error}") from None
             try:
@@ -175,7 +193,7 @@ def _read(path: Path) -> Record | None:
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no record there (yet)
         return None
     except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
         print(f"warning: ignoring unreadable record {path}: {error}", file=sys.stderr)

@@ -35,9 +35,9 @@ class Checkpoint:
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            warn(f"ignoring checkpoint {self.path}: it does not load as plain data "
-                  f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})")
+        except Exception:  # torch's text would advise loading it as code: say what it is
+            warn(f"ignoring checkpoint {self.path}: it is not a checkpoint of plain data "
+                 "(damaged, or it holds code, which is never run)")
             return None
         if not isinstance(state, dict) or not state.keys() >= CHECKPOINT_KEYS:
             warn(f"ignoring checkpoint {self.path}: not a checkpoint of this version")
@@ -53,13 +53,15 @@ class Checkpoint:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({**state, "config_hash": self.config_hash}, tmp)
+            with open(tmp, "wb") as file:  # through a file object, a full disk is an OSError
+                torch.save({**state, "config_hash": self.config_hash}, file)
             os.replace(tmp, self.path)
-        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        except (OSError, RuntimeError) as error:
             tmp.unlink(missing_ok=True)
             self.unwritable = True  # training goes on; only resuming this cell is lost
-            warn(f"cannot write checkpoint {self.path} ({error}); this cell goes on without "
-                  "checkpoints")
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            warn(f"cannot write checkpoint {self.path} ({reason}); this cell goes on without "
+                 "checkpoints")
 
     def remove(self) -> None:
         if self.path is not None:

@@ -128,7 +128,7 @@ def _training_epoch(runner: Runner, cell: Cell, data: Data, epoch: int, state: d
             feedback_losses.append(step.feedback_loss)
         if step.fault is not None:
             state["status"] = "diverged" if step.fault == "training loss" else "error"
-            state["reason"] = f"{step.fault} non-finite at epoch {epoch}, minibatch {index}"
+            state["reason"] = f"{step.fault} non-finite at epoch {epoch}, minibatch {index + 1}"
             break
         if step.metrics is not None:
             state["metrics"].append({"epoch": epoch, "batch": index, **step.metrics})
@@ -177,8 +177,9 @@ def _restore(cell: Cell, cls: type[Algorithm], env: Environment, store: Checkpoi
             raise ValueError("its progress record is incomplete")
         return data, runner, saved["state"]
     except Exception as error:
+        first_line = " ".join(str(error).split("\n", 1)[0].split())
         warn(f"ignoring checkpoint {store.path}: it does not fit this cell "
-             f"({type(error).__name__}: {error})")
+             f"({type(error).__name__}: {first_line})")
         data, runner = _build(cell, cls, env)
         return data, runner, _fresh_state()
 

@@ -14,14 +14,13 @@ from typing import Annotated, Any, Literal
 
 from ..metrics.alignment import MetricsConfig
 from ..model.networks import ArchitectureSpec
-from .schema import Check, NonNegativeInt, PositiveFloat, PositiveInt
+from .schema import Beta, Check, NonNegativeInt, PositiveFloat, PositiveInt
 
 Precision = Literal["float32", "float64"]
 # What a table reports: the test error (test loss for regression) at the selected epoch, or the
 # training loss of the last epoch (the paper's Table 2).
 Metric = Literal["test_error", "train_loss"]
 
-Beta = Annotated[float, Check(lambda b: 0 <= b < 1, "a number in [0, 1)")]
 Fraction = Annotated[float, Check(lambda x: 0 <= x <= 1, "a number from 0 to 1")]
 # Seeds go to numpy's and torch's generators, which take 32-bit seeds.
 Seed = Annotated[int, Check(lambda n: 0 <= n < 2**32, "a seed in [0, 2^32)")]

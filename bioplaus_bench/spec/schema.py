@@ -173,6 +173,9 @@ class Check:
 PositiveInt = Annotated[int, Check(lambda n: n > 0, "a positive integer")]
 NonNegativeInt = Annotated[int, Check(lambda n: n >= 0, "a non-negative integer")]
 PositiveFloat = Annotated[float, Check(lambda x: 0 < x < math.inf, "a positive finite number")]
+NonNegativeFloat = Annotated[float, Check(lambda x: 0 <= x < math.inf,
+                                          "a non-negative finite number")]
+Beta = Annotated[float, Check(lambda b: 0 <= b < 1, "a number in [0, 1)")]  # Adam's betas
 
 
 def _is_plain_name(text: str) -> bool:

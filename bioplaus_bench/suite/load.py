@@ -51,7 +51,12 @@ def _set_path(document: dict, dotted: str, value: Any, source: Source) -> None:
                              "which is not a mapping", file="--set", key=dotted)
         node = child
     node[parts[-1]] = value
-    source.lines[tuple(parts)] = "--set"
+    # The value replaces whatever the file had there: errors inside it (a list's items) are
+    # the command line's, not the file's old lines.
+    path = tuple(parts)
+    for recorded in [p for p in source.lines if p[:len(path)] == path]:
+        del source.lines[recorded]
+    source.lines[path] = "--set"
 
 
 def apply_overrides(document: Any, source: Source, overrides: list[str]) -> None:
@@ -162,6 +167,13 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         algorithms[a_id] = entry
         names[a_id] = name
         labels[a_id] = entry.label or cls.label or name
+
+    # Two entries must not share a row title: a default one names its entry, unless the entry
+    # is named after its algorithm (the 'bp' entry stays "BP").
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    for a_id, entry in algorithms.items():
+        if not entry.label and labels[a_id] in shared and a_id != names[a_id]:
+            labels[a_id] = f"{labels[a_id]} ({a_id})"
 
     return Suite(suite_name, path, header.description, seeds, datasets, algorithms, resolved, names,
                  labels, header.metric, tuple(overrides), baseline)

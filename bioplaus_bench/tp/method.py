@@ -19,6 +19,7 @@ from torch import Tensor
 from ..model.algorithm import Algorithm, Capabilities
 from ..model.networks import ForwardPass
 from ..model.optim import adam
+from ..spec.schema import Beta, NonNegativeFloat, PositiveFloat
 from .feedback import FeedbackLoss, FeedbackPath
 from .targets import local_updates, output_target
 
@@ -27,12 +28,12 @@ from .targets import local_updates, output_target
 class TPParams:
     """Hyper-parameters shared by the family (defaults: the original code's command line)."""
 
-    target_stepsize: float = 0.01  # η̂; the forward lr is divided by it (normalize_lr)
-    sigma: float = 0.08  # std of the noise added to the activations in the feedback losses
-    feedback_lr: float = 1e-4
-    feedback_betas: tuple[float, float] = (0.99, 0.99)
-    feedback_eps: float = 1e-4
-    feedback_weight_decay: float = 0.0
+    target_stepsize: PositiveFloat = 0.01  # η̂; the forward lr is divided by it (normalize_lr)
+    sigma: PositiveFloat = 0.08  # std of the noise added to the activations in the feedback losses
+    feedback_lr: PositiveFloat = 1e-4
+    feedback_betas: tuple[Beta, Beta] = (0.99, 0.99)
+    feedback_eps: PositiveFloat = 1e-4
+    feedback_weight_decay: NonNegativeFloat = 0.0
     feedback_optimizer: Literal["adam", "sgd"] = "adam"  # SGD (no momentum) in Figure 2
 
 
