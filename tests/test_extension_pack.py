@@ -52,6 +52,9 @@ def test_a_suite_uses_a_plugin_dataset_architecture_metric_and_executor(tmp_path
     row = bp["metrics"][0]
     assert len(row["update-norm"]["norms"]) == 8 and all(n > 0 for n in row["update-norm"]["norms"])
     assert len(row["bp_angle"]) == 4
+    # The outside plugins' code is part of the cells' identity: editing them re-runs the cells.
+    assert set(bp["config"]["inputs"]["plugins"]) == {"dataset", "architecture",
+                                                      "metric update-norm"}
     assert "update-norm" not in records["blobs/dfa/seed-0.json"].get("metrics", [{}])[0]
     # The executor ran the cells last first.
     finished = [r["provenance"]["finished_at"] for _, r in sorted(

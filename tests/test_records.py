@@ -240,3 +240,9 @@ def test_a_trial_cell_is_the_cell_a_suite_with_those_values_gives(dfa_cell, valu
 def test_a_trial_value_the_spec_rejects_fails_clearly(dfa_cell, values, message):
     with pytest.raises(SuiteError, match=message):
         trial_cell(dfa_cell, REGISTRY.get("dfa").cls, values)
+
+
+def test_history_rows_that_are_not_numbers_are_refused():
+    with pytest.raises(RecordError) as error:
+        Record.from_json(minimal(history=[{"epoch": 1, "test_accuracy": "high"}]))
+    assert str(error.value) == "field 'history' is not a list of rows of numbers"

@@ -24,7 +24,8 @@ out = Console()
 err = Console(stderr=True)
 
 PluginOption = Annotated[list[Path], typer.Option(
-    "--plugin", help="A Python file with algorithm plugins (repeatable).")]
+    "--plugin", help="A Python file with plugins: algorithms, datasets, architectures, metrics or "
+    "executors (repeatable).")]
 SetOption = Annotated[list[str], typer.Option(
     "--set", help="Override a suite value: KEY.PATH=VALUE (repeatable).")]
 
@@ -36,6 +37,15 @@ def input_errors():
     except InputError as error:
         err.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write an output file the user named; a failure is one line and exit 2."""
+    with input_errors():
+        try:
+            path.write_text(text)
+        except OSError as error:
+            raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def load_plugins(plugins: list[Path]) -> Registry:

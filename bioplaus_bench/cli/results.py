@@ -17,6 +17,7 @@ from .common import (
     err,
     input_errors,
     out,
+    write_text,
 )
 
 
@@ -50,7 +51,7 @@ def table(
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
-        output.write_text(text)
+        write_text(output, text)
     if store.skipped and fmt is TableFormat.csv:  # a CSV holds data only: the note goes to stderr
         err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
 

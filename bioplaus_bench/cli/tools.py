@@ -28,6 +28,7 @@ from .common import (
     input_errors,
     load_suite_with_plugins,
     out,
+    write_text,
 )
 
 
@@ -55,11 +56,14 @@ def damping(
             values = tuple(float(v) for v in grid.split(","))
         except ValueError:
             raise InputError(f"--grid expects comma-separated numbers, got '{grid}'") from None
-        cells = [c for c in loaded.cells(only=[algorithm], datasets=[dataset], epochs=epochs)
+        cells = [c for c in loaded.cells(only=[algorithm], datasets=[dataset], epochs=epochs,
+                                         registry=registry)
                  if seed is None or c.seed == seed]
         if not cells:
             raise InputError(f"seed {seed} is not in {suite}")
         cell = cells[0]
+        if cell.skip_reason:
+            raise InputError(f"{cell.key}: {cell.skip_reason}")
         settings = data_settings(data_dir, download, skip_checksums)
         data_module.check_available(registry.dataset(cell.dataset.source), settings)
         found = damping_search(cell, registry.get(cell.algorithm).cls,
@@ -125,7 +129,7 @@ def tune(
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
-        output.write_text(text)
+        write_text(output, text)
         err.print(f"wrote {output}", markup=False, highlight=False)
     err.print("or on the command line: " + " ".join(f"--set {item}" for item in best["set"]),
               markup=False, highlight=False, soft_wrap=True)

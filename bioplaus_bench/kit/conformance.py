@@ -43,9 +43,9 @@ import torch
 
 from ..errors import PluginError, did_you_mean
 from ..model.algorithm import Algorithm
-from ..registry import AlgorithmInfo, Registry
+from ..registry import AlgorithmInfo, Registry, default_registry
 from .checks import PER_ARCHITECTURE
-from .harness import Failure, describe
+from .harness import ARCHITECTURES, Failure, describe
 from .loads import check_loads
 
 
@@ -130,8 +130,8 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threads cost more than they give
     try:
-        for kind in ("mlp", "cnn"):
-            if not getattr(caps, kind):
+        for kind in ARCHITECTURES:  # the ones the suite would run it on
+            if not caps.supports(default_registry().architecture(kind).layer_kinds):
                 continue
             done: dict[str, bool] = {}
             for name, function, needs in PER_ARCHITECTURE:

@@ -200,6 +200,11 @@ def _check_values(data: Mapping[str, Any]) -> None:
         raise RecordError("field 'final' is not a mapping of numbers")
     if not all(_is(d, str) for d in data.get("deviations", ())):
         raise RecordError("field 'deviations' is not a list of strings")
+    for row in data.get("history") or ():
+        if not isinstance(row, dict) or not all(
+                _is(v, (*_NUMBER, _NULL)) or (isinstance(v, list) and all(
+                    _is(x, (*_NUMBER, _NULL)) for x in v)) for v in row.values()):
+            raise RecordError("field 'history' is not a list of rows of numbers")
 
 
 def _number(value: float | None, scale: float = 1.0) -> float:
@@ -207,7 +212,10 @@ def _number(value: float | None, scale: float = 1.0) -> float:
 
 
 def _finite(value: Any) -> Any:
-    """Non-finite floats as null (standard JSON has no NaN or Infinity), tuples as lists."""
+    """Non-finite floats as null (standard JSON has no NaN or Infinity), tuples as lists, and
+    the tensors and numpy values a metric plugin may return as plain numbers and lists."""
+    if hasattr(value, "tolist") and callable(value.tolist):  # torch tensors, numpy values
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):

@@ -139,6 +139,10 @@ class ResultStore:
             except OSError as error:
                 raise InputError(f"cannot create the results folder {folder}: "
                                  f"{error.strerror or error}") from None
+            # A run killed while writing a record leaves its temporary file; this run holds
+            # the folder, so none is being written now.
+            for stale in folder.glob(".seed-*.json.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -63,10 +63,6 @@ class Checkpoint:
             warn(f"cannot write checkpoint {self.path} ({reason}); this cell goes on without "
                  "checkpoints")
 
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
 
 CHECKPOINT_KEYS = {"network", "algorithm", "optimisers", "rng", "state", "config_hash"}
 

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Data
+from ..errors import InputError
 from ..metrics.alignment import MetricsConfig
 from ..model.algorithm import Algorithm
 from ..spec.cell import Cell
@@ -35,6 +36,9 @@ def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = N
         for index, (x, y) in enumerate(minibatches):
             logs = index % interval == 0
             step = runner.step(x, y, metrics=config if logs else None, update_forward=False)
+            if step.fault is not None:
+                raise InputError(f"{cell.key}: the damping search pass met a non-finite "
+                                 f"{step.fault} at minibatch {index + 1}")
             if step.metrics is not None:
                 for damping, angles in step.metrics["gnt_angle_grid"].items():
                     logged[damping].append(angles)
@@ -43,6 +47,10 @@ def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = N
         best = [min(grid, key=lambda d, i=i: means[str(d)][i]) for i in range(layers)]
         return {"grid": list(grid), "mean_angle": means, "best": best}
 
-    return train_cell(cell, cls, env, probe=probe)["probe"]
+    result = train_cell(cell, cls, env, probe=probe)
+    if result["status"] != "ok":
+        raise InputError(f"{cell.key}: training before the damping search ended "
+                         f"{result['status']} ({result.get('reason', '')}); no λ can be chosen")
+    return result["probe"]
 
 

@@ -1,7 +1,8 @@
-"""What a cell's result depends on beyond its suite configuration: the code of its algorithm and
-the identity of its data. Both go into the cell's config hash (``Cell.inputs``) and so into its
-record's provenance: editing a plugin, or reading other data files, re-runs the cell instead of
-reusing a record computed by other code or on other data."""
+"""What a cell's result depends on beyond its suite configuration: the code of its algorithm (and
+of any outside dataset, architecture or metric plugin it uses) and the identity of its data. All
+go into the cell's config hash (``Cell.inputs``) and so into its record's provenance: editing a
+plugin, or reading other data files, re-runs the cell instead of reusing a record computed by
+other code or on other data."""
 
 from __future__ import annotations
 
@@ -19,20 +20,36 @@ from ..model.algorithm import Algorithm
 from ..registry import Registry
 from ..spec.cell import Cell
 
+CORE = __name__.partition(".")[0]  # bioplaus_bench
+
 
 def code_identity(cls: type[Algorithm]) -> dict[str, Any]:
     """A digest of the source of the algorithm: the modules that define the class and its
     base classes up to ``Algorithm`` (so a plugin, and a core base such as the target-propagation
     one, are both covered), and, for a plugin package, every module of that package. A class
     with no source on disk is identified by its distribution's name and version."""
+    sources = {path for path in map(_source_file, _classes(cls)) if path is not None}
+    return _identity(sources | _package_files(cls.__module__), cls.__module__)
+
+
+def plugin_identity(function: Any) -> dict[str, Any] | None:
+    """The same for a dataset, architecture or metric plugin, from the function it runs
+    (``load``, ``build``, ``compute``); None for the core's own (the version covers those)."""
+    module = getattr(function, "__module__", "") or ""
+    if module.partition(".")[0] == CORE:
+        return None
+    source = _source_file(function)
+    return _identity(({source} if source else set()) | _package_files(module), module)
+
+
+def _identity(files: set[Path], module: str) -> dict[str, Any]:
     # In the order of their names, so that the digest does not depend on where the code lies.
-    files = sorted({path for path in map(_source_file, _classes(cls)) if path is not None}
-                   | _package_files(cls), key=lambda path: (path.name, str(path)))
+    files = sorted(files, key=lambda path: (path.name, str(path)))
     identity: dict[str, Any] = {}
     if files:  # names, not paths: the same code in another folder is the same code
         identity["files"] = sorted({path.name for path in files})
         identity["source_sha256"] = _digest(tuple(files))
-    distribution = _distribution(cls.__module__)
+    distribution = _distribution(module)
     if distribution:
         identity["distribution"] = distribution
     return identity
@@ -42,28 +59,37 @@ def with_inputs(cell: Cell, registry: Registry, settings: DataSettings) -> Cell:
     """The cell with its code and data identities resolved (skipped cells need none)."""
     if cell.skip_reason:
         return cell
-    return dataclasses.replace(cell, inputs={
-        "code": code_identity(registry.get(cell.algorithm).cls),
-        "data": data_fingerprint(registry.dataset(cell.dataset.source), settings)})
+    dataset = registry.dataset(cell.dataset.source)
+    inputs = {"code": code_identity(registry.get(cell.algorithm).cls),
+              "data": data_fingerprint(dataset, settings)}
+    used = {"dataset": dataset.load,
+            "architecture": registry.architecture(cell.dataset.architecture.type).build,
+            **{f"metric {name}": registry.metric(name).compute
+               for name in cell.settings.metrics.extra}}
+    plugins = {kind: found for kind, function in used.items()
+               if (found := plugin_identity(function)) is not None}
+    if plugins:  # only when outside plugins are used: the core's own leave old hashes alone
+        inputs["plugins"] = plugins
+    return dataclasses.replace(cell, inputs=inputs)
 
 
 def _classes(cls: type) -> list[type]:
     return [c for c in cls.__mro__ if issubclass(c, Algorithm)]
 
 
-def _source_file(cls: type) -> Path | None:
+def _source_file(obj: Any) -> Path | None:
     try:
-        return Path(inspect.getfile(cls)).resolve()
+        return Path(inspect.getfile(obj)).resolve()
     except (TypeError, OSError):
         return None
 
 
-def _package_files(cls: type) -> set[Path]:
-    """Every module of the top-level package the class comes from, when that is a plugin
+def _package_files(module: str) -> set[Path]:
+    """Every module of the top-level package ``module`` belongs to, when that is a plugin
     package (the core's own modules are covered through the class hierarchy)."""
-    top = cls.__module__.partition(".")[0]
+    top = module.partition(".")[0]
     package = sys.modules.get(top)
-    if top == __package__ or package is None or not hasattr(package, "__path__"):
+    if top == CORE or package is None or not hasattr(package, "__path__"):
         return set()
     return {path.resolve() for folder in package.__path__ for path in Path(folder).rglob("*.py")}
 

@@ -117,7 +117,8 @@ class Runner:
         """One training minibatch. ``metrics``: log them for this step. ``update_forward=False``
         leaves the forward weights where they are (the feedback still trains). ``inspect`` sees
         the proposal before anything is applied (the conformance checks). A step with a NaN or
-        infinite loss or update applies nothing and reports the ``fault``."""
+        infinite loss or update applies no forward update (the feedback step has happened) and
+        reports the ``fault``."""
         proposal = self.propose(x, y)
         if inspect is not None:
             inspect(proposal)

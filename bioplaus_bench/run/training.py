@@ -106,7 +106,7 @@ def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path 
     result["wall_time"] = elapsed_before + time.perf_counter() - started
     if state["metrics"]:
         result["metrics"] = state["metrics"]
-    if probe is not None:
+    if probe is not None and state["status"] == "ok":  # a probe of a failed run means nothing
         result["probe"] = probe(runner, data)
     return result
 

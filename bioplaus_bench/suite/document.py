@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from ..errors import InputError, did_you_mean
-from ..registry import Registry
+from ..registry import Registry, default_registry
 from ..spec.cell import (
     Cell,
     DatasetConfig,
@@ -85,7 +85,10 @@ class Suite:
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,
               subset: int | None = None, registry: Registry | None = None) -> list[Cell]:
-        """Expand into cells, with the command line's quick-trial overrides applied."""
+        """Expand into cells, with the command line's quick-trial overrides applied. A cell of
+        an algorithm that does not support the dataset's network is skipped, with the reason;
+        ``registry`` is the run's (default: the built-in and installed plugins)."""
+        registry = registry or default_registry()
         for kind, chosen, known in (("algorithm", only, self.algorithms),
                                     ("dataset", datasets, self.datasets)):
             for name in chosen or ():
@@ -105,12 +108,6 @@ class Suite:
         for d_index, (d_id, dataset) in enumerate(self.datasets.items()):
             if datasets and d_id not in datasets:
                 continue
-            if subset is not None and dataset.source == "teacher":
-                # The teacher task is generated with options.n_train samples: --subset would be
-                # recorded as a deviation that never happened.
-                raise InputError(f"{self.path}: --subset does not apply to dataset '{d_id}' "
-                                 f"(source teacher); use --set datasets.{d_id}.options.n_train=N"
-                                 f" or --datasets to leave it out")
             cell_deviations = list(deviations)
             if epochs is not None and epochs != dataset.protocol.epochs:
                 cell_deviations.append(f"{epochs} instead of {dataset.protocol.epochs} epochs")
@@ -123,7 +120,7 @@ class Suite:
                 reason = None
                 if d_id in entry.skip:
                     reason = "not run on this dataset (suite's skip list)"
-                elif registry is not None:
+                else:
                     caps = registry.get(self.names[a_id]).cls.capabilities
                     kind = dataset.architecture.type
                     if not caps.supports(registry.architecture(kind).layer_kinds):

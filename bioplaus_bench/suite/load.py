@@ -244,6 +244,9 @@ def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Sou
                    registry: Registry) -> None:
     known = registry.provided("metrics")
     for index, name in enumerate(metrics.extra):
+        if name == "alignment" or name in metrics.extra[:index]:
+            raise source.error((*where, "metrics", "extra", index),
+                               f"'{name}' is logged already (alignment always is)")
         if name not in known:
             raise source.error((*where, "metrics", "extra", index),
                                f"unknown metric '{name}'{did_you_mean(name, known)}; known: "

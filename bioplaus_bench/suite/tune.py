@@ -24,6 +24,7 @@ from ..errors import InputError
 from ..model.algorithm import Algorithm
 from ..registry import Registry
 from ..run.executors import execute_cell
+from ..run.inputs import with_inputs
 from ..run.setup import Environment
 from ..spec.cell import Cell
 from ..spec.schema import Path_, Source, coerce, coerce_dataclass
@@ -97,7 +98,8 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
     from optuna.trial import TrialState
 
     env = env or Environment()
-    cells = [c for c in suite.cells(only=[algorithm], datasets=[dataset], epochs=epochs)
+    cells = [c for c in suite.cells(only=[algorithm], datasets=[dataset], epochs=epochs,
+                                    registry=registry)
              if seed is None or c.seed == seed]
     if not cells:
         raise InputError(f"seed {seed} is not in {suite.path}")
@@ -149,6 +151,8 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
             candidate = trial_cell(cell, cls, values)
         except InputError as error:  # a value the spec rejects: this trial fails, the rest go on
             raise pruned("error", f"{type(error).__name__}: {error}") from None
+        # With its code and data identity, as a `bench run` cell has: equal hashes, equal runs.
+        candidate = with_inputs(candidate, registry, env.data)
         record = execute_cell(candidate, registry, env, None, False)
         if record.status == "error":
             raise pruned("error", record.reason)

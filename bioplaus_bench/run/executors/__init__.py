@@ -10,6 +10,7 @@ others still run. Every executor runs a cell through ``execute_cell``. The built
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pickle
 import traceback
@@ -119,8 +120,10 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
                 todo.append((index, cell))
         if todo:
             files = [str(Path(f).resolve()) for f in plugin_files]
-            executor.run(todo, RunContext(registry, files, env, options, force, store, reporter,
-                                          summary))
+            # The registry stays here: workers load the plugin files themselves.
+            local_env = dataclasses.replace(env, registry=None)
+            executor.run(todo, RunContext(registry, files, local_env, options, force, store,
+                                          reporter, summary))
     finally:
         reporter.close()
     return summary
@@ -156,9 +159,17 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
 
 
 def _record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str]) -> Record:
-    """The cell's record; its task kind is its dataset's, known before anything loads."""
+    """The cell's record; its task kind is its dataset's, known before anything loads. A result
+    that JSON cannot hold (a metric plugin's object) fails this cell, not the run."""
     kind = _registry(plugins).dataset(cell.dataset.source).kind
-    return make_record(cell, result, env.device, kind)
+    record = make_record(cell, result, env.device, kind)
+    try:
+        json.dumps(record.to_json(), allow_nan=False)
+    except (TypeError, ValueError) as error:
+        text = f"the result cannot be stored as JSON: {type(error).__name__}: {error}"
+        record = make_record(cell, {"status": "error", "error": text, "reason": text},
+                             env.device, kind)
+    return record
 
 
 def _registry(plugins: Registry | list[str]) -> Registry:
