@@ -40,13 +40,12 @@ import torch
 from bioplaus_bench.api import ArchitectureSpec, Classification
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import DataMissingError
-from bioplaus_bench.metrics.alignment import MetricsConfig
 from bioplaus_bench.model.networks import build_network
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner
 from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare
 from bioplaus_bench.run.training import train_cell
-from bioplaus_bench.spec.cell import Cell, OptimizerConfig
+from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig
 from bioplaus_bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent

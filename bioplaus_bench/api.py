@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from .data import Data, Dataset, DataSettings, NoOptions, Split, split_validation
 from .errors import DataMissingError
+from .hookspecs import hookimpl
 from .metrics import Metric
-from .metrics.alignment import MetricsConfig
-from .model.algorithm import Algorithm, Capabilities, NoParams, hookimpl
+from .model.algorithm import Algorithm, Capabilities, NoParams
 from .model.architectures import Architecture
 from .model.networks import (
     ArchitectureSpec,
@@ -45,15 +45,16 @@ from .model.networks import (
 )
 from .model.tasks import Classification, Regression, Task
 from .run.executors import Executor, ExecutorOptions, RunContext
+from .spec.cell import MetricsConfig
 from .spec.schema import Beta, Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from .tp.feedback import (
-                       DifferenceReconstructionLoss,
-                       DirectPath,
-                       FeedbackMap,
-                       FeedbackPath,
-                       LayerwisePath,
-                       RandomHiddenLayerPath,
-                       ReconstructionLoss,
+    DifferenceReconstructionLoss,
+    DirectPath,
+    FeedbackMap,
+    FeedbackPath,
+    LayerwisePath,
+    RandomHiddenLayerPath,
+    ReconstructionLoss,
 )
 from .tp.method import TargetPropagation, TPParams
 from .tp.targets import glorot_normal, local_updates, output_target

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pluggy
 
 hookspec = pluggy.HookspecMarker("bioplaus_bench")
+hookimpl = pluggy.HookimplMarker("bioplaus_bench")  # what a plugin marks its hooks with
 
 
 @hookspec

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import DataMissingError, InputError
-from ..model.algorithm import hookimpl
+from ..hookspecs import hookimpl
 from .images import CIFAR10, CIFAR_REBUILT_MD5, FASHION_MNIST, IDX_CLASSES, IDX_MD5, MNIST
 from .teacher import TEACHER, TeacherOptions, teacher_data
 from .types import (

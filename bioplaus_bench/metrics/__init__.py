@@ -10,10 +10,11 @@ from typing import Any
 
 from torch import Tensor
 
-from ..model.algorithm import hookimpl
+from ..hookspecs import hookimpl
 from ..model.networks import ForwardPass, Network
 from ..model.tasks import Task
-from .alignment import MetricsConfig, alignment
+from ..spec.cell import MetricsConfig
+from .alignment import alignment
 
 Compute = Callable[[Network, Task, ForwardPass, Sequence[Tensor], MetricsConfig], dict[str, Any]]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -20,23 +19,7 @@ from torch.func import functional_call, jacrev, vmap
 
 from ..model.networks import Dense, ForwardPass, Network
 from ..model.tasks import Task
-from ..spec.schema import Name, PositiveInt
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """What to log, every ``log_interval`` minibatches (None: nothing)."""
-
-    log_interval: PositiveInt | None = None
-    bp_angles: bool = True
-    gnt_angles: bool = True
-    # λ per hidden layer (one value: every layer); 0 means the pseudo-inverse.
-    gnt_damping: float | tuple[float, ...] = 0.0
-    # Damping search: GNT angles for every λ of this grid (spec §9.2).
-    damping_grid: tuple[float, ...] = ()
-    nullspace_layers: tuple[int, ...] = ()  # layers whose update's nullspace ratio is logged
-    # Metric plugins also logged, by name; each one's result is stored under its name.
-    extra: tuple[Name, ...] = ()
+from ..spec.cell import MetricsConfig
 
 
 def angle(a: Tensor, b: Tensor) -> float:

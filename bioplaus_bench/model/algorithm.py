@@ -7,14 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import pluggy
 import torch
 from torch import Tensor, nn
 
 from .networks import ArchitectureSpec, ForwardPass, Network
 from .tasks import Task
-
-hookimpl = pluggy.HookimplMarker("bioplaus_bench")
 
 
 @dataclass(frozen=True)

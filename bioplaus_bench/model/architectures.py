@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .algorithm import hookimpl
+from ..hookspecs import hookimpl
 from .networks import ArchitectureSpec, ConvBlock, Network, mlp_layers
 
 Builder = Callable[..., Network]  # (spec, input_shape, n_outputs, *, dtype, device) -> Network

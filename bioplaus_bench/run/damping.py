@@ -9,9 +9,8 @@ import numpy as np
 
 from ..data import Data
 from ..errors import InputError
-from ..metrics.alignment import MetricsConfig
 from ..model.algorithm import Algorithm
-from ..spec.cell import Cell
+from ..spec.cell import Cell, MetricsConfig
 from .runner import Runner
 from .setup import Environment, batches
 from .training import train_cell

@@ -18,11 +18,10 @@ import torch
 from torch import Tensor
 
 from ..metrics import ALIGNMENT, Metric, logged
-from ..metrics.alignment import MetricsConfig
 from ..model.algorithm import Algorithm
 from ..model.networks import ForwardPass, Network, forward_pass
 from ..model.optim import adam
-from ..spec.cell import OptimizerConfig
+from ..spec.cell import MetricsConfig, OptimizerConfig
 
 
 class UpdateError(RuntimeError):

@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from ..metrics.alignment import MetricsConfig
 from ..model.networks import ArchitectureSpec
-from .schema import Beta, Check, NonNegativeInt, PositiveFloat, PositiveInt
+from .schema import Beta, Check, Name, NonNegativeInt, PositiveFloat, PositiveInt
 
 Precision = Literal["float32", "float64"]
 # What a table reports: the test error (test loss for regression) at the selected epoch, or the
@@ -24,6 +23,22 @@ Metric = Literal["test_error", "train_loss"]
 Fraction = Annotated[float, Check(lambda x: 0 <= x <= 1, "a number from 0 to 1")]
 # Seeds go to numpy's and torch's generators, which take 32-bit seeds.
 Seed = Annotated[int, Check(lambda n: 0 <= n < 2**32, "a seed in [0, 2^32)")]
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """What to log, every ``log_interval`` minibatches (None: nothing)."""
+
+    log_interval: PositiveInt | None = None
+    bp_angles: bool = True
+    gnt_angles: bool = True
+    # λ per hidden layer (one value: every layer); 0 means the pseudo-inverse.
+    gnt_damping: float | tuple[float, ...] = 0.0
+    # Damping search: GNT angles for every λ of this grid (spec §9.2).
+    damping_grid: tuple[float, ...] = ()
+    nullspace_layers: tuple[int, ...] = ()  # layers whose update's nullspace ratio is logged
+    # Metric plugins also logged, by name; each one's result is stored under its name.
+    extra: tuple[Name, ...] = ()
+
 
 @dataclass(frozen=True)
 class Pruning:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, SuiteError, did_you_mean
-from ..metrics.alignment import MetricsConfig
 from ..registry import Registry
 from ..spec.cell import (
     DatasetConfig,
+    MetricsConfig,
     OptimizerConfig,
     Precision,
     Settings,

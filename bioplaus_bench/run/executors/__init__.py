@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...model.algorithm import hookimpl
+from ...hookspecs import hookimpl
 from ...registry import Registry, load_registry
 from ...results.record import Record
 from ...results.store import ResultStore, make_record
