@@ -22,6 +22,8 @@ from bioplaus_bench.api import (
     DifferenceReconstructionLoss,
     DirectPath,
     LayerwisePath,
+    PositiveFloat,
+    PositiveInt,
     RandomHiddenLayerPath,
     ReconstructionLoss,
     TargetPropagation,
@@ -97,7 +99,7 @@ class DDTPLinear(_LastHiddenBiasQuirk, TargetPropagation):
 
 @dataclass(frozen=True)
 class DDTPRHLParams(TPParams):
-    random_width: int = 1024  # width d of the fixed random layer (2048 for CIFAR-10)
+    random_width: PositiveInt = 1024  # width d of the fixed random layer (2048 for CIFAR-10)
 
 
 class DDTPRHL(TargetPropagation):
@@ -124,7 +126,7 @@ class DDTPControl(TargetPropagation):
 
 @dataclass(frozen=True)
 class DFAParams:
-    target_stepsize: float = 1.0  # η̂; the paper's DFA configs use 1
+    target_stepsize: PositiveFloat = 1.0  # η̂; the paper's DFA configs use 1
     last_hidden_bias: bool = False  # False reproduces the original (spec §4.2)
 
 
