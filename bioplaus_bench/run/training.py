@@ -40,8 +40,8 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
                probe: Callable[[Runner, Data], Any] | None = None,
                time_limit: float | None = None) -> dict[str, Any]:
     """Train one cell; return its result (status, history, selected epoch, final metrics, and
-    the logged alignment metrics). ``probe``, if given, is called with the trained network,
-    runner and data after the last epoch; what it returns is stored under ``"probe"``.
+    the logged metrics). ``probe``, if given, is called with the runner and the data after the
+    last epoch of a cell that finished ok; what it returns is stored under ``"probe"``.
     ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes."""
     env = env or Environment()
     with _deadline(time_limit) as out_of_time:
