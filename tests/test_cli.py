@@ -84,7 +84,8 @@ def tiny(tmp_path):
 
 def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     out = tmp_path / "results"
-    first = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
+    quick = ("--seeds", "2", "--epochs", "2")  # the demo's own size is checked by `make demo`
+    first = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet", *quick)
     assert first.exit_code == 0, first.output
     for label in ("BP", "DDTP-linear", "DDTP-RHL", "DTP-DRL", "DDTP-control", "DTP",
                   "DTP (pre-trained)", "DFA", "FA"):
@@ -97,7 +98,7 @@ def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     assert record["provenance"]["torch"] and record["provenance"]["dtype"] == "float64"
     assert len(record["history"]) == record["config"]["dataset"]["protocol"]["epochs"]
 
-    second = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet")
+    second = invoke("run", ROOT / "suites" / "smoke.yaml", "--out", out, "--quiet", *quick)
     assert second.exit_code == 0
     assert "18 from earlier runs" in second.stderr
     assert records(out) == saved

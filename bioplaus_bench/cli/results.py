@@ -74,3 +74,26 @@ def plot(
             raise InputError(f"no records in {results}")
         path = draw(records, figure, output, layer)
     err.print(f"wrote {path}", markup=False, highlight=False)
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="A results folder written by `bench run`.")],
+    output: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="The HTML file [default: RESULTS/report.html].")] = None,
+) -> None:
+    """One self-contained HTML page: protocol, table, seeds, curves, alignment, status, provenance."""
+    from ..results.page import build
+
+    with input_errors():
+        if not results.is_dir():
+            raise InputError(f"results folder not found: {results}")
+        store = ResultStore(results)
+        records = list(store.records())
+        if not records:
+            raise InputError(f"no records in {results}"
+                             + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+        text = build(records, unreadable=len(store.skipped))
+    path = output if output is not None else results / "report.html"
+    write_text(path, text)
+    err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

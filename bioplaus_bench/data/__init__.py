@@ -1,6 +1,7 @@
 """Datasets: the data a cell trains on, loaded into tensors by dataset plugins (``types``), and
-the built-in ones: MNIST, Fashion-MNIST and CIFAR-10 (``images``) and the teacher task
-(``teacher``), registered through the ``bioplaus_bench_datasets`` hook like anyone's."""
+the built-in ones: MNIST, Fashion-MNIST and CIFAR-10 (``images``) and the teacher task, with raw
+or standardised targets (``teacher``), registered through the ``bioplaus_bench_datasets`` hook
+like anyone's."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from ..errors import DataMissingError, InputError
 from ..hookspecs import hookimpl
 from .images import CIFAR10, CIFAR_REBUILT_MD5, FASHION_MNIST, IDX_CLASSES, IDX_MD5, MNIST
-from .teacher import TEACHER, TeacherOptions, teacher_data
+from .teacher import TEACHER, TEACHER_NORMALIZED, TeacherOptions, teacher_data
 from .types import (
     CACHE_ENV,
     DATA_ENV,
@@ -24,7 +25,8 @@ from .types import (
 )
 
 __all__ = ["CACHE_ENV", "CIFAR10", "CIFAR_REBUILT_MD5", "DATA_ENV", "DataMissingError",
-           "FASHION_MNIST", "IDX_CLASSES", "IDX_MD5", "InputError", "MNIST", "TEACHER", "Data",
+           "FASHION_MNIST", "IDX_CLASSES", "IDX_MD5", "InputError", "MNIST", "TEACHER",
+           "TEACHER_NORMALIZED", "Data",
            "DataSettings", "Dataset", "NoOptions", "Split", "TeacherOptions", "check_available",
            "data_fingerprint", "default_cache_dir", "default_data_dir", "load_data",
            "split_validation", "teacher_data"]
@@ -32,7 +34,7 @@ __all__ = ["CACHE_ENV", "CIFAR10", "CIFAR_REBUILT_MD5", "DATA_ENV", "DataMissing
 
 @hookimpl
 def bioplaus_bench_datasets() -> list[Dataset]:
-    return [MNIST, FASHION_MNIST, CIFAR10, TEACHER]
+    return [MNIST, FASHION_MNIST, CIFAR10, TEACHER, TEACHER_NORMALIZED]
 
 
 def _dataset(source: str | Dataset) -> Dataset:

@@ -59,5 +59,27 @@ def _load(settings: DataSettings, options: TeacherOptions, *, seed: int,
     return Data(train, val if validation else None, test, Regression(options.output_dim))
 
 
+def standardize(train: Split, *others: Split) -> tuple[Split, ...]:
+    """``train`` and ``others`` with targets standardised per output dimension by the training
+    set's mean and (population) standard deviation, so that a test MSE is the fraction of the
+    teacher's output variance left unexplained (0: perfect; about 1: predicting the mean)."""
+    mean = train.y.mean(dim=0, keepdim=True)
+    std = train.y.std(dim=0, unbiased=False, keepdim=True).clamp_min(1e-12)
+    return tuple(Split(s.x, (s.y - mean) / std) for s in (train, *others))
+
+
+def _load_normalized(settings: DataSettings, options: TeacherOptions, *, seed: int,
+                     validation: int | None) -> Data:
+    train, test, val = standardize(*teacher_data(options, seed, validation or 0))
+    train, test, val = (Split(s.x.float(), s.y.float()) for s in (train, test, val))
+    return Data(train, val if validation else None, test, Regression(options.output_dim))
+
+
 TEACHER = Dataset("teacher", "Teacher regression", "regression", _load, TeacherOptions,
                   summary="a ReLU teacher network's outputs (spec §10), generated from the seed")
+
+TEACHER_NORMALIZED = Dataset(
+    "teacher-normalized", "Teacher regression, normalised targets", "regression",
+    _load_normalized, TeacherOptions,
+    summary="the teacher task with targets standardised by the training set's mean and SD per "
+            "output, so the test MSE is the fraction of output variance unexplained")

@@ -165,7 +165,7 @@ def _exponent(value: float) -> int:
     return int(math.floor(math.log10(abs(value)))) if value and math.isfinite(value) else 0
 
 
-def _pair(mean: float, sd: float, row, latex: bool) -> str:
+def mean_sd(mean: float, sd: float, row, latex: bool) -> str:
     """``mean ± sd``; small or large numbers as the paper writes them, ``(2.87 ± 4.11)e-8``."""
     pm = r" \pm " if latex else " ± "
     if math.isnan(mean):
@@ -181,7 +181,7 @@ def _pair(mean: float, sd: float, row, latex: bool) -> str:
     return f"({inner})e{k}"
 
 
-def _counts(row) -> str:
+def seed_counts(row) -> str:
     parts = [f"n={row.n}"] + [f"{row.ok - row.n} without a value"] * (row.ok > row.n)
     return ", ".join(parts + [f"{getattr(row, status)} {word}"
                               for status, word in UNFINISHED.items() if getattr(row, status)])
@@ -193,12 +193,12 @@ def _cell(row, latex: bool) -> str:
     if row.n == 0:
         text = "--" if latex else NO_VALUE
     else:
-        text = _pair(row.mean, row.sd, row, latex)
+        text = mean_sd(row.mean, row.sd, row, latex)
         if latex:
             text = f"$\\mathbf{{{text}}}$" if row.best else f"${text}$"
         elif row.best:
             text = f"**{text}**"
-    return f"{text} {{\\scriptsize ({_counts(row)})}}" if latex else f"{text} ({_counts(row)})"
+    return f"{text} {{\\scriptsize ({seed_counts(row)})}}" if latex else f"{text} ({seed_counts(row)})"
 
 
 def _layout(summary: pd.DataFrame):
@@ -287,7 +287,7 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
         lines += _markdown_table(
             ["Dataset", "Method", "n", "mean ± SD", "95% CI", _baseline_column(summary),
              "p vs best"],
-            [[r.dataset_label, r.label, str(r.n), _pair(r.mean, r.sd, r, False), _ci(r),
+            [[r.dataset_label, r.label, str(r.n), mean_sd(r.mean, r.sd, r, False), _ci(r),
               _p(r.p_vs_bp), _p(r.p_vs_best)] for r in tested.itertuples(index=False)])
         if (tested.ci95_method == "log t").any():
             lines += ["", "* on the log scale (an interval for the geometric mean): the "
@@ -310,7 +310,7 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
         lines += _markdown_table(
             ["Dataset", "Method", "ours", "paper", "Δ / SD"],
             [[r.dataset_label, r.label,
-              _pair(r.mean, r.sd, r, False) + f" (n={r.n})", _pair(r.paper_mean, r.paper_sd, r, False),
+              mean_sd(r.mean, r.sd, r, False) + f" (n={r.n})", mean_sd(r.paper_mean, r.paper_sd, r, False),
               NO_VALUE if math.isnan(r.paper_delta_sd) else f"{r.paper_delta_sd:+.1f}"]
              for r in compared.itertuples(index=False)])
         if compared.empty:
@@ -322,8 +322,8 @@ def _ci(row) -> str:
     if math.isnan(row.ci95_low):
         return NO_VALUE
     mark = "*" if row.ci95_method == "log t" else ""
-    return f"[{_pair(row.ci95_low, math.nan, row, False)}, " \
-           f"{_pair(row.ci95_high, math.nan, row, False)}]{mark}"
+    return f"[{mean_sd(row.ci95_low, math.nan, row, False)}, " \
+           f"{mean_sd(row.ci95_high, math.nan, row, False)}]{mark}"
 
 
 def _baseline_column(summary: pd.DataFrame) -> str:
