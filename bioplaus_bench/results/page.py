@@ -37,7 +37,7 @@ th,td{border:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-align:to
 th{background:#f4f4f4}td.num{text-align:right;white-space:nowrap}
 .paper{color:#666;font-size:.9em}.note{color:#555;font-size:.92em}
 svg{width:100%;height:auto;display:block}figure{margin:.5em 0}
-nav a{margin-right:.7em}
+nav{display:flex;flex-wrap:wrap;gap:.2em .7em}
 """
 
 
