@@ -21,6 +21,19 @@ from .common import (
 )
 
 
+def _read_records(results: Path) -> tuple[ResultStore, list]:
+    """The records of a results folder (its store says what it skipped); an InputError when
+    there is no folder or no record."""
+    if not results.is_dir():
+        raise InputError(f"results folder not found: {results}")
+    store = ResultStore(results)
+    records = list(store.records())
+    if not records:
+        raise InputError(f"no records in {results}"
+                         + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+    return store, records
+
+
 @app.command()
 def table(
     results: Annotated[Path, typer.Argument(help="A results folder written by `bench run`.")],
@@ -35,13 +48,7 @@ def table(
 ) -> None:
     """Aggregate the records of a results folder into the paper's table layout."""
     with input_errors():
-        if not results.is_dir():
-            raise InputError(f"results folder not found: {results}")
-        store = ResultStore(results)
-        records = list(store.records())
-        if not records:
-            raise InputError(f"no records in {results}"
-                             + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+        store, records = _read_records(results)
         frame = records_frame(records)
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
@@ -69,9 +76,7 @@ def plot(
     from ..results.plots import plot as draw
 
     with input_errors():
-        records = list(ResultStore(results).records()) if results.is_dir() else []
-        if not records:
-            raise InputError(f"no records in {results}")
+        _, records = _read_records(results)
         path = draw(records, figure, output, layer)
     err.print(f"wrote {path}", markup=False, highlight=False)
 
@@ -86,13 +91,7 @@ def report(
     from ..results.page import build
 
     with input_errors():
-        if not results.is_dir():
-            raise InputError(f"results folder not found: {results}")
-        store = ResultStore(results)
-        records = list(store.records())
-        if not records:
-            raise InputError(f"no records in {results}"
-                             + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+        store, records = _read_records(results)
         text = build(records, unreadable=len(store.skipped))
     path = output if output is not None else results / "report.html"
     write_text(path, text)

@@ -85,7 +85,7 @@ def run(
                              epochs=epochs, subset=subset, registry=registry)
         for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
             data_module.check_available(registry.dataset(source), settings)
-        cells = [with_inputs(c, registry, settings) for c in cells]
+        cells = with_inputs(cells, registry, settings)
         store = ResultStore(results or Path("results") / loaded.name)
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
         options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)

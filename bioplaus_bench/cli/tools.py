@@ -56,14 +56,7 @@ def damping(
             values = tuple(float(v) for v in grid.split(","))
         except ValueError:
             raise InputError(f"--grid expects comma-separated numbers, got '{grid}'") from None
-        cells = [c for c in loaded.cells(only=[algorithm], datasets=[dataset], epochs=epochs,
-                                         registry=registry)
-                 if seed is None or c.seed == seed]
-        if not cells:
-            raise InputError(f"seed {seed} is not in {suite}")
-        cell = cells[0]
-        if cell.skip_reason:
-            raise InputError(f"{cell.key}: {cell.skip_reason}")
+        cell = loaded.cell(algorithm, dataset, seed=seed, epochs=epochs, registry=registry)
         settings = data_settings(data_dir, download, skip_checksums)
         data_module.check_available(registry.dataset(cell.dataset.source), settings)
         found = damping_search(cell, registry.get(cell.algorithm).cls,

@@ -51,14 +51,6 @@ def teacher_data(options: TeacherOptions, seed: int, n_val: int) -> tuple[Split,
     return sets[0], sets[1], sets[2]
 
 
-
-def _load(settings: DataSettings, options: TeacherOptions, *, seed: int,
-          validation: int | None) -> Data:
-    train, test, val = teacher_data(options, seed, validation or 0)
-    train, test, val = (Split(s.x.float(), s.y.float()) for s in (train, test, val))
-    return Data(train, val if validation else None, test, Regression(options.output_dim))
-
-
 def standardize(train: Split, *others: Split) -> tuple[Split, ...]:
     """``train`` and ``others`` with targets standardised per output dimension by the training
     set's mean and (population) standard deviation, so that a test MSE is the fraction of the
@@ -68,18 +60,23 @@ def standardize(train: Split, *others: Split) -> tuple[Split, ...]:
     return tuple(Split(s.x, (s.y - mean) / std) for s in (train, *others))
 
 
-def _load_normalized(settings: DataSettings, options: TeacherOptions, *, seed: int,
-                     validation: int | None) -> Data:
-    train, test, val = standardize(*teacher_data(options, seed, validation or 0))
-    train, test, val = (Split(s.x.float(), s.y.float()) for s in (train, test, val))
-    return Data(train, val if validation else None, test, Regression(options.output_dim))
+def _loader(normalize: bool):
+    """Load the teacher task, with its targets standardised (``standardize``) or as drawn."""
+    def load(settings: DataSettings, options: TeacherOptions, *, seed: int,
+             validation: int | None) -> Data:
+        splits = teacher_data(options, seed, validation or 0)
+        if normalize:
+            splits = standardize(*splits)
+        train, test, val = (Split(s.x.float(), s.y.float()) for s in splits)
+        return Data(train, val if validation else None, test, Regression(options.output_dim))
+    return load
 
 
-TEACHER = Dataset("teacher", "Teacher regression", "regression", _load, TeacherOptions,
+TEACHER = Dataset("teacher", "Teacher regression", "regression", _loader(False), TeacherOptions,
                   summary="a ReLU teacher network's outputs (spec §10), generated from the seed")
 
 TEACHER_NORMALIZED = Dataset(
     "teacher-normalized", "Teacher regression, normalised targets", "regression",
-    _load_normalized, TeacherOptions,
+    _loader(True), TeacherOptions,
     summary="the teacher task with targets standardised by the training set's mean and SD per "
             "output, so the test MSE is the fraction of output variance unexplained")

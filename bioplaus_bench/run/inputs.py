@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import inspect
 import sys
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
@@ -55,22 +56,34 @@ def _identity(files: set[Path], module: str) -> dict[str, Any]:
     return identity
 
 
-def with_inputs(cell: Cell, registry: Registry, settings: DataSettings) -> Cell:
-    """The cell with its code and data identities resolved (skipped cells need none)."""
-    if cell.skip_reason:
-        return cell
-    dataset = registry.dataset(cell.dataset.source)
-    inputs = {"code": code_identity(registry.get(cell.algorithm).cls),
-              "data": data_fingerprint(dataset, settings)}
-    used = {"dataset": dataset.load,
-            "architecture": registry.architecture(cell.dataset.architecture.type).build,
-            **{f"metric {name}": registry.metric(name).compute
-               for name in cell.settings.metrics.extra}}
-    plugins = {kind: found for kind, function in used.items()
-               if (found := plugin_identity(function)) is not None}
-    if plugins:  # only when outside plugins are used: the core's own leave old hashes alone
-        inputs["plugins"] = plugins
-    return dataclasses.replace(cell, inputs=inputs)
+def with_inputs(cells: list[Cell], registry: Registry, settings: DataSettings) -> list[Cell]:
+    """The cells with their code and data identities resolved (skipped cells need none). Each
+    plugin's source is read and hashed once for all the cells that use it."""
+    identities: dict[object, dict[str, Any] | None] = {}
+
+    def identity(of: object, find: Callable[[Any], dict[str, Any] | None]) -> Any:
+        if of not in identities:
+            identities[of] = find(of)
+        return identities[of]
+
+    resolved = []
+    for cell in cells:
+        if cell.skip_reason:
+            resolved.append(cell)
+            continue
+        dataset = registry.dataset(cell.dataset.source)
+        inputs = {"code": identity(registry.get(cell.algorithm).cls, code_identity),
+                  "data": data_fingerprint(dataset, settings)}
+        used = {"dataset": dataset.load,
+                "architecture": registry.architecture(cell.dataset.architecture.type).build,
+                **{f"metric {name}": registry.metric(name).compute
+                   for name in cell.settings.metrics.extra}}
+        plugins = {kind: found for kind, function in used.items()
+                   if (found := identity(function, plugin_identity)) is not None}
+        if plugins:  # only when outside plugins are used: the core's own leave old hashes alone
+            inputs["plugins"] = plugins
+        resolved.append(dataclasses.replace(cell, inputs=inputs))
+    return resolved
 
 
 def _classes(cls: type) -> list[type]:

@@ -131,3 +131,16 @@ class Suite:
                                       (d_index, a_index), reason, subset, self.metric,
                                       tuple(cell_deviations), baseline=self.baseline))
         return cells
+
+    def cell(self, algorithm: str, dataset: str, *, seed: int | None = None,
+             epochs: int | None = None, registry: Registry | None = None) -> Cell:
+        """The one cell a search works on (``bench tune``, ``bench damping``): the entry's on
+        the dataset, with ``seed`` (default: the suite's first); an InputError when the seed is
+        not the suite's or the algorithm does not run on that dataset."""
+        cells = [c for c in self.cells(only=[algorithm], datasets=[dataset], epochs=epochs,
+                                       registry=registry) if seed is None or c.seed == seed]
+        if not cells:
+            raise InputError(f"seed {seed} is not in {self.path}")
+        if cells[0].skip_reason:
+            raise InputError(f"{cells[0].key} is skipped: {cells[0].skip_reason}")
+        return cells[0]

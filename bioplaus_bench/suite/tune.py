@@ -98,14 +98,7 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
     from optuna.trial import TrialState
 
     env = env or Environment()
-    cells = [c for c in suite.cells(only=[algorithm], datasets=[dataset], epochs=epochs,
-                                    registry=registry)
-             if seed is None or c.seed == seed]
-    if not cells:
-        raise InputError(f"seed {seed} is not in {suite.path}")
-    cell = cells[0]
-    if cell.skip_reason:
-        raise InputError(f"{cell.key} is skipped: {cell.skip_reason}")
+    cell = suite.cell(algorithm, dataset, seed=seed, epochs=epochs, registry=registry)
     if cell.dataset.protocol.validation is None:
         raise InputError(f"{suite.path}: datasets.{dataset}.protocol.validation is null; tuning "
                          "selects on a validation split, never on the test set")
@@ -152,7 +145,7 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
         except InputError as error:  # a value the spec rejects: this trial fails, the rest go on
             raise pruned("error", f"{type(error).__name__}: {error}") from None
         # With its code and data identity, as a `bench run` cell has: equal hashes, equal runs.
-        candidate = with_inputs(candidate, registry, env.data)
+        candidate, = with_inputs([candidate], registry, env.data)
         record = execute_cell(candidate, registry, env, None, False)
         if record.status == "error":
             raise pruned("error", record.reason)

@@ -209,7 +209,9 @@ def init_worker(plugin_files: list[str], threads: int) -> None:
 def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
                      checkpoint: str | None, force: bool, threads: int | None = None) -> Record:
     """A worker's entry point. The cell travels pickled, to be unpickled only after the plugin
-    files are imported (its params may be instances of a plugin's class)."""
+    files are imported (its params may be instances of a plugin's class). ``payload`` is made
+    by the parent ``bench`` process (``pickle.dumps(cell)``) and handed over in memory by the
+    process pool or Ray; nothing read from disk is ever unpickled here."""
     if threads is not None:
         import torch
 
