@@ -1,5 +1,6 @@
 """Alignment metrics (spec §9, §10) against explicit autograd Jacobians (float64)."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -53,6 +54,21 @@ def test_output_jacobians_match_explicit_autograd(spec, shape):
         for b in range(fwd.batch_size):
             explicit = jacrev(lambda h, i=i: net.propagate(h.unsqueeze(0), i)[0])(fwd.h[i][b])
             assert torch.allclose(jacobians[i][b], explicit.reshape(3, -1))
+
+
+@pytest.mark.parametrize("spec, shape", [(MLP, (7,)), (CNN, (3, 8, 8))], ids=["mlp", "cnn"])
+def test_metrics_work_on_channels_last_networks(spec, shape):
+    """float32 CNNs run on channels-last weights (architectures.py): the Jacobians through them
+    (GNT angles, nullspace ratio) equal those of the same network in the standard layout."""
+    net, fwd = setup(spec, shape)
+    standard = copy.deepcopy(net)
+    net.to(memory_format=torch.channels_last)
+    jacobians, expected = output_jacobians(net, fwd), output_jacobians(standard, fwd)
+    for i in range(1, net.depth):
+        assert torch.allclose(jacobians[i], expected[i], rtol=1e-12, atol=1e-14)
+    update = torch.randn_like(net.layer_parameters(2)[0])
+    assert nullspace_ratio(net, fwd.x, 2, update) == pytest.approx(
+        nullspace_ratio(standard, fwd.x, 2, update), abs=1e-12)
 
 
 @pytest.mark.parametrize("damping", [0.0, 0.1])

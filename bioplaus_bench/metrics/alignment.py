@@ -3,8 +3,8 @@
 - the angle between each layer's proposed weight update and the BP gradient of the same minibatch;
 - the angle between each hidden layer's update and the Gauss-Newton-target (GNT) update, with
   ``Δh_b = J_bᵀ (J_b J_bᵀ + λ I)⁻¹ e_b`` (the pseudo-inverse for λ = 0), ``J_b = ∂a_L/∂h_i`` for
-  the whole minibatch at once: a closed-form chain through fully connected layers, batched
-  autograd (``vmap(jacrev)``) through conv layers;
+  the whole minibatch at once: a closed-form chain through fully connected layers, autograd
+  (one backward pass per output unit) through conv layers;
 - the nullspace ratio of an update w.r.t. ``∂y/∂vec(W_i)`` (batch size 1, Figure 2).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call
 
 from ..model.networks import Dense, ForwardPass, Network
 from ..model.tasks import Task
@@ -50,13 +50,23 @@ def output_jacobians(network: Network, fwd: ForwardPass) -> dict[int, Tensor]:
         derivative = layer.activation_derivative(fwd.a[i], fwd.h[i])
         jacobian = (jacobian * derivative.unsqueeze(1)) @ layer.linear.weight
     for i in range(1, top):
-        if i not in jacobians:  # through conv layers: batched autograd, one call per layer
-            def output_of(h, i=i):
-                return network.propagate(h.unsqueeze(0), i)[0]
-            with torch.enable_grad():
-                jac = vmap(jacrev(output_of))(fwd.h[i].detach())
-            jacobians[i] = jac.reshape(fwd.batch_size, network.n_outputs, -1)
+        if i not in jacobians:  # through conv layers: autograd, one call per layer
+            jacobians[i] = _per_sample_jacobian(lambda h, i=i: network.propagate(h, i),
+                                                fwd.h[i].detach(), network.n_outputs)
     return jacobians
+
+
+def _per_sample_jacobian(function, inputs: Tensor, n_outputs: int) -> Tensor:
+    """``∂function(x)_b/∂x_b`` (B × n_outputs × numel(x_b)) of a map that treats the samples of
+    a batch independently: one backward pass per output unit over the whole batch. (Not
+    ``vmap(jacrev)``: a conv layer on channels-last weights, the float32 layout, converts its
+    input's layout, which vmap does not support.)"""
+    with torch.enable_grad():
+        inputs = inputs.detach().requires_grad_(True)
+        outputs = function(inputs)
+        rows = [torch.autograd.grad(outputs[:, k].sum(), inputs, retain_graph=k + 1 < n_outputs)[0]
+                for k in range(n_outputs)]
+    return torch.stack(rows, 1).flatten(2)
 
 
 def gauss_newton_step(jacobian: Tensor, error: Tensor, damping: float) -> Tensor:
@@ -135,12 +145,13 @@ def nullspace_ratio(network: Network, x: Tensor, i: int, update: Tensor,
     params = dict(network.named_parameters())
     weight = params[name].detach()
 
-    def output(w, sample):
-        return functional_call(network, {**params, name: w}, (sample.unsqueeze(0),))[0]
+    def output_of(sample):  # y_b as a function of W_i, as a batch of one: (1, n_out)
+        return lambda w: functional_call(network, {**params, name: w.squeeze(0)}, (sample,))
 
-    with torch.enable_grad():
-        jac = vmap(jacrev(output), in_dims=(None, 0))(weight, x).detach()
-    jac = jac.reshape(len(x), network.n_outputs, -1).double()
+    # ∂y_b/∂vec(W_i), one sample at a time: the weight is shared by the batch
+    jac = torch.cat([_per_sample_jacobian(output_of(x[b:b + 1]), weight.unsqueeze(0),
+                                          network.n_outputs)
+                     for b in range(len(x))]).detach().double()
     vector = update.detach().flatten().double()
     # The row space of each J_b has at most n_out directions: project onto it and subtract,
     # instead of forming the (numel × numel) nullspace basis.
