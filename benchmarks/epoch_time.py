@@ -1,5 +1,5 @@
 """Speed of every built-in algorithm against BP and against the hardware, with the goals of
-issue 9 checked at the end.
+issues 9 and 15 checked at the end.
 
     .venv/bin/python benchmarks/epoch_time.py [--quick] [--models mnist,cifar,cnn]
         [--dtypes float32,float64] [--algorithms bp,dfa,...] [--threads N] [--device cpu|cuda]
@@ -22,7 +22,8 @@ issue 9 checked at the end.
    minibatches (shuffle and gather from the in-memory tensors) and of evaluation. Uses MNIST
    from ``--data-dir`` (default ``$BIOPLAUS_DATA``); skipped, with the reason, when it is not
    there.
-5. The goals, each with its measured value and by how much it is met or missed.
+5. The goals, each with its measured value and by how much it is met or missed: those of the
+   MNIST MLP, and every backward-pass rule (``BackwardRule``) within 1.3 × BP on every network.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from bioplaus_bench.api import ArchitectureSpec, Classification
+from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import DataMissingError
 from bioplaus_bench.model.networks import build_network
@@ -55,11 +56,12 @@ MODELS = {
     "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
 }
 # (timed minibatches per round, rounds) for --quick and for a full run
-SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 2))}
+SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 4))}
 BATCH = 128
 RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
-              "dtp-drl"]
+              "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
+RULE_GOAL = 1.3  # every backward-pass rule (issue 15), on every network timed
 RATIO_GOALS = {"dfa": 1.3, "ddtp-linear": 2.0, "ddtp-control": 2.0, "dtp": 3.0,
                "dtp-pretrained": 3.0, "ddtp-rhl": 3.0, "dtp-drl": 6.0}
 LOG_INTERVAL = 80
@@ -263,6 +265,24 @@ def print_goals(peak: float, f32: dict[str, Timing], f64: dict[str, Timing] | No
     print()
 
 
+def print_rule_goals(results: dict[tuple[str, str], dict[str, Timing]]) -> None:
+    """Every backward-pass rule (a ``BackwardRule``, built-in or installed) against BP, on every
+    network and dtype timed."""
+    registry = load_registry()
+    rows = [(model, dtype, name, timing.vs_bp) for (model, dtype), timings in results.items()
+            for name, timing in timings.items()
+            if issubclass(registry.get(name).cls, BackwardRule)]
+    if not rows:
+        return
+    print(f"### Goal: every backward-pass rule ≤ {RULE_GOAL:g} × BP\n")
+    print("| model | dtype | algorithm | × BP | verdict |")
+    print("|---|---|---|---|---|")
+    for model, dtype, name, ratio in rows:
+        verdict = "met" if ratio <= RULE_GOAL else f"missed by {ratio / RULE_GOAL - 1:.0%}"
+        print(f"| {model} | {dtype} | {name} | {ratio:.2f} | {verdict} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer minibatches and rounds")
@@ -294,6 +314,7 @@ def main() -> None:
         whole_epochs(names, args.data_dir, args.device)
     if ("mnist", "float32") in results:
         print_goals(peaks["float32"], results["mnist", "float32"], results.get(("mnist", "float64")))
+    print_rule_goals(results)
     print(f"benchmark took {time.perf_counter() - started:.0f} s")
 
 

@@ -27,6 +27,14 @@ Datasets (``Dataset``), architectures (``Architecture``), metrics (``Metric``) a
 
 from __future__ import annotations
 
+from .backward.rule import (
+    BackwardMatrices,
+    BackwardRule,
+    FixedRandom,
+    Learned,
+    RandomMagnitudeSign,
+    SignOfForward,
+)
 from .data import Data, Dataset, DataSettings, NoOptions, Split, split_validation
 from .errors import DataMissingError
 from .hookspecs import hookimpl
@@ -40,6 +48,7 @@ from .model.networks import (
     ForwardPass,
     LayerGraph,
     Network,
+    build_network,
     forward_pass,
     mlp_layers,
 )
@@ -63,6 +72,8 @@ __all__ = [
     "Algorithm",
     "Architecture",
     "ArchitectureSpec",
+    "BackwardMatrices",
+    "BackwardRule",
     "Beta",
     "Check",
     "Capabilities",
@@ -74,6 +85,7 @@ __all__ = [
     "Dataset",
     "Dense",
     "Executor",
+    "FixedRandom",
     "ExecutorOptions",
     "DifferenceReconstructionLoss",
     "DirectPath",
@@ -82,6 +94,7 @@ __all__ = [
     "ForwardPass",
     "LayerGraph",
     "LayerwisePath",
+    "Learned",
     "Metric",
     "MetricsConfig",
     "Network",
@@ -90,15 +103,19 @@ __all__ = [
     "NoOptions",
     "NoParams",
     "RandomHiddenLayerPath",
+    "RandomMagnitudeSign",
     "ReconstructionLoss",
     "PositiveFloat",
     "PositiveInt",
     "Regression",
     "RunContext",
+    "SignOfForward",
     "Split",
     "TPParams",
     "TargetPropagation",
     "Task",
+    "build_network",
+    "check_algorithm",
     "forward_pass",
     "glorot_normal",
     "hookimpl",
@@ -107,3 +124,12 @@ __all__ = [
     "output_target",
     "split_validation",
 ]
+
+
+def check_algorithm(algorithm):
+    """The conformance checks of ``bench check-plugin`` on ``algorithm`` (an ``Algorithm``
+    subclass): a list of results, each with ``check`` (its name), ``passed``, ``reason`` and
+    ``line()`` (the PASS/FAIL line the command prints). For a plugin's own tests."""
+    from .kit.conformance import check_algorithm as run_checks  # the kit imports the runner
+
+    return run_checks(algorithm)

@@ -1,6 +1,7 @@
 """Feedback alignment, the outside plugin in plugins/feedback_alignment: its formula against backprop
 and a direct per-sample computation (float64), its installation through the entry point, and the
-conformance check."""
+conformance check on the MLP and the CNN (it is a ``BackwardRule``; tests/test_backward_rules.py
+checks the CNN's update against an independent computation)."""
 
 import ast
 from pathlib import Path
@@ -46,27 +47,33 @@ def batch(task, n_in=6, n_out=3, size=9):
 @pytest.mark.parametrize("task", [Classification(3), Regression(3)], ids=["classification", "regression"])
 def test_fa_with_the_transposed_forward_weights_is_exactly_backprop(fa, task):
     network, algorithm = make(fa, task)
-    for i in range(2, network.depth + 1):  # B_i := W_iᵀ
-        algorithm.feedback_matrix(i).copy_(network.layer(i).linear.weight.detach().t())
+    for i in range(2, network.depth + 1):  # B_i := W_i
+        algorithm.feedback_matrix(i).copy_(network.layer(i).linear.weight.detach())
     x, y = batch(task)
-    fwd = forward_pass(network, task, x, y, record_graph=True)
-    expected = torch.autograd.grad(fwd.loss, list(network.parameters()))
-    updates = algorithm.forward_updates(fwd)
+    expected = torch.autograd.grad(forward_pass(network, task, x, y, record_graph=True).loss,
+                                   list(network.parameters()))
+    updates = proposed(algorithm, network, task, x, y)
     assert len(updates) == len(expected) == 2 * network.depth
     for update, grad in zip(updates, expected, strict=True):
         assert update.dtype == torch.float64 and update.shape == grad.shape
         torch.testing.assert_close(update, grad, rtol=1e-12, atol=1e-14)
     # With its own random matrices it is not backprop (the test above is not vacuous).
-    _, random_fa = make(fa, task)
-    assert not torch.allclose(random_fa.forward_updates(fwd)[0], expected[0])
+    random_fa = fa.cls(network, task, fa.cls.Params())
+    assert not torch.allclose(proposed(random_fa, network, task, x, y)[0], expected[0])
+
+
+def proposed(algorithm, network, task, x, y):
+    """The update of one training step, with the forward pass the runner makes for it."""
+    fwd = forward_pass(network, task, x, y, record_graph=True,
+                       backward_weights=algorithm.backward_weights())
+    return algorithm.forward_updates(fwd)
 
 
 def test_fa_update_against_a_direct_per_sample_computation(fa):
     task = Classification(3)
     network, algorithm = make(fa, task, hidden=(5, 4))
     x, y = batch(task, size=4)
-    fwd = forward_pass(network, task, x, y)
-    updates = algorithm.forward_updates(fwd)
+    updates = proposed(algorithm, network, task, x, y)
     W = [None] + [network.layer(i).linear.weight.detach() for i in range(1, 4)]
     b = [None] + [network.layer(i).linear.bias.detach() for i in range(1, 4)]
     B = [None, None] + [algorithm.feedback_matrix(i) for i in range(2, 4)]
@@ -79,8 +86,8 @@ def test_fa_update_against_a_direct_per_sample_computation(fa):
         p = torch.softmax(out, 0)
         e = (p - torch.nn.functional.one_hot(y[n], 3).double()) / len(x)  # ∂(batch mean)/∂out
         d3 = e
-        d2 = (B[3] @ d3) * (1 - h2 ** 2)
-        d1 = (B[2] @ d2) * (1 - h1 ** 2)
+        d2 = (d3 @ B[3]) * (1 - h2 ** 2)  # B_i in place of W_i: (W_iᵀ δ_i) becomes (B_iᵀ δ_i)
+        d1 = (d2 @ B[2]) * (1 - h1 ** 2)
         for i, (d, h_prev) in enumerate([(d1, x[n]), (d2, h1), (d3, h2)], start=1):
             expected[0][i] += torch.outer(d, h_prev)
             expected[1][i] += d
@@ -94,13 +101,13 @@ def test_feedback_matrices_are_fixed_seeded_buffers_of_the_right_shapes(fa):
     _, again = make(fa, Regression(3), seed=3)
     _, other = make(fa, Regression(3), seed=4)
     buffers = dict(algorithm.named_buffers())
-    assert sorted(buffers) == ["B2", "B3", "B4"]
+    assert sorted(buffers) == ["feedback.B2", "feedback.B3", "feedback.B4"]
     for i in range(2, network.depth + 1):
-        assert algorithm.feedback_matrix(i).shape == network.layer(i).linear.weight.t().shape
+        assert algorithm.feedback_matrix(i).shape == network.layer(i).linear.weight.shape
         assert torch.equal(algorithm.feedback_matrix(i), again.feedback_matrix(i))
         assert not torch.equal(algorithm.feedback_matrix(i), other.feedback_matrix(i))
     assert not list(algorithm.parameters())  # nothing to train
-    assert set(algorithm.state_dict()) >= {"B2", "B3", "B4"}  # saved in checkpoints
+    assert set(algorithm.state_dict()) >= set(buffers)  # saved in checkpoints
 
 
 def test_fa_is_an_outside_package_using_only_the_public_api(fa):
@@ -120,15 +127,15 @@ def test_bench_list_shows_fa_from_an_entry_point_and_it_passes_check_plugin(fa):
     listing = runner.invoke(app, ["list"])
     assert listing.exit_code == 0
     row = next(line for line in listing.stdout.splitlines() if "feedback-alignment" in line)
-    assert "FA" in row and "entry point" in row and "MLP" in row
+    assert "FA" in row and "entry point" in row and "MLP, CNN" in row
     result = runner.invoke(app, ["check-plugin", "feedback-alignment"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert "[entry point]" in lines[0]
     checks = [line for line in lines if line.startswith(("PASS", "FAIL", "SKIP"))]
     assert checks and all(line.startswith("PASS") for line in checks), result.stdout
-    for name in ("loads", "step [mlp]", "precision [mlp]", "deterministic [mlp]",
-                 "frozen layers [mlp]", "checkpoint [mlp]"):
+    for name in ("loads", *[f"{check} [{arch}]" for arch in ("mlp", "cnn") for check in
+                            ("step", "precision", "deterministic", "frozen layers", "checkpoint")]):
         assert any(line.startswith(f"PASS  {name}:") for line in checks), name
     assert lines[-1].startswith(f"{len(checks)} passed, 0 failed in ")
     # The distribution's name finds it too.

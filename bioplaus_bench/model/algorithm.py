@@ -21,12 +21,14 @@ class Capabilities:
     An algorithm supports a network when it supports every kind of layer the network is made of
     (``Architecture.layer_kinds``): ``layer_kinds`` lists them; ``mlp=True`` is shorthand for
     ``"dense"`` and ``cnn=True`` adds ``"conv"``, so a new architecture of known kinds of layer
-    needs no change to any algorithm."""
+    needs no change to any algorithm. ``tasks`` are the task kinds it can learn (a dataset's
+    ``kind``: ``"classification"``, ``"regression"``); cells of other tasks are skipped too."""
 
     mlp: bool = True
     cnn: bool = False
     trainable_feedback: bool = False
     layer_kinds: tuple[str, ...] = ()
+    tasks: tuple[str, ...] = ("classification", "regression")
 
     @property
     def supported_layers(self) -> frozenset[str]:
@@ -36,9 +38,14 @@ class Capabilities:
     def supports(self, layer_kinds: frozenset[str]) -> bool:
         return layer_kinds <= self.supported_layers
 
+    def supports_task(self, kind: str) -> bool:
+        return kind in self.tasks
+
     def describe(self) -> str:
         parts = [name for name, on in (("MLP", self.mlp), ("CNN", self.cnn)) if on]
         parts += [kind for kind in self.layer_kinds if kind not in ("dense", "conv")]
+        if set(self.tasks) != {"classification", "regression"}:
+            parts.append(f"{' and '.join(self.tasks) or 'no task'} only")
         if self.trainable_feedback:
             parts.append("trainable feedback")
         return ", ".join(parts)
@@ -94,6 +101,21 @@ class Algorithm(nn.Module):
         """The forward learning rate is divided by this when the suite's optimiser sets
         ``normalize_lr`` (target methods return their target step size η̂, spec §3)."""
         return 1.0
+
+    def backward_weights(self) -> Sequence[Tensor | None] | None:
+        """What each layer uses in place of its weight in the backward pass of this training
+        step's forward pass (indexed 0..L like the layers; a None entry: the layer's own weight),
+        or None (the default): backprop's backward pass. Asked once per training step, before
+        its forward pass; only meaningful with ``record_graph`` (``BackwardRule`` uses it)."""
+        return None
+
+    def optimised_with_layers(self) -> dict[int, Sequence[nn.Parameter]]:
+        """Feedback parameters that the runner's forward optimiser steps together with layer
+        i's parameters, with that layer's settings (Kolen-Pollack's backward weights: the same
+        optimiser as the forward weights); the algorithm sets their ``.grad`` (in
+        ``feedback_step``), the forward optimiser's step applies it, and a frozen layer's are not
+        stepped. Asked once, when the forward optimisers are built. Default: none."""
+        return {}
 
     def forward_updates(self, fwd: ForwardPass) -> Sequence[Tensor]:
         """The proposed update (a gradient-like direction: the optimiser subtracts it) for every

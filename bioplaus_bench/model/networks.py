@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec.schema import Name, NonNegativeInt, PositiveInt
+from .substitute import substitute_conv2d, substitute_linear
 
 Activation = Literal["tanh", "relu", "linear"]
 
@@ -106,8 +107,15 @@ class Dense(nn.Module):
         self.linear = nn.Linear(n_in, n_out, bias=bias, **factory)
         self.activation = activation
 
-    def forward(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
-        a = self.linear(h_prev.flatten(1))
+    def forward(self, h_prev: Tensor, backward_weight: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """``backward_weight``: used in place of the weight for the input's gradient in the
+        backward pass (a backward-pass rule, ``api.BackwardRule``); None: backprop."""
+        if backward_weight is None:
+            a = self.linear(h_prev.flatten(1))
+        else:
+            a = substitute_linear(h_prev.flatten(1), self.linear.weight, self.linear.bias,
+                                  backward_weight)
         return a, _activate(self.activation, a)
 
     def activation_derivative(self, a: Tensor, h: Tensor) -> Tensor:
@@ -144,13 +152,21 @@ class ConvBlock(nn.Module):
             return torch.channels_last
         return torch.contiguous_format
 
-    def forward(self, h_prev: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h_prev: Tensor, backward_weight: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """``backward_weight``: used in place of the conv weight for the input's gradient in the
+        backward pass (a backward-pass rule, ``api.BackwardRule``); None: backprop."""
         # The input goes in the weight's layout, so that autograd returns the weight's gradient
         # in the weight's layout too. A channels-last gradient of a standard-layout weight (what
         # NHWC-strided images gave the float64 CNN) is read by torch's fused Adam in raw memory
         # order, i.e. applied to the wrong elements of the weight (issue 18; ``optim.Adam`` now
         # also guards against it, at the cost of a copy per step).
-        a = self.conv(h_prev.contiguous(memory_format=self.memory_format()))
+        layout = self.memory_format()
+        if backward_weight is None:
+            a = self.conv(h_prev.contiguous(memory_format=layout))
+        else:
+            a = substitute_conv2d(h_prev.contiguous(memory_format=layout), self.conv,
+                                  backward_weight.contiguous(memory_format=layout))
         # The activation leaves in the standard layout, whatever the convolution used inside:
         # targets, noise and feedback maps are then never mixed-layout.
         return a, self.pool(_activate(self.activation, a)).contiguous()
@@ -225,14 +241,19 @@ class Network(nn.Module):
             _, h = layer(h)
         return h
 
-    def activations(self, x: Tensor, graphs: dict[int, LayerGraph] | None = None
+    def activations(self, x: Tensor, graphs: dict[int, LayerGraph] | None = None,
+                    backward_weights: Sequence[Tensor | None] | None = None
                     ) -> tuple[list[Tensor], list[Tensor]]:
         """All pre-activations and activations, each list indexed 0..L (index 0 = the input).
-        With ``graphs`` (and grad mode off), conv layers also put their ``LayerGraph`` in it."""
+        With ``graphs`` (and grad mode off), conv layers also put their ``LayerGraph`` in it.
+        ``backward_weights`` (indexed 0..L like the layers, None entries: the layer's own
+        weight) are what each layer uses in place of its weight in the backward pass."""
         a, h = [x], [x]
         for i, layer in enumerate(self.layers, start=1):
             if graphs is not None and isinstance(layer, ConvBlock) and not torch.is_grad_enabled():
                 a_i, h_i, graphs[i] = layer.forward_with_graph(h[-1])
+            elif backward_weights is not None and backward_weights[i] is not None:
+                a_i, h_i = layer(h[-1], backward_weights[i])
             else:
                 a_i, h_i = layer(h[-1])
             a.append(a_i)
@@ -302,13 +323,16 @@ def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs:
 
 
 def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False,
-                 layer_graphs: bool = True) -> ForwardPass:
+                 layer_graphs: bool = True,
+                 backward_weights: Sequence[Tensor | None] | None = None) -> ForwardPass:
     """Run ``x`` through ``network`` and keep every layer's activations and the batch-mean loss.
     ``record_graph`` keeps the autograd graph (needed by backprop); otherwise only the conv
     layers' own graphs are kept, for local updates, unless ``layer_graphs`` is false (a pass
-    for a feedback step alone: recording costs a CNN forward pass about a fifth more)."""
+    for a feedback step alone: recording costs a CNN forward pass about a fifth more).
+    ``backward_weights`` (indexed 0..L): what each layer uses in place of its weight in the
+    backward pass of the recorded graph (``Algorithm.backward_weights``); None: backprop's."""
     graphs: dict[int, LayerGraph] = {}
     with torch.set_grad_enabled(record_graph):
-        a, h = network.activations(x, graphs if layer_graphs else None)
+        a, h = network.activations(x, graphs if layer_graphs else None, backward_weights)
         loss = task.loss(h[-1], y)
     return ForwardPass(x=x, y=y, a=a, h=h, loss=loss, layer_graphs=graphs)

@@ -2,10 +2,11 @@
 GNT damping search, the conformance checks of ``bench check-plugin`` and the speed benchmark all
 step through ``Runner``, so what is checked and what is timed is what trains.
 
-A step: the forward pass (with the autograd graph only for algorithms that ask for it), the
-algorithm's proposed update of every forward parameter, its feedback step on the same stored
-activations, a check that nothing is NaN or infinite, the logged metrics (which see this step's
-updates and the feedback weights after their step), then the forward optimiser.
+A step: the forward pass (with the autograd graph only for algorithms that ask for it, and the
+substitute backward weights a backward-pass rule gives for this step), the algorithm's proposed
+update of every forward parameter, its feedback step on the same stored activations, a check
+that nothing is NaN or infinite, the logged metrics (which see this step's updates and the
+feedback weights after their step), then the forward optimiser.
 """
 
 from __future__ import annotations
@@ -52,23 +53,30 @@ class StepResult:
 class ForwardOptimisers:
     """The forward Adam(s) the runner owns: one over all trainable layers, or one per layer when
     the learning rates are a list (the CNN configs). The learning rates are divided by the
-    algorithm's ``lr_normalizer`` when ``normalize_lr`` is set (spec §3)."""
+    algorithm's ``lr_normalizer`` when ``normalize_lr`` is set (spec §3). The feedback
+    parameters the algorithm ties to a layer (``optimised_with_layers``) are stepped with it."""
 
     def __init__(self, network: Network, algorithm: Algorithm, config: OptimizerConfig,
                  frozen_layers: Sequence[int] = ()):
         divisor = algorithm.lr_normalizer() if config.normalize_lr else 1.0
         layers = [i for i in range(1, network.depth + 1) if i not in set(frozen_layers)]
         self.trainable = {id(p) for i in layers for p in network.layer_parameters(i)}
+        tied = algorithm.optimised_with_layers()
+
+        def stepped(i: int) -> list[torch.nn.Parameter]:
+            parameters = network.layer_parameters(i)
+            return parameters + list(tied.get(i, ())) if parameters else []
+
         self.optimisers: list[torch.optim.Optimizer] = []
         if isinstance(config.lr, tuple):
             eps = config.eps if isinstance(config.eps, tuple) else (config.eps,) * network.depth
             for i in layers:
-                if network.layer_parameters(i):
+                if stepped(i):
                     self.optimisers.append(adam(
-                        network.layer_parameters(i), lr=config.lr[i - 1] / divisor,
+                        stepped(i), lr=config.lr[i - 1] / divisor,
                         betas=config.betas, eps=eps[i - 1]))
         else:
-            parameters = [p for i in layers for p in network.layer_parameters(i)]
+            parameters = [p for i in layers for p in stepped(i)]
             if parameters:
                 self.optimisers.append(adam(parameters, lr=config.lr / divisor,
                                             betas=config.betas, eps=config.eps))
@@ -103,7 +111,8 @@ class Runner:
     def propose(self, x: Tensor, y: Tensor) -> Proposal:
         """Steps 1–3: forward pass, proposed updates with the current feedback weights, then
         the algorithm's feedback step on the same activations."""
-        fwd = forward_pass(self.network, self.algorithm.task, x, y, record_graph=self.record_graph)
+        fwd = forward_pass(self.network, self.algorithm.task, x, y, record_graph=self.record_graph,
+                           backward_weights=self.algorithm.backward_weights())
         updates = self.algorithm.forward_updates(fwd)
         if not self._validated:  # the structure cannot change from one step to the next
             updates = validate_updates(updates, self.parameters, self.names)

@@ -123,8 +123,12 @@ class Suite:
                 else:
                     caps = registry.get(self.names[a_id]).cls.capabilities
                     kind = dataset.architecture.type
+                    task = registry.dataset(dataset.source).kind
                     if not caps.supports(registry.architecture(kind).layer_kinds):
                         reason = f"{self.names[a_id]} does not support {kind.upper()} networks"
+                    elif not caps.supports_task(task):
+                        reason = (f"{self.names[a_id]} does not support {task} tasks (it "
+                                  f"supports {' and '.join(caps.tasks) or 'none'})")
                 for seed in seed_list:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
                                       self.labels[a_id], settings, params, precision, seed,

@@ -1,13 +1,18 @@
-"""Feedback alignment (Lillicrap et al. 2016): backprop's layer-by-layer error recursion with a fixed
-random matrix ``B_{i+1}`` in place of ``W_{i+1}ᵀ``. Written against ``bioplaus_bench.api`` only.
+"""Feedback alignment (Lillicrap, Cownden, Tweed & Akerman 2016, *Random synaptic feedback weights
+support error backpropagation for deep learning*, Nature Communications 7:13276): backprop's
+layer-by-layer error recursion with a fixed random matrix in place of each layer's forward weight
+in the backward pass. Written against ``bioplaus_bench.api`` only, as a ``BackwardRule``, so it
+runs on MLPs and CNNs alike.
 
-Per minibatch, with ``e = ∂ℒ/∂h_L`` the output error of the batch-mean loss (it includes 1/B)::
+For fully connected layers, with ``e = ∂ℒ/∂h_L`` the output error of the batch-mean loss (it
+includes 1/B) and ``B_i`` the fixed matrix of layer i (the shape of ``W_i``)::
 
     δ_L = e
-    δ_i = (B_{i+1} δ_{i+1}) ⊙ s'(a_i)            i = L-1 … 1
-    ∇W_i = Σ_b δ_i h_{i-1}ᵀ,   ∇b_i = Σ_b δ_i     (batch form: δ_iᵀ h_{i-1}, δ_i.sum(0))
+    δ_i = (δ_{i+1} B_{i+1}) ⊙ s'(a_i)            i = L-1 … 1   (B_{i+1} in place of W_{i+1})
+    ∇W_i = δ_iᵀ h_{i-1},   ∇b_i = Σ_b δ_i
 
-With ``B_{i+1} = W_{i+1}ᵀ`` this is exactly backprop's gradient of the batch-mean loss.
+A conv layer's error goes down through the transposed convolution with its kernel ``B_i``; the
+weight gradients are backprop's given the δ's. With ``B_i = W_i`` this is exactly backprop.
 """
 
 from __future__ import annotations
@@ -16,54 +21,30 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from bioplaus_bench.api import Algorithm, Capabilities, ForwardPass, glorot_normal, hookimpl
+from bioplaus_bench.api import BackwardRule, Capabilities, FixedRandom, hookimpl
 
 
 @dataclass(frozen=True)
 class FAParams:
-    feedback_scale: float = 1.0  # B_{i+1} is Glorot-normal times this
+    feedback_scale: float = 1.0  # B_i is Glorot-normal times this
 
 
-class FeedbackAlignment(Algorithm):
+class FeedbackAlignment(BackwardRule):
     name = "feedback-alignment"
     label = "FA"
     summary = "Feedback alignment: the error goes down layer by layer through fixed random matrices."
     Params = FAParams
-    capabilities = Capabilities(mlp=True, cnn=False, trainable_feedback=False)
-    record_graph = False  # everything needed is in the stored forward pass
+    capabilities = Capabilities(mlp=True, cnn=True)
 
-    def __init__(self, network, task, params: FAParams):
-        super().__init__(network, task, params)
-        # B_{i+1} (shape n_i × n_{i+1}, the shape of W_{i+1}ᵀ) for i = 1 … L-1, drawn from the
-        # global RNG (seeded by the runner) and registered as buffers: saved in checkpoints, never
-        # trained, moved with the module.
-        for i in range(2, network.depth + 1):
-            weight = network.layer(i).linear.weight  # W_i, n_i × n_{i-1}
-            rows, cols = weight.shape[1], weight.shape[0]
-            self.register_buffer(f"B{i}", params.feedback_scale * glorot_normal(rows, cols, like=weight))
+    def build_feedback(self) -> FixedRandom:
+        # B_2 … B_L drawn from the global RNG (seeded by the runner) in layer order, kept as
+        # buffers (saved in checkpoints, never trained).
+        return FixedRandom(self.network, scale=self.params.feedback_scale)
 
     def feedback_matrix(self, i: int) -> Tensor:
-        """``B_i`` (layers i = 2 … L), used in place of ``W_iᵀ`` to carry ``δ_i`` down to layer i-1."""
-        return getattr(self, f"B{i}")
-
-    def deltas(self, fwd: ForwardPass) -> list[Tensor | None]:
-        """``δ_i`` (B × n_i) of every layer, indexed 1 … L like the forward pass (index 0 unused)."""
-        depth = self.network.depth
-        deltas: list[Tensor | None] = [None] * (depth + 1)
-        deltas[depth] = self.task.output_error(fwd.output, fwd.y)
-        for i in range(depth - 1, 0, -1):
-            derivative = self.network.layer(i).activation_derivative(fwd.a[i], fwd.h[i])
-            deltas[i] = (deltas[i + 1] @ self.feedback_matrix(i + 1).t()) * derivative
-        return deltas
-
-    def forward_updates(self, fwd: ForwardPass) -> list[Tensor]:
-        deltas = self.deltas(fwd)
-        updates: list[Tensor] = []
-        for i in range(1, self.network.depth + 1):
-            h_prev = fwd.h[i - 1].flatten(1)
-            for name, _ in self.network.layer(i).named_parameters():
-                updates.append(deltas[i].t() @ h_prev if name.endswith("weight") else deltas[i].sum(0))
-        return updates
+        """``B_i`` (layers i = 2 … L, the shape of ``W_i``), used in place of ``W_i`` to carry
+        ``δ_i`` down to layer i-1."""
+        return self.feedback.weight(i, self.network.layer_parameters(i)[0])
 
 
 @hookimpl
