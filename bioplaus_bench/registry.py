@@ -6,16 +6,21 @@ Built-ins register exactly like outside plugins: the built-in algorithms through
 of this distribution, the core's datasets, architectures, metrics and executors as the modules of
 ``DEFAULT_PLUGINS`` (as datasette does); they are told apart only by their origin, shown in
 ``bench list``.
+
+A command that knows which names it needs (``bench run --only``) passes them as ``Wanted``: the
+built-ins load, then the other plugins one by one until every wanted name is found, so a broken
+or slow plugin that provides none of them is never imported.
+
+A ``--plugin`` file is imported by ``plugin_files.import_plugin_file``, which lets it import the
+modules next to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib
-import importlib.util
-import sys
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -27,6 +32,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, did_you_mean
 from .model.algorithm import Algorithm
+from .plugin_files import import_plugin_file
 
 ENTRY_POINT_GROUP = "bioplaus_bench.plugins"
 DISTRIBUTION = "bioplaus-bench"
@@ -38,6 +44,34 @@ KINDS = {"datasets": ("bioplaus_bench_datasets", "dataset"),
          "architectures": ("bioplaus_bench_architectures", "architecture"),
          "metrics": ("bioplaus_bench_metrics", "metric"),
          "executors": ("bioplaus_bench_executors", "executor")}
+
+
+# Where to look for an algorithm a command does not know (appended to "unknown algorithm" errors).
+NOT_FOUND_HINT = ("an algorithm in a plugin file is loaded with --plugin FILE; an installed package "
+                  f"provides its algorithms through the entry-point group '{ENTRY_POINT_GROUP}' "
+                  "(`pip install` it; `bench list` shows every algorithm found)")
+
+
+def unknown_algorithm(name: str, known: Iterable[str]) -> str:
+    """The message for an algorithm name no loaded plugin provides."""
+    known = sorted(known)
+    return (f"unknown algorithm '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}; "
+            f"{NOT_FOUND_HINT}")
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The names a command needs, by kind: ``load_registry`` stops loading plugins once the
+    built-ins and the plugins loaded so far provide them all."""
+
+    algorithms: frozenset[str] = frozenset()
+    datasets: frozenset[str] = frozenset()
+    architectures: frozenset[str] = frozenset()
+    metrics: frozenset[str] = frozenset()
+    executors: frozenset[str] = frozenset()
+
+    def names(self) -> set[str]:
+        return {name for kind in dataclasses.fields(self) for name in getattr(self, kind.name)}
 
 
 @dataclass(frozen=True)
@@ -71,13 +105,16 @@ class Registry:
     architectures: dict[str, Provided] | None = None
     metrics: dict[str, Provided] | None = None
     executors: dict[str, Provided] | None = None
+    # The --plugin files that were imported (resolved paths): all of them, unless loading
+    # stopped early because every wanted name was found (``complete`` is then False).
+    files: tuple[str, ...] = ()
+    complete: bool = True
 
     def get(self, name: str) -> AlgorithmInfo:
         try:
             return self.algorithms[name]
         except KeyError:
-            raise PluginError(f"unknown algorithm '{name}'{did_you_mean(name, self.algorithms)}; "
-                              f"known: {', '.join(sorted(self.algorithms))}") from None
+            raise PluginError(unknown_algorithm(name, self.algorithms)) from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.algorithms
@@ -113,28 +150,6 @@ def default_registry() -> Registry:
     return load_registry()
 
 
-def _import_file(path: Path) -> ModuleType:
-    path = path.resolve()
-    if not path.is_file():
-        raise PluginError(f"plugin file not found: {path}")
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    module_name = f"bioplaus_bench_file_plugin_{path.stem}_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as error:  # SystemExit too: a plugin never ends bench silently
-        del sys.modules[module_name]
-        raise PluginError(f"plugin file {path} failed to import: "
-                          f"{type(error).__name__}: {error}") from error
-    return module
-
-
 def _check_algorithm(cls: object, source: str) -> type[Algorithm]:
     if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
         raise PluginError(f"{source}: bioplaus_bench_algorithms returned {cls!r}, "
@@ -161,21 +176,97 @@ def _check_hooks(manager: pluggy.PluginManager, module: ModuleType, file: str) -
                               f"{did_you_mean(caller.name, hooks)}; known: {', '.join(hooks)}")
 
 
-def load_registry(plugin_files: Iterable[Path | str] = ()) -> Registry:
+def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None = None
+                  ) -> Registry:
     """Load every plugin and collect its algorithms. A broken entry point is reported as a
     warning (other plugins still load); a broken ``--plugin`` file, or two plugins claiming one
-    algorithm name, is an error; so is a hook that raises (for an entry point: a warning)."""
-    manager = pluggy.PluginManager("bioplaus_bench")
-    manager.add_hookspecs(hookspecs)
-    origins: dict[str, tuple[str, str]] = {}  # plugin name -> (origin, source)
-    warnings: list[str] = []
+    algorithm name, is an error; so is a hook that raises (for an entry point: a warning).
 
+    With ``wanted``, the built-ins load, then the other plugins (entry points whose name or
+    module mentions a wanted name first, then the files, then the other entry points) until
+    every wanted name is provided: the others are not imported (``Registry.complete`` is then
+    False). A name no plugin provides makes them all load, so errors list everything."""
+    loading = _Loading()
     for module_name in DEFAULT_PLUGINS:
-        module = importlib.import_module(module_name)
-        manager.register(module, name=f"core:{module_name}")
-        origins[manager.get_name(module)] = ("built-in", module_name)
-
+        loading.add(importlib.import_module(module_name), f"core:{module_name}", "built-in",
+                    module_name)
+    candidates: list[tuple[str, object]] = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.dist is not None and entry_point.dist.name == DISTRIBUTION:
+            loading.add_entry_point(entry_point)  # the built-in algorithms: always
+        else:
+            candidates.append(("entry", entry_point))
+    candidates += [("file", Path(path)) for path in plugin_files]
+    if wanted is not None:
+        names = {_plain(name) for name in wanted.names()}
+        candidates.sort(key=lambda c: (not _mentions(c, names), c[0] != "file"))
+    complete = True
+    for kind, candidate in candidates:
+        if wanted is not None and loading.provides(wanted):
+            complete = False  # the rest is not imported
+            break
+        if kind == "entry":
+            loading.add_entry_point(candidate)
+        else:
+            loading.add_file(candidate)
+    return loading.registry(complete)
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _mentions(candidate: tuple[str, object], names: set[str]) -> bool:
+    """Whether an entry point's name or module, or a file's name, mentions one of ``names``
+    (only the order of loading depends on it: any plugin may provide any name)."""
+    kind, value = candidate
+    if kind == "file":
+        words = {_plain(value.stem)}
+    else:
+        words = {_plain(value.name), *(_plain(part) for part in re.split(r"[.:]", value.value))}
+    return any(word == name or word.endswith(f"_{name}") or word.startswith(f"{name}_")
+               for word in words for name in names if name)
+
+
+class _Loading:
+    """The plugins loaded so far and what they provide; each plugin's hooks are called as soon
+    as it is registered, so that loading can stop once the wanted names are found."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager("bioplaus_bench")
+        self.manager.add_hookspecs(hookspecs)
+        self.warnings: list[str] = []
+        self.files: list[str] = []
+        self.algorithms: dict[str, AlgorithmInfo] = {}
+        self.kinds: dict[str, dict[str, Provided]] = {kind: {} for kind in KINDS}
+
+    def add(self, module: ModuleType, name: str, origin: str, source: str,
+            file: str | None = None) -> None:
+        if self.manager.is_registered(module):
+            return  # the same module declared twice (e.g. two installs of one package)
+        self.manager.register(module, name=name)
+        if file is not None:
+            _check_hooks(self.manager, module, file)
+        for provided, where in self._called("bioplaus_bench_algorithms", name, origin, source):
+            cls = _check_algorithm(provided, where)
+            other = self.algorithms.get(cls.name)
+            if other is not None and other.cls is not cls:
+                raise PluginError(f"two plugins claim the algorithm name '{cls.name}': "
+                                  f"{other.source} [{other.origin}] and {source} [{origin}]")
+            self.algorithms[cls.name] = AlgorithmInfo(cls.name, cls, origin, source)
+        for kind, (hook, noun) in KINDS.items():
+            found = self.kinds[kind]
+            for item, where in self._called(hook, name, origin, source):
+                item_name = getattr(item, "name", None)
+                if not isinstance(item_name, str) or not item_name:
+                    raise PluginError(f"{where}: {hook} returned {item!r}, which has no name")
+                other = found.get(item_name)
+                if other is not None and other.value is not item:
+                    raise PluginError(f"two plugins claim the {noun} name '{item_name}': "
+                                      f"{other.source} [{other.origin}] and {source} [{origin}]")
+                found[item_name] = Provided(item_name, item, origin, source)
+
+    def add_entry_point(self, entry_point) -> None:
         distribution = entry_point.dist.name if entry_point.dist else ""
         origin = "built-in" if distribution == DISTRIBUTION else "entry point"
         source = f"{entry_point.value} ({distribution or 'unknown distribution'})"
@@ -184,68 +275,46 @@ def load_registry(plugin_files: Iterable[Path | str] = ()) -> Registry:
         except KeyboardInterrupt:
             raise
         except BaseException as error:  # SystemExit too: a plugin never ends bench silently
-            warnings.append(f"plugin {entry_point.name} [{origin}] from {source} failed to load: "
-                            f"{type(error).__name__}: {error}")
-            continue
-        if manager.is_registered(module):
-            continue  # the same module declared twice (e.g. two installs of one package)
-        manager.register(module, name=f"entry:{entry_point.name}:{entry_point.value}")
-        origins[manager.get_name(module)] = (origin, source)
+            self.warnings.append(f"plugin {entry_point.name} [{origin}] from {source} failed to "
+                                 f"load: {type(error).__name__}: {error}")
+            return
+        self.add(module, f"entry:{entry_point.name}:{entry_point.value}", origin, source)
 
-    for path in plugin_files:
-        module = _import_file(Path(path))
-        if not manager.is_registered(module):
-            manager.register(module, name=f"file:{Path(path).resolve()}")
-            origins[manager.get_name(module)] = ("file", str(Path(path).resolve()))
-            _check_hooks(manager, module, str(Path(path).resolve()))
+    def add_file(self, path: Path) -> None:
+        resolved = str(Path(path).resolve())
+        module = import_plugin_file(path)
+        if resolved not in self.files:
+            self.files.append(resolved)
+        self.add(module, f"file:{resolved}", "file", resolved, file=resolved)
 
-    algorithms: dict[str, AlgorithmInfo] = {}
-    for provided, origin, source in _called(manager, "bioplaus_bench_algorithms", origins,
-                                            warnings):
-        cls = _check_algorithm(provided, source)
-        if cls.name in algorithms and algorithms[cls.name].cls is not cls:
-            other = algorithms[cls.name]
-            raise PluginError(f"two plugins claim the algorithm name '{cls.name}': "
-                              f"{other.source} [{other.origin}] and {source} [{origin}]")
-        algorithms[cls.name] = AlgorithmInfo(cls.name, cls, origin, source)
-    kinds = {kind: _collect(manager, kind, origins, warnings) for kind in KINDS}
-    return Registry(dict(sorted(algorithms.items())), warnings, **kinds)
+    def _called(self, hook: str, plugin_name: str, origin: str, source: str
+                ) -> Iterable[tuple[object, str]]:
+        """(item, source) for every item the plugin's implementation of ``hook`` returns. A hook
+        that raises is an error for a ``--plugin`` file and a warning otherwise."""
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            if impl.plugin_name != plugin_name:
+                continue
+            try:
+                provided = impl.function()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as error:  # SystemExit too: a plugin never ends bench silently
+                message = (f"plugin {source} [{origin}]: its hook {hook} raised "
+                           f"{type(error).__name__}: {error}")
+                if origin == "file":
+                    raise PluginError(message) from None
+                self.warnings.append(message)
+                continue
+            if not isinstance(provided, Iterable | None) or isinstance(provided, str):
+                raise PluginError(f"{source}: {hook} returned {provided!r}, expected a list")
+            for item in provided or ():
+                yield item, source
 
+    def provides(self, wanted: Wanted) -> bool:
+        return wanted.algorithms <= self.algorithms.keys() and all(
+            getattr(wanted, kind) <= self.kinds[kind].keys() for kind in KINDS)
 
-def _called(manager: pluggy.PluginManager, hook: str, origins: dict[str, tuple[str, str]],
-            warnings: list[str]) -> Iterable[tuple[object, str, str]]:
-    """(item, origin, source) for every item that every implementation of ``hook`` returns. A
-    hook that raises is an error for a ``--plugin`` file and a warning otherwise."""
-    for impl in getattr(manager.hook, hook).get_hookimpls():
-        origin, source = origins[impl.plugin_name]
-        try:
-            provided = impl.function()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # SystemExit too: a plugin never ends bench silently
-            message = (f"plugin {source} [{origin}]: its hook {hook} raised "
-                       f"{type(error).__name__}: {error}")
-            if origin == "file":
-                raise PluginError(message) from None
-            warnings.append(message)
-            continue
-        if not isinstance(provided, Iterable | None) or isinstance(provided, str):
-            raise PluginError(f"{source}: {hook} returned {provided!r}, expected a list")
-        for item in provided or ():
-            yield item, origin, source
-
-
-def _collect(manager: pluggy.PluginManager, kind: str, origins: dict[str, tuple[str, str]],
-             warnings: list[str]) -> dict[str, Provided]:
-    hook, noun = KINDS[kind]
-    found: dict[str, Provided] = {}
-    for item, origin, source in _called(manager, hook, origins, warnings):
-        name = getattr(item, "name", None)
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"{source}: {hook} returned {item!r}, which has no name")
-        if name in found and found[name].value is not item:
-            other = found[name]
-            raise PluginError(f"two plugins claim the {noun} name '{name}': "
-                              f"{other.source} [{other.origin}] and {source} [{origin}]")
-        found[name] = Provided(name, item, origin, source)
-    return dict(sorted(found.items()))
+    def registry(self, complete: bool) -> Registry:
+        return Registry(dict(sorted(self.algorithms.items())), self.warnings,
+                        **{kind: dict(sorted(found.items())) for kind, found in self.kinds.items()},
+                        files=tuple(self.files), complete=complete)

@@ -156,6 +156,47 @@ def test_state_outside_the_state_dict_fails_the_checkpoint_check(tmp_path):
            "update" in result.stdout
 
 
+def _counting(after: int) -> str:
+    """RULE with a Python step counter (outside the state_dict) that halves the updates after
+    ``after`` steps."""
+    return RULE.replace('''    record_graph = True
+''', '''    record_graph = True
+
+    def __init__(self, network, task, params):
+        super().__init__(network, task, params)
+        self.steps = 0
+''').replace("return list(grads)  # BODY", f"""self.steps += 1
+        return [g * (0.5 if self.steps > {after} else 1.0) for g in grads]""")
+
+
+def test_a_python_step_counter_fails_the_checkpoint_check(tmp_path):
+    # It halves the updates from step 5 on; resumed after step 2 (at 0), it counts only to 3 by then.
+    result = check(write(tmp_path / "rule.py", _counting(after=4)))
+    assert result.exit_code == 1, result.output
+    assert "PASS  deterministic [mlp]" in result.stdout
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAIL  checkpoint [mlp]"))
+    assert "proposes a different update (layer 1 weight) at step 5 than the uninterrupted run " \
+           "(after a checkpoint at step 2)" in line
+    assert "`steps` (8 vs 3) differ" in line and "self.register_buffer('steps'" in line
+    # A counter that would change the updates only much later fails too, by its value.
+    result = check(write(tmp_path / "later.py", _counting(after=1000)))
+    assert result.exit_code == 1, result.output
+    assert "FAIL  checkpoint [mlp]: after 8 steps the algorithm restored from its state_dict " \
+           "(after a checkpoint at step 2) has other values in `steps` (8 vs 6) than the " \
+           "uninterrupted run" in result.stdout
+
+
+def test_the_header_says_which_networks_and_tasks_the_checks_run(tmp_path):
+    result = check(write(tmp_path / "rule.py", RULE))
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("checking rule-under-test")
+    assert lines[1] == (
+        "on: mlp = tanh MLP 6 → 7 → 5 → 3; cnn = tanh CNN 2×6×6 → conv (3 channels, 3×3) + "
+        "max-pool → 5 → 3; task: 3-class classification of random inputs, batches of 8, float32 "
+        "and float64; frozen layers [mlp] also: one epoch of train_cell on the teacher regression "
+        "task (48 training samples, float64)")
+
+
 def test_frozen_layers_must_not_move_even_when_the_algorithm_is_asked_only_for_layer_1(tmp_path):
     # Writes the output layer's weights in feedback_step only when it is called without a
     # preceding forward_updates (a feedback-only epoch): step checks pass, the runner's do not.

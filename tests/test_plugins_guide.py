@@ -3,6 +3,7 @@ the guide documents the whole public API, and a generated package installs, pass
 and `bench check-plugin`."""
 
 import dataclasses
+import importlib
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from typer.testing import CliRunner
 
 from bioplaus_bench import api
 from bioplaus_bench.cli import app
-from bioplaus_bench.kit.scaffold import PluginNames
+from bioplaus_bench.kit.scaffold import TEMPLATES, PluginNames
 from bioplaus_bench.model.algorithm import Capabilities
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,8 @@ def examples() -> dict[str, str]:
 
 
 def test_the_guide_has_its_examples_and_the_readme_links_it():
-    assert set(examples()) == {"learned_dfa.py", "learned_dfa.yaml", "ddtp_tanh.py", "pyproject.toml"}
+    assert set(examples()) == {"learned_dfa.py", "learned_dfa.yaml", "ddtp_tanh.py", "pyproject.toml",
+                               "test_learned_dfa.py"}
     assert "(docs/plugins.md)" in (ROOT / "README.md").read_text()
 
 
@@ -52,6 +54,26 @@ def test_the_complete_example_passes_the_checks_and_runs_its_suite(tmp_path):
     assert record["status"] == "ok" and record["label"] == "Learned DFA"
     assert len(record["pretraining_feedback_loss"]) == 1
     assert record["history"][0]["feedback_loss"] is not None
+
+
+def test_the_guide_s_tests_build_networks_and_both_tasks_from_the_public_api(tmp_path, monkeypatch):
+    """The guide's example tests of its example rule, written with the documented constructors
+    (build_network, Classification, Regression, LayerGraph's fields) from bioplaus_bench.api."""
+    code = examples()
+    tests = code["test_learned_dfa.py"]
+    assert re.findall(r"from (bioplaus_bench\S*) import", tests) == ["bioplaus_bench.api"]
+    for name in ("learned_dfa.py", "test_learned_dfa.py"):
+        (tmp_path / name).write_text(code[name])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("learned_dfa", "test_learned_dfa"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("test_learned_dfa")
+    functions = [getattr(module, name) for name in dir(module) if name.startswith("test_")]
+    assert len(functions) == 3
+    for function in functions:
+        function()
+    for name in ("learned_dfa", "test_learned_dfa"):
+        sys.modules.pop(name, None)
 
 
 def test_the_target_propagation_variant_passes_the_checks_on_mlp_and_cnn(tmp_path):
@@ -136,43 +158,123 @@ def _python_over_this_venv(folder: Path) -> Path:
     return python
 
 
-def test_a_generated_plugin_installs_and_passes_its_own_tests_and_check_plugin(tmp_path):
-    package = tmp_path / "sign-rule"
-    created = runner.invoke(app, ["new-plugin", "scaffolded-rule", "--dir", str(package)])
-    assert created.exit_code == 0, created.output
-    assert "created bioplaus-scaffolded-rule" in created.stdout
-    for relative in ("pyproject.toml", "README.md", "bioplaus_scaffolded_rule/__init__.py",
-                     "bioplaus_scaffolded_rule/algorithm.py", "tests/test_conformance.py",
-                     "suites/scaffolded-rule.yaml"):
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_NO_INDEX": "1",
+                  "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def _rule_name(template: str) -> str:
+    return f"scaffolded-{template}"
+
+
+@pytest.fixture(scope="module")
+def installed_templates(tmp_path_factory):
+    """A package of every template, generated and installed (one pip call) into a venv layered
+    over this one: (python, {template: package folder})."""
+    root = tmp_path_factory.mktemp("templates")
+    packages = {}
+    for template in TEMPLATES:
+        packages[template] = root / template
+        created = runner.invoke(app, ["new-plugin", _rule_name(template), "--template", template,
+                                      "--dir", str(packages[template])])
+        assert created.exit_code == 0, created.output
+    python = _python_over_this_venv(root / "venv")
+    editable = [arg for folder in packages.values() for arg in ("-e", str(folder))]
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
+                              "--no-build-isolation", *editable],
+                             capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=600)
+    assert install.returncode == 0, install.stdout + install.stderr
+    return python, packages
+
+
+@pytest.mark.parametrize("template", list(TEMPLATES))
+def test_a_generated_plugin_installs_and_passes_its_own_tests_and_check_plugin(installed_templates,
+                                                                              template):
+    python, packages = installed_templates
+    package, name = packages[template], _rule_name(template)
+    names = PluginNames.from_name(name)
+    for relative in ("pyproject.toml", "README.md", f"{names.package}/__init__.py",
+                     f"{names.package}/algorithm.py", "tests/test_conformance.py",
+                     f"suites/{name}.yaml"):
         assert (package / relative).is_file(), relative
     pyproject = (package / "pyproject.toml").read_text()
     assert 'dependencies = ["bioplaus-bench"]' in pyproject
     group = pyproject.split('[project.entry-points."bioplaus_bench.plugins"]\n')[1].split("\n\n")[0]
-    assert group.strip() == 'scaffolded_rule = "bioplaus_scaffolded_rule.algorithm"'
+    assert group.strip() == f'{names.entry_point} = "{names.package}.algorithm"'
     assert 'build-backend = "setuptools.build_meta"' in pyproject
-    module = (package / "bioplaus_scaffolded_rule" / "algorithm.py").read_text()
-    assert re.findall(r"from (bioplaus_bench\S*) import", module) == ["bioplaus_bench.api"]
-    assert "scaffolded-rule" in (package / "suites" / "scaffolded-rule.yaml").read_text()
+    assert f"--template {template}" in (package / "README.md").read_text()
+    # The rule and its tests use nothing of bioplaus-bench but the public API.
+    for code in (package / names.package / "algorithm.py", package / "tests" / "test_conformance.py"):
+        assert set(re.findall(r"from (bioplaus_bench\S*) import", code.read_text())) \
+            == {"bioplaus_bench.api"}, code
+        assert not re.search(r"^import bioplaus_bench", code.read_text(), re.M)
     # A single file of the package already passes the checks without installing anything.
-    assert runner.invoke(app, ["check-plugin", str(package / "bioplaus_scaffolded_rule" /
-                                                     "algorithm.py")]).exit_code == 0
-
-    python = _python_over_this_venv(tmp_path / "venv")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
-                              "--no-build-isolation", "-e", str(package)],
-                             capture_output=True, text=True, env=env, timeout=300)
-    assert install.returncode == 0, install.stdout + install.stderr
+    checked = runner.invoke(app, ["check-plugin", str(package / names.package / "algorithm.py")])
+    assert checked.exit_code == 0, checked.output
 
     own_tests = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                               cwd=package, capture_output=True, text=True, env=env, timeout=300)
+                               cwd=package, capture_output=True, text=True, env=SUBPROCESS_ENV,
+                               timeout=600)
     assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
     assert "3 passed" in own_tests.stdout
 
-    checked = subprocess.run([str(python), "-m", "bioplaus_bench", "check-plugin", "scaffolded-rule"],
-                             capture_output=True, text=True, env=env, timeout=300)
+    checked = subprocess.run([str(python), "-m", "bioplaus_bench", "check-plugin", name],
+                             capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=600)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "[entry point]" in checked.stdout and "FAIL" not in checked.stdout
     assert re.search(r"\d+ passed, 0 failed in", checked.stdout)
     # The shared environment never saw it.
-    assert "scaffolded-rule" not in runner.invoke(app, ["list"]).stdout
+    assert name not in runner.invoke(app, ["list"]).stdout
+
+
+def test_the_templates_are_the_rules_they_say(tmp_path):
+    """direct: an Algorithm with its own forward_updates; target-propagation: a
+    TargetPropagation with a path and a loss; backward-rule: a BackwardRule overriding only
+    backward_weight. The command's summary says which."""
+    from bioplaus_bench.kit.scaffold import files
+
+    expected = {"direct": ("(Algorithm)", "def forward_updates(", "MLP"),
+                "target-propagation": ("(TargetPropagation)", "def build_path(",
+                                       "feedback path and a feedback loss"),
+                "backward-rule": ("(BackwardRule)", "def backward_weight(self, i: int, weight: "
+                                  "Tensor) -> Tensor:", "backward_weight(i, weight)")}
+    for template, (base, method, summary) in expected.items():
+        code = files(PluginNames.from_name("rule"), template)["bioplaus_rule/algorithm.py"]
+        assert f"class Rule{base}:" in code and method in code, template
+        if template == "backward-rule":
+            assert re.findall(r"    def (\w+)\(", code) == ["__init__", "backward_weight"]
+            assert "self.register_buffer(" in code
+        result = runner.invoke(app, ["new-plugin", "rule", "--template", template,
+                                     "--dir", str(tmp_path / template)])
+        assert result.exit_code == 0, result.output
+        assert f"template {template}: " in result.stdout and summary in result.stdout
+    result = runner.invoke(app, ["new-plugin", "rule", "--template", "other",
+                                 "--dir", str(tmp_path / "other")])
+    assert result.exit_code == 2 and not (tmp_path / "other").exists()
+
+
+def test_a_single_file_plugin_of_every_template_passes_its_own_tests_and_check_plugin(tmp_path):
+    folders = []
+    for template in TEMPLATES:
+        name = f"single-{template}"
+        folder = tmp_path / template
+        created = runner.invoke(app, ["new-plugin", name, "--template", template, "--single-file",
+                                      "--dir", str(folder)])
+        assert created.exit_code == 0, created.output
+        module = name.replace("-", "_")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [f"{module}.py", f"test_{module}.py", f"{name}.yaml"])
+        assert "a single-file plugin" in created.stdout and f"--plugin {folder / module}.py" \
+            in created.stdout
+        for code in (folder / f"{module}.py", folder / f"test_{module}.py"):
+            assert set(re.findall(r"from (bioplaus_bench\S*) import", code.read_text())) \
+                == {"bioplaus_bench.api"}, code
+        checked = runner.invoke(app, ["check-plugin", str(folder / f"{module}.py")])
+        assert checked.exit_code == 0, checked.output
+        assert "[file]" in checked.stdout and "FAIL" not in checked.stdout
+        folders.append(str(folder))
+    # Each folder's own tests (as `cd FOLDER && python -m pytest` runs them), in one process.
+    own_tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                *folders], cwd=tmp_path, capture_output=True, text=True,
+                               env=SUBPROCESS_ENV, timeout=600)
+    assert own_tests.returncode == 0, own_tests.stdout + own_tests.stderr
+    assert f"{3 * len(TEMPLATES)} passed" in own_tests.stdout

@@ -14,9 +14,10 @@ from rich.console import Console
 
 from .. import data as data_module
 from ..errors import InputError
-from ..registry import Registry, load_registry
+from ..registry import Registry, Wanted, load_registry
 from ..results.report import FORMATS
 from ..suite import Suite, load_suite
+from ..suite.load import wanted_plugins
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
@@ -25,7 +26,8 @@ err = Console(stderr=True)
 
 PluginOption = Annotated[list[Path], typer.Option(
     "--plugin", help="A Python file with plugins: algorithms, datasets, architectures, metrics or "
-    "executors (repeatable).")]
+    "executors (repeatable); its folder is on the import path while it is imported, so it can "
+    "import the modules next to it.")]
 SetOption = Annotated[list[str], typer.Option(
     "--set", help="Override a suite value: KEY.PATH=VALUE (repeatable).")]
 
@@ -48,8 +50,8 @@ def write_text(path: Path, text: str) -> None:
             raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def load_plugins(plugins: list[Path]) -> Registry:
-    registry = load_registry(plugins)
+def load_plugins(plugins: list[Path], wanted: Wanted | None = None) -> Registry:
+    registry = load_registry(plugins, wanted)
     for warning in registry.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     return registry
@@ -76,10 +78,15 @@ SkipChecksumsOption = Annotated[bool, typer.Option(
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 
 
-def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path]
-                ) -> tuple[Registry, Suite]:
-    registry = load_plugins(plugins)
-    return registry, load_suite(suite, registry, overrides)
+def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path],
+                            only: list[str] | None = None, executor: str | None = None
+                            ) -> tuple[Registry, Suite]:
+    """The registry and the suite. With ``only`` (``--only``), only the plugins that the chosen
+    entries, the suite's datasets and ``executor`` need are loaded, and only those entries are
+    checked against their plugins."""
+    wanted = wanted_plugins(suite, overrides, only, executor) if only else None
+    registry = load_plugins(plugins, wanted)
+    return registry, load_suite(suite, registry, overrides, only=only)
 
 
 def names(text: str | None) -> list[str] | None:

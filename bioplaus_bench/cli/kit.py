@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..kit.templates import TEMPLATES
 from ..registry import KINDS, load_registry
 from ..spec.schema import schema_fields
 from .common import (
@@ -77,23 +79,51 @@ def check_plugin(
         raise typer.Exit(1)
 
 
+TemplateChoice = enum.Enum("TemplateChoice", {name: name for name in TEMPLATES}, type=str)
+
+
 @app.command("new-plugin")
 def new_plugin(
     name: Annotated[str, typer.Argument(help="The algorithm's name, e.g. sign-sgd.")],
     directory: Annotated[Path | None, typer.Option(
         "--dir", help="Folder to create (absent or empty) [default: ./NAME].")] = None,
+    template: Annotated[TemplateChoice, typer.Option(
+        help="direct: an Algorithm computing its updates itself (DFA); target-propagation: a "
+        "TargetPropagation subclass, a feedback path and loss (DDTP); backward-rule: a "
+        "BackwardRule subclass, backprop with backward_weight(i, weight) in place of each "
+        "weight (feedback alignment).")] = TemplateChoice.direct,
+    single_file: Annotated[bool, typer.Option(
+        "--single-file", help="One module to use with --plugin FILE, with its tests and suite "
+        "beside it, instead of an installable package.")] = False,
 ) -> None:
-    """Write an installable plugin package: pyproject with the entry point, a working rule,
-    a conformance test and a suite on the teacher task."""
+    """Write a plugin to start from: a working rule of the chosen template, its tests
+    (entry point, conformance checks, example suite; they import only bioplaus_bench.api) and a
+    suite on the teacher task; an installable package with its entry point, or one file."""
     from ..kit.scaffold import new_plugin as scaffold
 
     target = directory or Path(name)
+    chosen = TEMPLATES[template.value]
     with input_errors():
         registry = load_registry()
-        names, written = scaffold(name, target, taken=registry.algorithms)
-    out.print(f"created {names.distribution} (algorithm '{names.algorithm}', package "
-              f"{names.package}) in {target}:", markup=False, highlight=False, soft_wrap=True)
+        names, written = scaffold(name, target, taken=registry.algorithms,
+                                  template=template.value, single_file=single_file)
+
+    def say(line: str) -> None:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    if single_file:
+        say(f"created {names.entry_point}.py (algorithm '{names.algorithm}', a single-file "
+            f"plugin) in {target}:")
+    else:
+        say(f"created {names.distribution} (algorithm '{names.algorithm}', package "
+            f"{names.package}) in {target}:")
+    say(f"template {chosen.name}: {chosen.description}")
     for path in written:
-        out.print(f"  {path.relative_to(target)}", markup=False, highlight=False)
-    out.print(f"next: pip install -e {target} && bench check-plugin {names.algorithm} && "
-              f"(cd {target} && python -m pytest)", markup=False, highlight=False, soft_wrap=True)
+        say(f"  {path.relative_to(target)}")
+    if single_file:
+        module = target / f"{names.entry_point}.py"
+        say(f"next: bench check-plugin {module} && (cd {target} && python -m pytest) && "
+            f"bench run {target / (names.algorithm + '.yaml')} --plugin {module}")
+    else:
+        say(f"next: pip install -e {target} && bench check-plugin {names.algorithm} && "
+            f"(cd {target} && python -m pytest)")

@@ -46,7 +46,9 @@ def run(
     seeds: Annotated[int | None, typer.Option(min=1, help="Run only the first N seeds.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
                       ] = None,
-    only: Annotated[str | None, typer.Option(help="Only these algorithms (NAME[,NAME]).")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Only these algorithm entries (NAME[,NAME]); only the plugins they need are loaded.")
+    ] = None,
     datasets: Annotated[str | None, typer.Option(
         "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
     subset: Annotated[int | None, typer.Option(
@@ -77,7 +79,8 @@ def run(
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     with input_errors():
-        registry, loaded = load_suite_with_plugins(suite, set_, plugin)
+        registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only),
+                                                   executor=executor)
         chosen = registry.executor(executor)
         settings = data_settings(data_dir, download, skip_checksums)
         environment = Environment(settings, device, cell_timeout)
@@ -91,7 +94,8 @@ def run(
         options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
         with store.lock(), _interruptible(store, cells), _storage_errors():
             store.make_folders(cells)
-            summary = run_cells(chosen, cells, registry=registry, plugin_files=plugin,
+            summary = run_cells(chosen, cells, registry=registry,
+                                plugin_files=list(registry.files),
                                 store=store, env=environment, reporter=reporter,
                                 options=options, force=force)
     # Only this run's records: a record of the same cell from other code, data or settings

@@ -20,7 +20,11 @@ Checks, each reported as one PASS/FAIL line with its reason:
   (measured with common noise samples) and leave the forward weights alone;
   ``frozen layers``: with only layer 1 trainable (MLP: ``train_cell`` on the teacher task, with a
   checkpoint), layers 2..L do not move, layer 1 does, trainable feedback still trains;
-  ``checkpoint``: an algorithm restored from its ``state_dict`` proposes the same updates.
+  ``checkpoint``: a run resumed from a checkpoint after 2 steps (network, forward Adam,
+  ``state_dict``) proposes the same updates as the uninterrupted run for 6 more steps, and its
+  plain Python attributes agree with it (a step counter outside the ``state_dict`` does not).
+
+``bench check-plugin`` prints, after the algorithm's name, the networks and tasks it runs on.
 
 A check whose prerequisite did not pass (a failed ``step`` makes every later check fail the same
 way) is reported as SKIP, so one defect gives one FAIL line; SKIP counts as not passed.
@@ -43,9 +47,9 @@ import torch
 
 from ..errors import PluginError, did_you_mean
 from ..model.algorithm import Algorithm
-from ..registry import AlgorithmInfo, Registry, default_registry
+from ..registry import NOT_FOUND_HINT, AlgorithmInfo, Registry, default_registry
 from .checks import PER_ARCHITECTURE
-from .harness import ARCHITECTURES, Failure, describe
+from .harness import ARCHITECTURES, Failure, describe, describe_settings
 from .loads import check_loads
 
 
@@ -87,7 +91,7 @@ def find_algorithms(target: str, registry: Registry) -> list[AlgorithmInfo]:
             raise PluginError(f"{target} cannot be loaded: {warning}")
     raise PluginError(f"no algorithm, plugin file or plugin package '{target}'"
                       f"{did_you_mean(target, registry.algorithms)}; known algorithms: "
-                      f"{', '.join(registry.algorithms)}")
+                      f"{', '.join(registry.algorithms)}; {NOT_FOUND_HINT}")
 
 
 @contextmanager
@@ -130,9 +134,7 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threads cost more than they give
     try:
-        for kind in ARCHITECTURES:  # the ones the suite would run it on
-            if not caps.supports(default_registry().architecture(kind).layer_kinds):
-                continue
+        for kind in architectures_of(cls):  # the ones the suite would run it on
             done: dict[str, bool] = {}
             for name, function, needs in PER_ARCHITECTURE:
                 if name == "feedback" and not caps.trainable_feedback:
@@ -149,6 +151,17 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
     finally:
         torch.set_num_threads(threads)
     return results
+
+
+def architectures_of(cls: type[Algorithm]) -> list[str]:
+    """The checks' architectures (``harness.ARCHITECTURES``) that ``cls`` claims to support."""
+    return [kind for kind in ARCHITECTURES
+            if cls.capabilities.supports(default_registry().architecture(kind).layer_kinds)]
+
+
+def check_loads_quietly(cls: type[Algorithm]) -> bool:
+    """Whether ``cls`` passes the ``loads`` check (so its capabilities can be read)."""
+    return _run("loads", lambda: check_loads(cls)).passed
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,8 @@ def run_checks(infos: Sequence[AlgorithmInfo], emit: Callable[[str], None]) -> S
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for info in infos:
         emit(f"checking {info.name} ({info.label}) from {info.source} [{info.origin}]")
+        if check_loads_quietly(info.cls):
+            emit(f"on: {describe_settings(info.cls, architectures_of(info.cls))}")
         for result in check_algorithm(info, lambda r: emit(r.line())):
             key = "skipped" if result.skipped else "passed" if result.passed else "failed"
             counts[key] += 1

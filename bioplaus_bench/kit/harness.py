@@ -114,9 +114,11 @@ class Setting:
         y = torch.randint(0, N_OUTPUTS, (BATCH,), generator=self.generator)
         return x.to(self.network.dtype), y
 
-    def step(self) -> StepResult:
-        """One training minibatch through ``Runner.step``, inspected before it is applied."""
-        x, y = self.batch()
+    def step(self, x: Tensor | None = None, y: Tensor | None = None) -> StepResult:
+        """One training minibatch through ``Runner.step`` (the next batch of the stream unless
+        one is given), inspected before it is applied."""
+        if x is None or y is None:
+            x, y = self.batch()
         before = snapshot(self.parameters)
 
         def inspect(proposal: Proposal) -> None:
@@ -153,6 +155,25 @@ class Setting:
         if moved is not None:
             raise Failure(f"{who} changed the forward weights themselves ({moved}); only the "
                           f"runner's optimiser may move them{advice}")
+
+
+def describe_settings(cls: type[Algorithm], kinds: Sequence[str]) -> str:
+    """What the checks run ``cls`` on, for the header line of ``bench check-plugin``."""
+    shapes = []
+    for kind in kinds:
+        spec, input_shape = ARCHITECTURES[kind]
+        parts = ["×".join(map(str, input_shape))]
+        parts += [f"conv ({c} channels, {spec.kernel_size}×{spec.kernel_size}) + max-pool"
+                  for c in spec.conv_channels]
+        parts += [str(width) for width in (*spec.hidden, N_OUTPUTS)]
+        shapes.append(f"{kind} = {spec.activation} {kind.upper()} {' → '.join(parts)}")
+    text = (f"{'; '.join(shapes)}; task: {N_OUTPUTS}-class classification of random inputs, "
+            f"batches of {BATCH}, float32 and float64")
+    if "mlp" in kinds and cls.capabilities.supports_task("regression"):
+        options = teacher_cell(cls).dataset.options
+        text += (f"; frozen layers [mlp] also: one epoch of train_cell on the teacher "
+                 f"regression task ({options.n_train} training samples, float64)")
+    return text
 
 
 def setting(cls: type[Algorithm], kind: str, dtype: torch.dtype, seed: int = 0,

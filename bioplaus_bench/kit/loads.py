@@ -23,6 +23,9 @@ def check_loads(cls: type[Algorithm]) -> str:
     if not caps.supported_layers:
         raise Failure("capabilities support no kind of layer (neither MLP nor CNN nor "
                       "layer_kinds): the algorithm could never run")
+    if not set(caps.tasks) & {"classification", "regression"}:
+        raise Failure(f"capabilities.tasks {caps.tasks!r} names neither 'classification' nor "
+                      "'regression': the algorithm could never run")
     for attribute in ("label", "summary"):
         if not isinstance(getattr(cls, attribute), str):
             raise Failure(f"{attribute} must be a string, got {getattr(cls, attribute)!r}")

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..data import DataSettings, data_fingerprint
 from ..model.algorithm import Algorithm
+from ..plugin_files import plugin_file_sources
 from ..registry import Registry
 from ..spec.cell import Cell
 
@@ -27,10 +28,12 @@ CORE = __name__.partition(".")[0]  # bioplaus_bench
 def code_identity(cls: type[Algorithm]) -> dict[str, Any]:
     """A digest of the source of the algorithm: the modules that define the class and its
     base classes up to ``Algorithm`` (so a plugin, and a core base such as the target-propagation
-    one, are both covered), and, for a plugin package, every module of that package. A class
-    with no source on disk is identified by its distribution's name and version."""
+    one, are both covered), and, for a plugin package, every module of that package; for a
+    ``--plugin`` file, the modules next to it that it imported. A class with no source on disk
+    is identified by its distribution's name and version."""
     sources = {path for path in map(_source_file, _classes(cls)) if path is not None}
-    return _identity(sources | _package_files(cls.__module__), cls.__module__)
+    return _identity(sources | _package_files(cls.__module__)
+                     | plugin_file_sources(cls.__module__), cls.__module__)
 
 
 def plugin_identity(function: Any) -> dict[str, Any] | None:
@@ -40,7 +43,8 @@ def plugin_identity(function: Any) -> dict[str, Any] | None:
     if module.partition(".")[0] == CORE:
         return None
     source = _source_file(function)
-    return _identity(({source} if source else set()) | _package_files(module), module)
+    return _identity(({source} if source else set()) | _package_files(module)
+                     | plugin_file_sources(module), module)
 
 
 def _identity(files: set[Path], module: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, SuiteError, did_you_mean
-from ..registry import Registry
+from ..registry import Registry, Wanted, unknown_algorithm
 from ..spec.cell import (
     DatasetConfig,
     MetricsConfig,
@@ -86,9 +86,8 @@ _SETTINGS_KEYS = {f.name for f in dataclasses.fields(Settings)}
 _ENTRY_KEYS = sorted({f.name for f in dataclasses.fields(AlgorithmEntry)} | _SETTINGS_KEYS)
 
 
-def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) -> Suite:
-    """Read and validate a suite file. Every problem is a ``SuiteError`` with file and line."""
-    path = Path(path)
+def _read(path: Path, overrides: list[str]) -> tuple[Any, Source]:
+    """The suite's YAML document with the --set overrides applied, and its line numbers."""
     file = str(path)
     try:
         raw = path.read_bytes()
@@ -104,6 +103,57 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
     if document is None:
         raise SuiteError("the suite is empty", file=file, line=1)
     apply_overrides(document, source, list(overrides))
+    return document, source
+
+
+def wanted_plugins(path: str | Path, overrides: list[str], only: list[str],
+                   executor: str | None = None) -> Wanted | None:
+    """The plugin names a run of the algorithm entries ``only`` needs: their algorithms and the
+    metrics they log, every dataset's source and architecture (all datasets are checked), and
+    ``executor``. None when the suite cannot be read so far: ``load_suite`` then says why,
+    with every plugin loaded."""
+    try:
+        document, _ = _read(Path(path), overrides)
+    except InputError:
+        return None
+    datasets, algorithms = (document.get(key) if isinstance(document, dict) else None
+                            for key in ("datasets", "algorithms"))
+    if not isinstance(datasets, dict) or not isinstance(algorithms, dict):
+        return None
+    names, metrics, sources, types = set(), set(), set(), set()
+    for a_id in only:
+        entry = algorithms.get(a_id)
+        if entry is None:
+            continue  # not an entry of the suite: Suite.cells says so
+        if not isinstance(entry, dict):
+            return None
+        names.add(entry.get("algorithm") or a_id)
+        overrides_by_dataset = entry.get("datasets") or {}
+        if not isinstance(overrides_by_dataset, dict):
+            return None
+        for settings in (entry, *overrides_by_dataset.values()):
+            logged = settings.get("metrics") if isinstance(settings, dict) else None
+            extra = logged.get("extra") if isinstance(logged, dict) else None
+            metrics.update(extra if isinstance(extra, list) else ())
+    for dataset in datasets.values():
+        if not isinstance(dataset, dict):
+            return None
+        sources.add(dataset.get("source"))
+        architecture = dataset.get("architecture")
+        types.add(architecture.get("type", "mlp") if isinstance(architecture, dict) else "mlp")
+    found = (names, sources, types, metrics, {executor} if executor else set())
+    if not all(isinstance(name, str) for group in found for name in group):
+        return None
+    return Wanted(*(frozenset(group) for group in found))
+
+
+def load_suite(path: str | Path, registry: Registry, overrides: list[str] = (),
+               only: list[str] | None = None) -> Suite:
+    """Read and validate a suite file. Every problem is a ``SuiteError`` with file and line.
+    ``only``: the algorithm entries to be run (``--only``); the others are not checked against
+    their plugins, which need not be loaded."""
+    path = Path(path)
+    document, source = _read(path, list(overrides))
     header = coerce_dataclass(document, SuiteHeader, (), source)
     for key in ("datasets", "algorithms"):
         if not header.__dict__[key]:
@@ -137,10 +187,12 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = ()) 
         meta = {k: v for k, v in raw.items() if k not in _SETTINGS_KEYS}
         entry = coerce_dataclass(meta, AlgorithmEntry, where, source)
         name = entry.algorithm or a_id
+        if only is not None and a_id not in only:  # not run: its plugin may not be loaded
+            algorithms[a_id], names[a_id], labels[a_id] = entry, name, entry.label or name
+            continue
         if name not in registry:
             raise source.error((*where, "algorithm") if entry.algorithm else where,
-                               f"unknown algorithm '{name}'{did_you_mean(name, registry.algorithms)}"
-                               f"; known: {', '.join(registry.algorithms)}")
+                               unknown_algorithm(name, registry.algorithms))
         cls = registry.get(name).cls
         base = {k: v for k, v in raw.items() if k in _SETTINGS_KEYS}
         _check_settings(base, where, source, cls)

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...hookspecs import hookimpl
-from ...registry import Registry, load_registry
+from ...plugin_files import import_plugin_file
+from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
 from ...results.store import ResultStore, make_record
 from ...spec.cell import Cell
@@ -143,7 +144,7 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
         checkpoint.unlink(missing_ok=True)
     time_limit = env.cell_timeout or cell.dataset.protocol.cell_timeout
     try:
-        registry = _registry(plugins)
+        registry = _registry(plugins, cell)
         result = train_cell(cell, registry.get(cell.algorithm).cls,
                             dataclasses.replace(env, registry=registry), checkpoint=checkpoint,
                             on_epoch=on_epoch, time_limit=time_limit)
@@ -161,7 +162,7 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
 def _record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str]) -> Record:
     """The cell's record; its task kind is its dataset's, known before anything loads. A result
     that JSON cannot hold (a metric plugin's object) fails this cell, not the run."""
-    kind = _registry(plugins).dataset(cell.dataset.source).kind
+    kind = _registry(plugins, cell).dataset(cell.dataset.source).kind
     record = make_record(cell, result, env.device, kind)
     try:
         json.dumps(record.to_json(), allow_nan=False)
@@ -172,20 +173,32 @@ def _record(cell: Cell, result: dict, env: Environment, plugins: Registry | list
     return record
 
 
-def _registry(plugins: Registry | list[str]) -> Registry:
-    return plugins if isinstance(plugins, Registry) else _worker_registry(plugins)
+def _registry(plugins: Registry | list[str], cell: Cell) -> Registry:
+    return plugins if isinstance(plugins, Registry) else _worker_registry(plugins, cell)
 
 
 # --- worker side: processes and Ray tasks get plugin file paths and pickled cells, not classes ---
 
-_REGISTRIES: dict[tuple[str, ...], Registry] = {}
+_REGISTRIES: dict[tuple[tuple[str, ...], Wanted], Registry] = {}
 
 
-def _worker_registry(plugin_files: list[str]) -> Registry:
-    key = tuple(plugin_files)
+def _worker_registry(plugin_files: list[str], cell: Cell) -> Registry:
+    """The plugins ``cell`` needs, found as the parent found them: a worker imports no plugin
+    the cell does not need (a slow or broken one costs the parent's run nothing more)."""
+    wanted = Wanted(algorithms=frozenset({cell.algorithm}),
+                    datasets=frozenset({cell.dataset.source}),
+                    architectures=frozenset({cell.dataset.architecture.type}),
+                    metrics=frozenset(cell.settings.metrics.extra))
+    key = (tuple(plugin_files), wanted)
     if key not in _REGISTRIES:
-        _REGISTRIES[key] = load_registry(plugin_files)
+        _REGISTRIES[key] = load_registry(plugin_files, wanted)
     return _REGISTRIES[key]
+
+
+def _import_files(plugin_files: list[str]) -> None:
+    """Import the parent's plugin files: a pickled cell may hold instances of their classes."""
+    for file in plugin_files:
+        import_plugin_file(file)
 
 
 def init_worker(plugin_files: list[str], threads: int) -> None:
@@ -203,7 +216,7 @@ def init_worker(plugin_files: list[str], threads: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    _worker_registry(plugin_files)  # imports the plugin modules before any cell is unpickled
+    _import_files(plugin_files)  # before any cell is unpickled
 
 
 def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
@@ -217,7 +230,7 @@ def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
 
         torch.set_num_threads(threads)
     try:
-        _worker_registry(plugin_files)
+        _import_files(plugin_files)
         cell = pickle.loads(payload)
     except Exception as error:
         raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"

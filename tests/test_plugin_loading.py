@@ -1,0 +1,252 @@
+"""Loading plugins: a ``--plugin`` file imports the modules next to it (and says where it looked
+when one is missing; a helper named like another module is refused), an unknown algorithm name
+says where algorithms come from, and ``bench run --only`` loads only the plugins it needs."""
+
+import importlib.metadata
+import json
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bioplaus_bench import registry as plugins
+from bioplaus_bench.cli import app
+from bioplaus_bench.errors import PluginError
+from bioplaus_bench.registry import Wanted, load_registry
+from bioplaus_bench.run import executors
+from bioplaus_bench.run.inputs import code_identity
+from bioplaus_bench.suite import load_suite
+
+runner = CliRunner()
+
+# Backprop through the public API, named NAME, scaled by the helper's SCALE.
+RULE = '''\
+import torch
+
+from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
+from HELPER import SCALE
+
+
+class Rule(Algorithm):
+    name = "NAME"
+    capabilities = Capabilities(mlp=True)
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        grads = torch.autograd.grad(fwd.loss, list(self.network.parameters()))
+        return [SCALE * g for g in grads]
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [Rule]
+'''
+
+SUITE = """\
+name: loading
+seeds: [0]
+precision: float64
+datasets:
+  teacher:
+    source: teacher
+    options: {n_train: 32, n_test: 16, hidden: [8]}
+    architecture: {type: mlp, hidden: [6]}
+    protocol: {epochs: 1, batch_size: 16, validation: 16}
+algorithms:
+  bp: {optimizer: {lr: 1.0e-3}}
+"""
+
+
+def unique(prefix: str) -> str:
+    """A module name no other test (or earlier run in this process) has imported."""
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def rule_file(folder: Path, name: str, helper: str, scale: str = "1.0") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{helper}.py").write_text(f"SCALE = {scale}\n")
+    path = folder / f"{unique('rule')}.py"
+    path.write_text(RULE.replace("HELPER", helper).replace("NAME", name))
+    return path
+
+
+def test_a_plugin_file_imports_a_module_next_to_it_without_leaving_its_folder_on_the_path(tmp_path):
+    helper = unique("rule_helpers")
+    plugin = rule_file(tmp_path / "rules", "helped-rule", helper)
+    path_before = list(sys.path)
+    result = runner.invoke(app, ["check-plugin", str(plugin)])
+    assert result.exit_code == 0, result.output
+    assert "FAIL" not in result.stdout
+    assert sys.path == path_before
+    assert Path(sys.modules[helper].__file__).parent == plugin.parent
+    # The helper is part of the algorithm's code: editing it re-runs the cells.
+    cls = load_registry([plugin]).get("helped-rule").cls
+    before = code_identity(cls)
+    assert f"{helper}.py" in before["files"] and plugin.name in before["files"]
+    (plugin.parent / f"{helper}.py").write_text("SCALE = 2.0\n")
+    assert code_identity(cls)["source_sha256"] != before["source_sha256"]
+
+
+def test_a_module_missing_next_to_the_plugin_is_reported_with_the_folder_searched(tmp_path):
+    helper = unique("rule_helpers")
+    plugin = rule_file(tmp_path, "lost-rule", helper)
+    plugin.write_text(plugin.read_text().replace(f"from {helper} import", f"from {helper}s import"))
+    result = runner.invoke(app, ["check-plugin", str(plugin)])
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert f"failed to import: ModuleNotFoundError: No module named '{helper}s'" in message
+    assert f"looked for a module '{helper}s' next to the plugin file, in {tmp_path}" in message
+    assert "among the installed packages" in message
+    assert f"(did you mean '{helper}'?)" in message
+
+
+def test_a_relative_import_is_explained(tmp_path):
+    helper = unique("rule_helpers")
+    plugin = rule_file(tmp_path, "relative-rule", helper)
+    plugin.write_text(plugin.read_text().replace(f"from {helper} import", f"from .{helper} import"))
+    with pytest.raises(PluginError, match="import a module next to it by its plain name"):
+        load_registry([plugin])
+
+
+def test_a_helper_named_like_another_module_is_refused(tmp_path):
+    # Named like a standard-library module: the plugin would get the library's.
+    plugin = rule_file(tmp_path / "a", "stdlib-rule", "json")
+    with pytest.raises(PluginError) as error:
+        load_registry([plugin])
+    assert f"imports 'json', which is both {tmp_path / 'a' / 'json.py'} next to it and the " \
+           "standard library's module of that name" in str(error.value)
+    assert f"e.g. {plugin.stem}_json.py" in str(error.value)
+    # Named like another plugin folder's helper, already imported: it would get that one.
+    shared = unique("shared_helpers")
+    first = rule_file(tmp_path / "b", "first-rule", shared)
+    second = rule_file(tmp_path / "c", "second-rule", shared)
+    assert "first-rule" in load_registry([first]).algorithms
+    with pytest.raises(PluginError, match=f"the module already imported from "
+                                          f"{tmp_path / 'b' / shared}.py"):
+        load_registry([first, second])
+
+
+def test_an_unknown_algorithm_suggests_plugin_files_and_installed_packages(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  my-rul: {optimizer: {lr: 1.0e-3}}\n")
+    for result in (runner.invoke(app, ["validate", str(suite)]),
+                   runner.invoke(app, ["check-plugin", "my-rul"])):
+        assert result.exit_code == 2
+        message = " ".join(result.stderr.split())
+        assert "'my-rul'" in message
+        assert "an algorithm in a plugin file is loaded with --plugin FILE" in message
+        assert "entry-point group 'bioplaus_bench.plugins' (`pip install` it" in message
+    suite.write_text(SUITE + "  dfb: {optimizer: {lr: 1.0e-3}}\n")
+    result = runner.invoke(app, ["validate", str(suite)])
+    assert "unknown algorithm 'dfb' (did you mean 'dfa'?)" in result.stderr
+
+
+# --- --only: only the plugins the chosen entries need ------------------------------------------
+
+PROVIDER = '''\
+import torch
+
+from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
+
+
+class Opaque(Algorithm):
+    name = "opaque-rule"
+    capabilities = Capabilities(mlp=True)
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        return list(torch.autograd.grad(fwd.loss, list(self.network.parameters())))
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [Opaque]
+'''
+
+
+@pytest.fixture()
+def installed(monkeypatch, tmp_path):
+    """Three installed-looking plugins besides the real ones: one that raises on import, one
+    that leaves a mark when imported (a slow one), and one whose entry-point name and module
+    tell nothing of the algorithm it provides."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    broken, slow, opaque = unique("broken_plugin"), unique("slow_plugin"), unique("ep_module")
+    mark = tmp_path / "slow-plugin-imported"
+    (folder / f"{broken}.py").write_text("raise RuntimeError('half-written plugin')\n")
+    (folder / f"{slow}.py").write_text(f"from pathlib import Path\nPath({str(mark)!r}).touch()\n")
+    (folder / f"{opaque}.py").write_text(PROVIDER)
+    monkeypatch.syspath_prepend(str(folder))
+    added = [importlib.metadata.EntryPoint(name=name, value=value, group=plugins.ENTRY_POINT_GROUP)
+             for name, value in (("half-written", broken), ("slow", slow), ("zzz", opaque))]
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points", lambda **selection: [*real(**selection), *added])
+    return mark
+
+
+def test_only_loads_no_plugin_the_chosen_entries_do_not_need(installed, tmp_path):
+    broken_file = tmp_path / "mine.py"
+    broken_file.write_text("raise SystemExit('work in progress')\n")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  mine: {optimizer: {lr: 1.0e-3}, params: {anything: 1}}\n"
+                     "  other: {algorithm: opaque-rule, optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    args = ["run", str(suite), "--plugin", str(broken_file), "--out", str(out), "--quiet"]
+    result = runner.invoke(app, [*args, "--only", "bp"])
+    assert result.exit_code == 0, result.output
+    assert "warning" not in result.stderr and not installed.exists()
+    assert json.loads((out / "teacher" / "bp" / "seed-0.json").read_text())["status"] == "ok"
+    assert not (out / "teacher" / "mine").exists()
+    # Without --only every plugin loads: the broken file stops the run before anything runs.
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "mine.py failed to import: SystemExit" in result.stderr
+
+
+def test_only_still_finds_an_entry_point_whose_name_tells_nothing(installed, tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  other: {algorithm: opaque-rule, optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", str(suite), "--out", str(out), "--quiet",
+                                 "--only", "other"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "teacher" / "other" / "seed-0.json").read_text())["status"] == "ok"
+    registry = load_registry(wanted=Wanted(algorithms=frozenset({"opaque-rule"})))
+    assert "opaque-rule" in registry.algorithms and registry.complete
+    assert load_registry(wanted=Wanted(algorithms=frozenset({"bp"}))).complete is False
+
+
+def test_a_worker_loads_only_what_its_cell_needs(installed, tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    cell, = load_suite(suite, load_registry()).cells()
+    assert installed.exists()  # the full load above imported every plugin
+    installed.unlink()
+    registry = executors._worker_registry([], cell)
+    assert "bp" in registry and not registry.complete
+    assert not registry.warnings and not installed.exists()
+
+
+def test_a_suite_read_for_only_needs_its_datasets_and_the_chosen_entries(tmp_path):
+    from bioplaus_bench.suite.load import wanted_plugins
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(textwrap.dedent("""\
+        datasets:
+          a: {source: teacher, architecture: {type: funnel}}
+          b: {source: blobs}
+        algorithms:
+          x: {algorithm: learned-dfa, metrics: {extra: [update-norm]}}
+          y: {datasets: {a: {metrics: {extra: [other-metric]}}}}
+          z: {}
+        """))
+    wanted = wanted_plugins(suite, [], ["x", "y", "missing"], "local")
+    assert wanted == Wanted(algorithms=frozenset({"learned-dfa", "y"}),
+                            datasets=frozenset({"teacher", "blobs"}),
+                            architectures=frozenset({"funnel", "mlp"}),
+                            metrics=frozenset({"update-norm", "other-metric"}),
+                            executors=frozenset({"local"}))
+    suite.write_text("datasets: [1]\n")
+    assert wanted_plugins(suite, [], ["x"]) is None
