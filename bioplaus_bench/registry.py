@@ -182,48 +182,42 @@ def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None
     warning (other plugins still load); a broken ``--plugin`` file, or two plugins claiming one
     algorithm name, is an error; so is a hook that raises (for an entry point: a warning).
 
-    With ``wanted``, the built-ins load, then the other plugins (entry points whose name or
-    module mentions a wanted name first, then the files, then the other entry points) until
-    every wanted name is provided: the others are not imported (``Registry.complete`` is then
-    False). A name no plugin provides makes them all load, so errors list everything."""
+    With ``wanted``, the built-ins load, then the other plugins (the ``--plugin`` files first:
+    the user named them, so an installed plugin never stands in for one; then entry points whose
+    name or module mentions a wanted name; then the other entry points) until every wanted name
+    is provided: the others are not imported (``Registry.complete`` is then False). A name no
+    plugin provides makes them all load, so errors list everything."""
     loading = _Loading()
     for module_name in DEFAULT_PLUGINS:
         loading.add(importlib.import_module(module_name), f"core:{module_name}", "built-in",
                     module_name)
-    candidates: list[tuple[str, object]] = []
+    others = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.dist is not None and entry_point.dist.name == DISTRIBUTION:
             loading.add_entry_point(entry_point)  # the built-in algorithms: always
         else:
-            candidates.append(("entry", entry_point))
-    candidates += [("file", Path(path)) for path in plugin_files]
+            others.append(entry_point)
     if wanted is not None:
         names = {_plain(name) for name in wanted.names()}
-        candidates.sort(key=lambda c: (not _mentions(c, names), c[0] != "file"))
-    complete = True
-    for kind, candidate in candidates:
+        others.sort(key=lambda entry_point: not _mentions(entry_point, names))
+    candidates = [*((loading.add_file, Path(path)) for path in plugin_files),
+                  *((loading.add_entry_point, entry_point) for entry_point in others)]
+    for add, candidate in candidates:
         if wanted is not None and loading.provides(wanted):
-            complete = False  # the rest is not imported
-            break
-        if kind == "entry":
-            loading.add_entry_point(candidate)
-        else:
-            loading.add_file(candidate)
-    return loading.registry(complete)
+            return loading.registry(complete=False)  # the rest is not imported
+        add(candidate)
+    return loading.registry(complete=True)
 
 
 def _plain(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _mentions(candidate: tuple[str, object], names: set[str]) -> bool:
-    """Whether an entry point's name or module, or a file's name, mentions one of ``names``
-    (only the order of loading depends on it: any plugin may provide any name)."""
-    kind, value = candidate
-    if kind == "file":
-        words = {_plain(value.stem)}
-    else:
-        words = {_plain(value.name), *(_plain(part) for part in re.split(r"[.:]", value.value))}
+def _mentions(entry_point, names: set[str]) -> bool:
+    """Whether an entry point's name or module mentions one of ``names`` (only the order of
+    loading depends on it: any plugin may provide any name)."""
+    words = {_plain(entry_point.name),
+             *(_plain(part) for part in re.split(r"[.:]", entry_point.value))}
     return any(word == name or word.endswith(f"_{name}") or word.startswith(f"{name}_")
                for word in words for name in names if name)
 

@@ -218,6 +218,26 @@ def test_only_still_finds_an_entry_point_whose_name_tells_nothing(installed, tmp
     assert load_registry(wanted=Wanted(algorithms=frozenset({"bp"}))).complete is False
 
 
+def test_only_never_lets_an_installed_plugin_stand_in_for_a_plugin_file(monkeypatch, tmp_path):
+    """An installed entry point named after the algorithm would be tried first among entry
+    points; the file the user named still wins (without --only the two would clash)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    installed = unique("opaque_rule_package")
+    (site / f"{installed}.py").write_text(PROVIDER)
+    monkeypatch.syspath_prepend(str(site))
+    entry = importlib.metadata.EntryPoint(name="opaque-rule", value=installed,
+                                          group=plugins.ENTRY_POINT_GROUP)
+    real = plugins.entry_points
+    monkeypatch.setattr(plugins, "entry_points", lambda **selection: [*real(**selection), entry])
+    mine = tmp_path / "mine.py"
+    mine.write_text(PROVIDER)
+    registry = load_registry([mine], Wanted(algorithms=frozenset({"opaque-rule"})))
+    assert registry.get("opaque-rule").origin == "file" and not registry.complete
+    with pytest.raises(PluginError, match="two plugins claim the algorithm name 'opaque-rule'"):
+        load_registry([mine])
+
+
 def test_a_worker_loads_only_what_its_cell_needs(installed, tmp_path):
     suite = tmp_path / "s.yaml"
     suite.write_text(SUITE)
