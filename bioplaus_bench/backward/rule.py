@@ -32,34 +32,32 @@ def glorot_std(weight: Tensor) -> float:
     return math.sqrt(2.0 / (fan_in + fan_out))
 
 
-def in_layout_of(tensor: Tensor, weight: Tensor) -> Tensor:
-    """``tensor`` in ``weight``'s memory layout (a conv weight may be channels-last), so that the
-    backward pass and the optimisers never convert it."""
-    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last) \
-            and not weight.is_contiguous():
-        return tensor.contiguous(memory_format=torch.channels_last)
-    return tensor
+def like_weight(values: Tensor, weight: Tensor) -> Tensor:
+    """``values`` stored in ``weight``'s memory layout (a float32 conv weight is channels-last),
+    so that a kept feedback tensor is never converted again in the backward pass."""
+    return torch.empty_like(weight).copy_(values)
 
 
 def glorot_normal_like(weight: Tensor) -> Tensor:
     """Glorot-normal values of ``weight``'s shape, dtype, device and layout, drawn from the
     global RNG (in the standard layout's order, so the values do not depend on the layout)."""
     values = torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
-    return in_layout_of(values.mul_(glorot_std(weight)), weight)
+    return like_weight(values.mul_(glorot_std(weight)), weight)
 
 
-def glorot_uniform_magnitude_like(weight: Tensor) -> Tensor:
+def glorot_uniform_magnitude(weight: Tensor) -> Tensor:
     """``|M|`` for ``M`` Glorot-uniform (``U(−a, a)``, ``a = sqrt(3)·glorot_std``) of ``weight``'s
-    shape, dtype, device and layout: ``U(0, a)``, drawn from the global RNG with 16 random bits a
-    value (the midpoints of 2¹⁶ equal bins of ``[0, a)``). brSF draws a value for every weight
-    every step: four values from each 64 random bits cost about a quarter of ``torch.rand``'s one
-    per value (about 8 ns each on a CPU), a tenth of a BP step of the MNIST MLP."""
+    shape, dtype and device (standard layout): ``U(0, a)``, drawn from the global RNG with 16
+    random bits a value (the midpoints of 2¹⁶ equal bins of ``[0, a)``). brSF draws a value for
+    every weight every step: four values from each 64 random bits cost about a quarter of
+    ``torch.rand``'s one per value (about 8 ns each on a CPU), a tenth of a BP step of the MNIST
+    MLP."""
     count = weight.numel()
     bits = torch.empty((count + 3) // 4, dtype=torch.int64, device=weight.device)
     bits.random_(-2 ** 63, None)  # the full 64 bits
     levels = bits.view(torch.int16)[:count].view(weight.shape).to(weight.dtype)  # −2¹⁵ … 2¹⁵−1
     bound = math.sqrt(3.0) * glorot_std(weight)
-    return in_layout_of(levels.add_(32768.5).mul_(bound / 65536), weight)
+    return levels.add_(32768.5).mul_(bound / 65536)
 
 
 class BackwardMatrices(nn.Module):
@@ -111,12 +109,13 @@ class RandomMagnitudeSign(BackwardMatrices):
         self.redraw = redraw
         if not redraw:
             for i, weight in self._layer_weights(network).items():
-                self.register_buffer(f"M{i}", glorot_uniform_magnitude_like(weight))
+                self.register_buffer(f"M{i}", like_weight(glorot_uniform_magnitude(weight), weight))
 
     def magnitude(self, i: int, weight: Tensor) -> Tensor:
-        return glorot_uniform_magnitude_like(weight) if self.redraw else getattr(self, f"M{i}")
+        return glorot_uniform_magnitude(weight) if self.redraw else getattr(self, f"M{i}")
 
     def weight(self, i: int, weight: Tensor) -> Tensor:
+        # sign(W) has W's layout, and the product keeps it: a redrawn magnitude is not converted.
         return torch.sign(weight).mul_(self.magnitude(i, weight))
 
 

@@ -62,21 +62,17 @@ class ForwardOptimisers:
         layers = [i for i in range(1, network.depth + 1) if i not in set(frozen_layers)]
         self.trainable = {id(p) for i in layers for p in network.layer_parameters(i)}
         tied = algorithm.optimised_with_layers()
-
-        def stepped(i: int) -> list[torch.nn.Parameter]:
-            parameters = network.layer_parameters(i)
-            return parameters + list(tied.get(i, ())) if parameters else []
-
+        # Each trainable layer's parameters, with the feedback parameters tied to it (if any).
+        stepped = {i: network.layer_parameters(i) + list(tied.get(i, ())) for i in layers
+                   if network.layer_parameters(i)}
         self.optimisers: list[torch.optim.Optimizer] = []
         if isinstance(config.lr, tuple):
             eps = config.eps if isinstance(config.eps, tuple) else (config.eps,) * network.depth
-            for i in layers:
-                if stepped(i):
-                    self.optimisers.append(adam(
-                        stepped(i), lr=config.lr[i - 1] / divisor,
-                        betas=config.betas, eps=eps[i - 1]))
+            for i, parameters in stepped.items():
+                self.optimisers.append(adam(parameters, lr=config.lr[i - 1] / divisor,
+                                            betas=config.betas, eps=eps[i - 1]))
         else:
-            parameters = [p for i in layers for p in stepped(i)]
+            parameters = [p for group in stepped.values() for p in group]
             if parameters:
                 self.optimisers.append(adam(parameters, lr=config.lr / divisor,
                                             betas=config.betas, eps=config.eps))
