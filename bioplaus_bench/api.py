@@ -52,6 +52,7 @@ from .model.networks import (
     forward_pass,
     mlp_layers,
 )
+from .model.seeds import draw, linear, mean_per_seed, mse_per_seed, randn_like, sum_per_seed
 from .model.tasks import Classification, Regression, Task
 from .run.executors import Executor, ExecutorOptions, RunContext
 from .spec.cell import MetricsConfig
@@ -116,13 +117,19 @@ __all__ = [
     "Task",
     "build_network",
     "check_algorithm",
+    "draw",
     "forward_pass",
     "glorot_normal",
     "hookimpl",
+    "linear",
     "local_updates",
+    "mean_per_seed",
     "mlp_layers",
+    "mse_per_seed",
     "output_target",
+    "randn_like",
     "split_validation",
+    "sum_per_seed",
 ]
 
 

@@ -11,11 +11,12 @@ class Backprop(Algorithm):
     name = "bp"
     label = "BP"
     summary = "Error backpropagation: the exact gradient of the loss."
-    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=False)
+    capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
     record_graph = True
 
     def forward_updates(self, fwd: ForwardPass) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(fwd.loss, list(self.network.parameters())))
+        # One loss per seed when seeds are stacked: their sum's gradient is each seed's own.
+        return list(torch.autograd.grad(fwd.loss.sum(), list(self.network.parameters())))
 
 
 @hookimpl

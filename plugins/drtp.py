@@ -69,8 +69,8 @@ class DRTP(Algorithm):
     summary = "Direct random target projection: hidden layers learn from fixed random projections " \
               "of the one-hot target (Frenkel et al. 2021)."
     Params = DRTPParams
-    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=False,
-                                tasks=("classification",))
+    capabilities = Capabilities(mlp=True, cnn=True, tasks=("classification",),
+                                vectorize_seeds=True)
     record_graph = False  # the stored activations and the conv layers' own graphs suffice
 
     def __init__(self, network, task, params: DRTPParams):
@@ -89,8 +89,10 @@ class DRTP(Algorithm):
         return getattr(self, f"P{i}")
 
     def signal(self, fwd: ForwardPass, i: int) -> Tensor:
-        """``S_i = Y* P_iᵀ / B``, shaped like ``h_i``: row b is column ``y_b`` of ``P_i``."""
-        return (self.projection(i)[:, fwd.y].t() / fwd.batch_size).reshape(fwd.h[i].shape)
+        """``S_i = Y* P_iᵀ / B``, shaped like ``h_i``: row b is column ``y_b`` of ``P_i`` (each
+        seed's own ``P_i`` when seeds are stacked)."""
+        rows = torch.take_along_dim(self.projection(i).mT, fwd.y.unsqueeze(-1), dim=-2)
+        return (rows / fwd.batch_size).reshape(fwd.h[i].shape)
 
     def forward_updates(self, fwd: ForwardPass) -> list[Tensor]:
         depth = self.network.depth
@@ -98,21 +100,13 @@ class DRTP(Algorithm):
         for i in range(1, depth + 1):
             layer = self.network.layer(i)
             if i == depth:
-                updates += _dense(layer, self.task.output_error(fwd.output, fwd.y), fwd.h[i - 1])
+                updates += layer.gradients(self.task.output_error(fwd.output, fwd.y), fwd.h[i - 1])
             elif isinstance(layer, Dense):
                 delta = self.signal(fwd, i) * layer.activation_derivative(fwd.a[i], fwd.h[i])
-                updates += _dense(layer, delta, fwd.h[i - 1])
+                updates += layer.gradients(delta, fwd.h[i - 1])
             else:
                 updates += _through_layer(layer, fwd, i, self.signal(fwd, i))
         return updates
-
-
-def _dense(layer: Dense, delta: Tensor, h_prev: Tensor) -> list[Tensor]:
-    """``∇W = δᵀ h_prev``, ``∇b = Σ_b δ`` (the bias only if the layer has one)."""
-    grads = [delta.t() @ h_prev.flatten(1)]
-    if layer.linear.bias is not None:
-        grads.append(delta.sum(0))
-    return grads
 
 
 def _through_layer(layer, fwd: ForwardPass, i: int, signal: Tensor) -> list[Tensor]:

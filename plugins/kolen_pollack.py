@@ -40,7 +40,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bioplaus_bench.api import BackwardRule, ForwardPass, Learned, NonNegativeFloat, hookimpl
+from bioplaus_bench.api import (
+    BackwardRule,
+    Capabilities,
+    ForwardPass,
+    Learned,
+    NonNegativeFloat,
+    hookimpl,
+    sum_per_seed,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class KolenPollack(BackwardRule):
     label = "KP"
     summary = "Kolen-Pollack: backward weights get the forward weights' update, both decay."
     Params = KPParams
+    capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
 
     def build_feedback(self) -> Learned:
         return Learned(self.network)
@@ -91,17 +100,17 @@ class KolenPollack(BackwardRule):
         if self._signal is None or self._signal[0] is not fwd:
             return None  # a pass without forward updates: nothing to learn from
         signals, self._signal = self._signal[1], None
-        decay = self.params.weight_decay
+        decay, seeds = self.params.weight_decay, self.network.seeds
         with torch.no_grad():
             gap, norm = [], []
             for i, signal in enumerate(signals, start=2):
                 feedback, weight = self.backward_matrix(i), self.network.layer_parameters(i)[0]
-                gap.append(torch.dist(feedback, weight))
-                norm.append(torch.linalg.vector_norm(weight))
+                gap.append(sum_per_seed((feedback - weight).square(), seeds))
+                norm.append(sum_per_seed(weight.square(), seeds))
                 # The signal is ours (the update proposed for W_i is another tensor): the
                 # runner's forward Adam applies this gradient to B_i.
                 feedback.grad = signal.add_(feedback, alpha=decay)
-            return torch.stack(gap).square().sum() / torch.stack(norm).square().sum()
+            return torch.stack(gap).sum(0) / torch.stack(norm).sum(0)  # per seed when stacked
 
 
 @hookimpl

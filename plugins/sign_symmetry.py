@@ -26,7 +26,15 @@ frSF's are buffers, saved in checkpoints. None of the three has hyper-parameters
 
 from __future__ import annotations
 
-from bioplaus_bench.api import BackwardRule, RandomMagnitudeSign, SignOfForward, hookimpl
+from bioplaus_bench.api import (
+    BackwardRule,
+    Capabilities,
+    RandomMagnitudeSign,
+    SignOfForward,
+    hookimpl,
+)
+
+CAPABILITIES = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
 
 
 class UniformSignFeedback(BackwardRule):
@@ -35,6 +43,7 @@ class UniformSignFeedback(BackwardRule):
     name = "usf"
     label = "uSF"
     summary = "Sign symmetry: the backward pass uses the scaled sign of the forward weights."
+    capabilities = CAPABILITIES
 
     def build_feedback(self) -> SignOfForward:
         return SignOfForward(self.network, scaled=True)
@@ -47,6 +56,7 @@ class BatchRandomSignFeedback(BackwardRule):
     name = "brsf"
     label = "brSF"
     summary = "Sign symmetry with random magnitudes redrawn every minibatch."
+    capabilities = CAPABILITIES
 
     def build_feedback(self) -> RandomMagnitudeSign:
         return RandomMagnitudeSign(self.network, redraw=True)
@@ -59,6 +69,7 @@ class FixedRandomSignFeedback(BackwardRule):
     name = "frsf"
     label = "frSF"
     summary = "Sign symmetry with fixed random magnitudes."
+    capabilities = CAPABILITIES
 
     def build_feedback(self) -> RandomMagnitudeSign:
         return RandomMagnitudeSign(self.network, redraw=False)

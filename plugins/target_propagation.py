@@ -31,6 +31,8 @@ from bioplaus_bench.api import (
     hookimpl,
 )
 
+MLP_ONLY = Capabilities(mlp=True, trainable_feedback=True, vectorize_seeds=True)
+
 
 def _conv_layers(spec: ArchitectureSpec) -> set[int]:
     return set(range(1, len(spec.conv_channels) + 1))
@@ -59,6 +61,7 @@ class DTP(TargetPropagation):
     name = "dtp"
     label = "DTP"
     summary = "Difference target propagation (Lee et al. 2015) with layer-wise tanh feedback."
+    capabilities = MLP_ONLY
     default_schedule = {"feedback_pretraining_epochs": 0, "extra_feedback_epochs": 0}
     feedback_loss = ReconstructionLoss(scaled=True, clip=0.02)
 
@@ -77,6 +80,7 @@ class DTPDRL(TargetPropagation):
     name = "dtp-drl"
     label = "DTP-DRL"
     summary = "Layer-wise tanh feedback trained with the difference reconstruction loss."
+    capabilities = MLP_ONLY
     feedback_loss = DifferenceReconstructionLoss()
 
     def build_path(self) -> LayerwisePath:
@@ -93,7 +97,8 @@ class DDTPLinear(_LastHiddenBiasQuirk, TargetPropagation):
     label = "DDTP-linear"
     summary = "Direct linear feedback from the output, difference reconstruction loss."
     Params = DDTPLinearParams
-    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=True)
+    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=True,
+                                vectorize_seeds=True)
     feedback_loss = DifferenceReconstructionLoss()
 
 
@@ -107,6 +112,7 @@ class DDTPRHL(TargetPropagation):
     label = "DDTP-RHL"
     summary = "Direct tanh feedback through a fixed random hidden layer, DRL."
     Params = DDTPRHLParams
+    capabilities = MLP_ONLY
     feedback_loss = DifferenceReconstructionLoss()
 
     def build_path(self) -> RandomHiddenLayerPath:
@@ -117,7 +123,8 @@ class DDTPControl(TargetPropagation):
     name = "ddtp-control"
     label = "DDTP-control"
     summary = "DDTP-linear's feedback trained to reconstruct without difference correction."
-    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=True)
+    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=True,
+                                vectorize_seeds=True)
     feedback_loss = ReconstructionLoss(scaled=False)
 
     def build_path(self) -> DirectPath:
@@ -138,7 +145,7 @@ class DFA(_LastHiddenBiasQuirk, TargetPropagation):
     label = "DFA"
     summary = "Direct feedback alignment: fixed random projections of the output error."
     Params = DFAParams
-    capabilities = Capabilities(mlp=True, cnn=True, trainable_feedback=False)
+    capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
     default_schedule = {}
 
     def build_path(self) -> DirectPath:

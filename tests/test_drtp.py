@@ -176,7 +176,7 @@ def test_capabilities_declare_classification_only(drtp):
     caps = drtp.capabilities
     assert caps.tasks == ("classification",)
     assert caps.supports_task("classification") and not caps.supports_task("regression")
-    assert caps.describe() == "MLP, CNN, classification only"
+    assert caps.describe() == "MLP, CNN, classification only, vectorised seeds"
     assert Capabilities().tasks == ("classification", "regression")
     assert Capabilities().describe() == "MLP"
     torch.manual_seed(0)

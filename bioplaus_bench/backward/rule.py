@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..model.algorithm import Algorithm, Capabilities
 from ..model.networks import ForwardPass, Network
+from ..model.seeds import draw
 
 
 def glorot_std(weight: Tensor) -> float:
@@ -45,16 +46,16 @@ def glorot_normal_like(weight: Tensor) -> Tensor:
     return like_weight(values.mul_(glorot_std(weight)), weight)
 
 
-def glorot_uniform_magnitude(weight: Tensor) -> Tensor:
+def glorot_uniform_magnitude(weight: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """``|M|`` for ``M`` Glorot-uniform (``U(−a, a)``, ``a = sqrt(3)·glorot_std``) of ``weight``'s
     shape, dtype and device (standard layout): ``U(0, a)``, drawn from the global RNG with 16
     random bits a value (the midpoints of 2¹⁶ equal bins of ``[0, a)``). brSF draws a value for
     every weight every step: four values from each 64 random bits cost about a quarter of
     ``torch.rand``'s one per value (about 8 ns each on a CPU), a tenth of a BP step of the MNIST
-    MLP."""
+    MLP. ``generator``: draw from it instead (one seed's stream, ``seeds.draw``)."""
     count = weight.numel()
     bits = torch.empty((count + 3) // 4, dtype=torch.int64, device=weight.device)
-    bits.random_(-2 ** 63, None)  # the full 64 bits
+    bits.random_(-2 ** 63, None, generator=generator)  # the full 64 bits
     levels = bits.view(torch.int16)[:count].view(weight.shape).to(weight.dtype)  # −2¹⁵ … 2¹⁵−1
     bound = math.sqrt(3.0) * glorot_std(weight)
     return levels.add_(32768.5).mul_(bound / 65536)
@@ -112,7 +113,9 @@ class RandomMagnitudeSign(BackwardMatrices):
                 self.register_buffer(f"M{i}", like_weight(glorot_uniform_magnitude(weight), weight))
 
     def magnitude(self, i: int, weight: Tensor) -> Tensor:
-        return glorot_uniform_magnitude(weight) if self.redraw else getattr(self, f"M{i}")
+        if self.redraw:  # each seed its own draw when seeds are stacked
+            return draw(glorot_uniform_magnitude, weight)
+        return getattr(self, f"M{i}")
 
     def weight(self, i: int, weight: Tensor) -> Tensor:
         # sign(W) has W's layout, and the product keeps it: a redrawn magnitude is not converted.
@@ -143,7 +146,8 @@ class BackwardRule(Algorithm):
     or returns one of the declarative kinds from ``build_feedback`` (``FixedRandom``,
     ``SignOfForward``, ``RandomMagnitudeSign``, ``Learned``; kept as ``self.feedback``, so its
     tensors are in the state_dict). ``backward_weight`` is called for every layer once per
-    training step, under ``torch.no_grad``; random draws there come from the global RNG."""
+    training step, under ``torch.no_grad``; random draws there go through ``api.draw`` (each
+    seed its own stream when seeds are stacked)."""
 
     record_graph = True
     capabilities = Capabilities(mlp=True, cnn=True)
@@ -183,4 +187,5 @@ class BackwardRule(Algorithm):
         return weights
 
     def forward_updates(self, fwd: ForwardPass) -> list[Tensor]:
-        return list(torch.autograd.grad(fwd.loss, list(self.network.parameters())))
+        # One loss per seed when seeds are stacked: their sum's gradient is each seed's own.
+        return list(torch.autograd.grad(fwd.loss.sum(), list(self.network.parameters())))

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 
 from .. import data as data_module
-from ..errors import StorageError
+from ..errors import InputError, StorageError
 from ..results.report import records_frame, render, summarise
 from ..results.store import ResultStore
-from ..run.executors import ExecutorOptions, run_cells
+from ..run.executors import ExecutorOptions, SeedVectorization, run_cells
 from ..run.inputs import with_inputs
 from ..run.progress import LogReporter, RichReporter
 from ..run.setup import Environment
@@ -72,6 +72,13 @@ def run(
     cpus_per_cell: Annotated[float, typer.Option(
         min=0.01, help="Ray: CPUs reserved per cell.")] = 1,
     gpus_per_cell: Annotated[float, typer.Option(min=0, help="Ray: GPUs reserved per cell.")] = 0,
+    vectorize_seeds: Annotated[bool | None, typer.Option(
+        "--vectorize-seeds/--serial-seeds",
+        help="Run the seeds of each cell as one computation (each seed's result is its serial "
+        "run's, to rounding) [default: the suite's vectorize_seeds, else serial].")] = None,
+    seed_chunk: Annotated[int | None, typer.Option(
+        min=1, help="With --vectorize-seeds: at most N seeds at once [default: as many as "
+        "memory holds].")] = None,
     cell_timeout: Annotated[float | None, typer.Option(
         help="End a cell that runs longer than this many seconds (status "
         "timeout; a re-run continues it from its last epoch) [default: the suite's "
@@ -92,12 +99,14 @@ def run(
         store = ResultStore(results or Path("results") / loaded.name)
         reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
         options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
+        vectorize = _seed_vectorization(vectorize_seeds if vectorize_seeds is not None
+                                        else loaded.vectorize_seeds, seed_chunk, jobs, executor)
         with store.lock(), _interruptible(store, cells), _storage_errors():
             store.make_folders(cells)
             summary = run_cells(chosen, cells, registry=registry,
                                 plugin_files=list(registry.files),
                                 store=store, env=environment, reporter=reporter,
-                                options=options, force=force)
+                                options=options, force=force, vectorize=vectorize)
     # Only this run's records: a record of the same cell from other code, data or settings
     # is not a result of this run.
     records = [record for cell in cells if (record := store.load(cell)) is not None
@@ -109,6 +118,19 @@ def run(
               f"records in {store.root}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
+                        ) -> SeedVectorization | None:
+    if not on:
+        if chunk is not None:
+            raise InputError("--seed-chunk needs --vectorize-seeds (or vectorize_seeds: true in "
+                             "the suite)")
+        return None
+    if jobs != 1 or executor != "local":
+        raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "
+                         "use it with the local executor and without --jobs")
+    return SeedVectorization(chunk)
 
 
 @contextlib.contextmanager

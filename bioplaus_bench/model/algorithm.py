@@ -22,13 +22,18 @@ class Capabilities:
     (``Architecture.layer_kinds``): ``layer_kinds`` lists them; ``mlp=True`` is shorthand for
     ``"dense"`` and ``cnn=True`` adds ``"conv"``, so a new architecture of known kinds of layer
     needs no change to any algorithm. ``tasks`` are the task kinds it can learn (a dataset's
-    ``kind``: ``"classification"``, ``"regression"``); cells of other tasks are skipped too."""
+    ``kind``: ``"classification"``, ``"regression"``); cells of other tasks are skipped too.
+
+    ``vectorize_seeds``: the algorithm runs unchanged on stacked seeds (``bench run
+    --vectorize-seeds``; docs/plugins.md says what that asks of its code). Without it, its seeds
+    run one after the other, with a note in the log."""
 
     mlp: bool = True
     cnn: bool = False
     trainable_feedback: bool = False
     layer_kinds: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ("classification", "regression")
+    vectorize_seeds: bool = False
 
     @property
     def supported_layers(self) -> frozenset[str]:
@@ -48,6 +53,8 @@ class Capabilities:
             parts.append(f"{' and '.join(self.tasks) or 'no task'} only")
         if self.trainable_feedback:
             parts.append("trainable feedback")
+        if self.vectorize_seeds:
+            parts.append("vectorised seeds")
         return ", ".join(parts)
 
 

@@ -4,6 +4,10 @@ Layers are numbered 1..L as in the spec; layer L is the linear output layer. A f
 every layer's pre-activation ``a[i]`` and activation ``h[i]`` (``h[0]`` is the input) instead of
 storing them on the layers, so passes are re-entrant: evaluation never overwrites training state.
 For a conv layer the "activation" is the pooled output, the thing that receives targets and noise.
+
+A network of several seeds stacked (``model.seeds``) has a leading seed dimension on every
+parameter and every activation; its layers then run batched products (``Dense``) and grouped
+convolutions (``ConvBlock``), one group per seed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..spec.schema import Name, NonNegativeInt, PositiveInt
+from .seeds import linear, mse_per_seed, stacked_seeds
 from .substitute import substitute_conv2d, substitute_linear
 
 Activation = Literal["tanh", "relu", "linear"]
@@ -69,7 +74,9 @@ class ForwardPass:
     y: Tensor
     a: list[Tensor]
     h: list[Tensor]
-    loss: Tensor  # batch-mean task loss, with an autograd graph only when one was recorded
+    # batch-mean task loss (one per seed when seeds are stacked), with an autograd graph only
+    # when one was recorded
+    loss: Tensor
     # Conv layers' graphs, kept by a pass that records none otherwise (see ``LayerGraph``).
     layer_graphs: dict[int, LayerGraph] = field(default_factory=dict)
 
@@ -79,7 +86,12 @@ class ForwardPass:
 
     @property
     def batch_size(self) -> int:
-        return self.x.shape[0]
+        return self.h[-1].shape[-2]  # the output is [B, n] (one seed) or [S, B, n]
+
+    def seed(self, s: int) -> ForwardPass:
+        """Seed ``s``'s pass, out of a stacked one (its layers' graphs are not kept)."""
+        return ForwardPass(x=self.x[s], y=self.y[s], a=[t[s] for t in self.a],
+                           h=[t[s] for t in self.h], loss=self.loss[s])
 
 
 def _activate(kind: Activation, a: Tensor) -> Tensor:
@@ -111,12 +123,16 @@ class Dense(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         """``backward_weight``: used in place of the weight for the input's gradient in the
         backward pass (a backward-pass rule, ``api.BackwardRule``); None: backprop."""
+        h_prev = self.flat_input(h_prev)
         if backward_weight is None:
-            a = self.linear(h_prev.flatten(1))
+            a = linear(h_prev, self.linear.weight, self.linear.bias)
         else:
-            a = substitute_linear(h_prev.flatten(1), self.linear.weight, self.linear.bias,
-                                  backward_weight)
+            a = substitute_linear(h_prev, self.linear.weight, self.linear.bias, backward_weight)
         return a, _activate(self.activation, a)
+
+    def flat_input(self, h_prev: Tensor) -> Tensor:
+        """The input as ``[B, in]``, or ``[S, B, in]`` when seeds are stacked."""
+        return h_prev.flatten(2 if self.linear.weight.dim() == 3 else 1)
 
     def activation_derivative(self, a: Tensor, h: Tensor) -> Tensor:
         return _activation_derivative(self.activation, a, h)
@@ -127,10 +143,15 @@ class Dense(nn.Module):
         ``δ = 2 s'(a) ⊙ (h − ĥ)``, ``∇W = δᵀ h_prev / B``, ``∇b = Σ_b δ / B``."""
         # δ/B before the matmul: one pass over the batch instead of one over the weight-sized
         # gradient (bitwise the same result for a power-of-two B).
-        scaled = (h - target).mul_(self.activation_derivative(a, h)).mul_(2.0 / h_prev.shape[0])
-        grads = [scaled.t() @ h_prev.flatten(1)]
+        scaled = (h - target).mul_(self.activation_derivative(a, h)).mul_(2.0 / h.shape[-2])
+        return self.gradients(scaled, h_prev)
+
+    def gradients(self, delta: Tensor, h_prev: Tensor) -> list[Tensor]:
+        """The weight and bias gradients for the errors ``delta`` on the pre-activation:
+        ``δᵀ h_prev`` and ``Σ_b δ`` (each seed's own when seeds are stacked)."""
+        grads = [delta.mT @ self.flat_input(h_prev)]
         if self.linear.bias is not None:
-            grads.append(scaled.sum(0))
+            grads.append(delta.sum(-2))
         return grads
 
 
@@ -161,6 +182,9 @@ class ConvBlock(nn.Module):
         # NHWC-strided images gave the float64 CNN) is read by torch's fused Adam in raw memory
         # order, i.e. applied to the wrong elements of the weight (issue 18; ``optim.Adam`` now
         # also guards against it, at the cost of a copy per step).
+        seeds = self.seeds
+        if seeds is not None:
+            return self._forward_stacked(h_prev, backward_weight, seeds)
         layout = self.memory_format()
         if backward_weight is None:
             a = self.conv(h_prev.contiguous(memory_format=layout))
@@ -170,6 +194,29 @@ class ConvBlock(nn.Module):
         # The activation leaves in the standard layout, whatever the convolution used inside:
         # targets, noise and feedback maps are then never mixed-layout.
         return a, self.pool(_activate(self.activation, a)).contiguous()
+
+    @property
+    def seeds(self) -> int | None:
+        return stacked_seeds(self.conv.weight, 4)
+
+    def _forward_stacked(self, h_prev: Tensor, backward_weight: Tensor | None, seeds: int
+                         ) -> tuple[Tensor, Tensor]:
+        """Seeds stacked: one grouped convolution, the seeds' channels side by side
+        (``[B, S·C, H, W]``), each seed's kernels on its own channels."""
+        conv, batch = self.conv, h_prev.shape[1]
+        x = h_prev.transpose(0, 1).flatten(1, 2)
+        weight = conv.weight.flatten(0, 1)
+        bias = conv.bias.flatten() if conv.bias is not None else None
+        if backward_weight is None:
+            a = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, seeds)
+        else:
+            a = substitute_conv2d(x, conv, backward_weight.flatten(0, 1), weight=weight,
+                                  bias=bias, groups=seeds)
+        h = self.pool(_activate(self.activation, a))
+
+        def per_seed(t: Tensor) -> Tensor:
+            return t.view(batch, seeds, -1, *t.shape[2:]).transpose(0, 1)
+        return per_seed(a), per_seed(h).contiguous()
 
     def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor,
                         graph: LayerGraph | None = None) -> list[Tensor]:
@@ -181,7 +228,7 @@ class ConvBlock(nn.Module):
                 h_graph = graph.h
             else:
                 _, h_graph = self(h_prev.detach())
-            loss = F.mse_loss(h_graph, target.detach())
+            loss = mse_per_seed(h_graph, target.detach(), self.seeds).sum()
             return list(torch.autograd.grad(loss, list(self.parameters()), retain_graph=True))
 
     def forward_with_graph(self, h_prev: Tensor) -> tuple[Tensor, Tensor, LayerGraph]:
@@ -208,6 +255,7 @@ class Network(nn.Module):
         self.input_shape = tuple(input_shape)
         self.n_outputs = n_outputs
         self.layers = nn.ModuleList(layers)
+        self.seeds: int | None = None  # S when several seeds are stacked (``model.seeds``)
         self.reset_parameters()
 
     @property
@@ -276,18 +324,22 @@ class Network(nn.Module):
             active = [j for j in range(len(values)) if starts[j] <= k < stops[j]]
             if not active:
                 continue
-            stacked = torch.cat([values[j] for j in active]) if len(active) > 1 else values[active[0]]
+            batch = 0 if self.seeds is None else 1
+            stacked = torch.cat([values[j] for j in active], batch) if len(active) > 1 \
+                else values[active[0]]
             _, h = self.layers[k](stacked)
-            for j, part in zip(active, h.split([len(values[j]) for j in active]), strict=True):
+            sizes = [values[j].shape[batch] for j in active]
+            for j, part in zip(active, h.split(sizes, batch), strict=True):
                 values[j] = part
         return values
 
     def activation_shape(self, i: int) -> tuple[int, ...]:
         """Shape of one sample's activation of layer ``i`` (0 = the input)."""
+        lead = () if self.seeds is None else (self.seeds,)
         with torch.no_grad():
-            probe = torch.zeros(1, *self.input_shape, dtype=self.dtype, device=self.device)
+            probe = torch.zeros(*lead, 1, *self.input_shape, dtype=self.dtype, device=self.device)
             _, h = self.activations(probe)
-        return tuple(h[i].shape[1:])
+        return tuple(h[i].shape[len(lead) + 1:])
 
     @property
     def dtype(self) -> torch.dtype:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .seeds import linear
+
 
 class _SubstituteLinear(torch.autograd.Function):
     @staticmethod
@@ -21,14 +23,14 @@ class _SubstituteLinear(torch.autograd.Function):
                 ) -> Tensor:
         ctx.save_for_backward(x, backward_weight)
         ctx.has_bias = bias is not None
-        return F.linear(x, weight, bias)
+        return linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, backward_weight = ctx.saved_tensors
         grad_x = grad @ backward_weight if ctx.needs_input_grad[0] else None
-        grad_weight = grad.t() @ x if ctx.needs_input_grad[1] else None
-        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_weight = grad.mT @ x if ctx.needs_input_grad[1] else None
+        grad_bias = grad.sum(-2) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None
 
 
@@ -59,14 +61,20 @@ class _SubstituteConv2d(torch.autograd.Function):
 def substitute_linear(x: Tensor, weight: Tensor, bias: Tensor | None,
                       backward_weight: Tensor) -> Tensor:
     """``F.linear(x, weight, bias)`` whose backward pass uses ``backward_weight`` (the shape of
-    ``weight``) for the input's gradient: ``∂/∂x = δ backward_weight``, ``∂/∂W = δᵀ x``."""
+    ``weight``) for the input's gradient: ``∂/∂x = δ backward_weight``, ``∂/∂W = δᵀ x``. Seeds
+    stacked (``model.seeds``): ``x`` is ``[S, B, in]``, the weights ``[S, out, in]``."""
     return _SubstituteLinear.apply(x, weight, bias, backward_weight.detach())
 
 
-def substitute_conv2d(x: Tensor, conv: torch.nn.Conv2d, backward_weight: Tensor) -> Tensor:
+def substitute_conv2d(x: Tensor, conv: torch.nn.Conv2d, backward_weight: Tensor, *,
+                      weight: Tensor | None = None, bias: Tensor | None = None,
+                      groups: int | None = None) -> Tensor:
     """``conv(x)`` whose backward pass uses ``backward_weight`` (the shape of ``conv.weight``)
-    for the input's gradient; the weight's and bias's gradients are the usual ones."""
+    for the input's gradient; the weight's and bias's gradients are the usual ones. ``weight``,
+    ``bias`` and ``groups`` stand in for the conv's own (stacked seeds' grouped convolution)."""
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         raise ValueError("substitute_conv2d supports numeric zero padding only")
-    return _SubstituteConv2d.apply(x, conv.weight, conv.bias, backward_weight.detach(),
-                                   conv.stride, conv.padding, conv.dilation, conv.groups)
+    return _SubstituteConv2d.apply(x, conv.weight if weight is None else weight,
+                                   conv.bias if weight is None else bias,
+                                   backward_weight.detach(), conv.stride, conv.padding,
+                                   conv.dilation, conv.groups if groups is None else groups)

@@ -3,6 +3,9 @@
 The output error is written in closed form (not autograd) because every target-propagation method
 and DFA uses it as the starting point of its targets; note the ``1/B`` of the mean reduction
 (spec §1, §2, pitfall 1).
+
+With seeds stacked (``model.seeds``) the output is ``[S, B, n]`` and the targets ``[S, B, …]``:
+the loss is then one batch mean per seed (``[S]``), the error and the hits per seed.
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .seeds import mean_per_seed
+
+
+def _seeds(output: Tensor) -> int | None:
+    """S when ``output`` holds stacked seeds' outputs (``[S, B, n]``; one seed's is ``[B, n]``)."""
+    return output.shape[0] if output.dim() == 3 else None
+
 
 class Task(ABC):
     kind: str
@@ -22,14 +32,15 @@ class Task(ABC):
 
     @abstractmethod
     def loss(self, output: Tensor, y: Tensor) -> Tensor:
-        """The batch-mean loss."""
+        """The batch-mean loss (one per seed, ``[S]``, when seeds are stacked)."""
 
     @abstractmethod
     def output_error(self, output: Tensor, y: Tensor) -> Tensor:
         """``∂ loss / ∂ output``, per sample, including the mean's ``1/B``."""
 
     def correct(self, output: Tensor, y: Tensor) -> Tensor | None:
-        """Number of correctly classified samples, or None for a regression task."""
+        """Number of correctly classified samples (per seed when stacked), or None for a
+        regression task."""
         return None
 
 
@@ -39,15 +50,20 @@ class Classification(Task):
     kind = "classification"
 
     def loss(self, output: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(output, y)
+        seeds = _seeds(output)
+        if seeds is None:
+            return F.cross_entropy(output, y)
+        return mean_per_seed(F.cross_entropy(output.flatten(0, 1), y.flatten(),
+                                             reduction="none"), seeds)
 
     def output_error(self, output: Tensor, y: Tensor) -> Tensor:
-        error = torch.softmax(output, dim=1)
-        error[torch.arange(len(y), device=y.device), y] -= 1.0
-        return error / output.shape[0]
+        error = torch.softmax(output, dim=-1)
+        labels = y.unsqueeze(-1)
+        error.scatter_(-1, labels, error.gather(-1, labels) - 1.0)
+        return error / output.shape[-2]
 
     def correct(self, output: Tensor, y: Tensor) -> Tensor:
-        return (output.argmax(dim=1) == y).sum()
+        return (output.argmax(dim=-1) == y).sum(-1)
 
 
 class Regression(Task):
@@ -56,7 +72,10 @@ class Regression(Task):
     kind = "regression"
 
     def loss(self, output: Tensor, y: Tensor) -> Tensor:
-        return F.mse_loss(output, y)
+        seeds = _seeds(output)
+        if seeds is None:
+            return F.mse_loss(output, y)
+        return mean_per_seed(F.mse_loss(output, y, reduction="none"), seeds)
 
     def output_error(self, output: Tensor, y: Tensor) -> Tensor:
-        return 2.0 * (output - y) / output.numel()
+        return 2.0 * (output - y) / (output.shape[-2] * output.shape[-1])  # one seed's numel

@@ -134,12 +134,16 @@ class Runner:
             logged_row = logged(self.metrics, self.network, self.algorithm.task, proposal.fwd,
                                 proposal.updates, metrics)
         if update_forward:
-            for parameter, update, moves in zip(self.parameters, proposal.updates, self.trainable,
-                                                strict=True):
-                if moves:
-                    parameter.grad = update.detach()
-            self.optimisers.step()
+            self.apply(proposal)
         return StepResult(proposal, None, logged_row)
+
+    def apply(self, proposal: Proposal) -> None:
+        """The forward optimiser's step along the proposed updates."""
+        for parameter, update, moves in zip(self.parameters, proposal.updates, self.trainable,
+                                            strict=True):
+            if moves:
+                parameter.grad = update.detach()
+        self.optimisers.step()
 
     def feedback_step(self, x: Tensor, y: Tensor) -> float | None:
         """A minibatch of a feedback-only epoch (pre-training, extra feedback epochs): the

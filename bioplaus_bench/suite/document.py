@@ -63,6 +63,8 @@ class SuiteHeader:
     metric: Metric = "test_error"
     # The algorithm entry that p-values compare against (default: 'bp' when there is one).
     baseline: Name | None = None
+    # Run the seeds of each cell as one computation (bench run --vectorize-seeds).
+    vectorize_seeds: bool = False
     datasets: dict[Name, Any] = field(default_factory=dict)
     algorithms: dict[Name, Any] = field(default_factory=dict)
 
@@ -81,6 +83,7 @@ class Suite:
     metric: Metric = "test_error"
     overrides: tuple[str, ...] = ()  # --set items applied when loading
     baseline: str | None = None  # algorithm entry id
+    vectorize_seeds: bool = False
 
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,

@@ -228,7 +228,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = (),
             labels[a_id] = f"{labels[a_id]} ({a_id})"
 
     return Suite(suite_name, path, header.description, seeds, datasets, algorithms, resolved, names,
-                 labels, header.metric, tuple(overrides), baseline)
+                 labels, header.metric, tuple(overrides), baseline, header.vectorize_seeds)
 
 
 def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: type

@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..model.networks import ForwardPass, Network
+from ..model.seeds import linear, mse_per_seed, randn_like
 
 
 class FeedbackMap(nn.Module):
@@ -42,10 +42,11 @@ class FeedbackMap(nn.Module):
         self.activation = activation
 
     def forward(self, v: Tensor) -> Tensor:
-        out = self.linear(v.flatten(1))
+        lead = self.linear.weight.dim() - 2  # 1 with stacked seeds' maps
+        out = linear(v.flatten(lead + 1), self.linear.weight, self.linear.bias)
         if self.activation == "tanh":
             out = torch.tanh(out)
-        return out.view(-1, *self.out_shape)
+        return out.view(*out.shape[:lead + 1], *self.out_shape)
 
 
 def _difference_corrected(reached: Tensor, h: Tensor, reference: Tensor) -> Tensor:
@@ -210,7 +211,7 @@ class RandomHiddenLayerPath(DirectPath):
 
     def expand(self, v: Tensor) -> Tensor:
         """``r(v) = tanh(R v + ρ)``."""
-        return torch.tanh(F.linear(v, self.R, self.rho))
+        return torch.tanh(linear(v, self.R, self.rho))
 
     def g(self, i: int, v: Tensor) -> Tensor:
         return self.maps[i - 1](self.expand(v) if i < self.depth - 1 else v)
@@ -228,7 +229,7 @@ def _perturb_and_propagate(path: FeedbackPath, fwd: ForwardPass, sigma: float,
     fresh sample each, layer by layer) and those carried up to layer ``stop(i)`` by the forward
     layers, without a graph and stacked per forward layer."""
     layers = list(layers) if layers is not None else list(range(1, path.depth))
-    noisy = [torch.randn_like(fwd.h[i]).mul_(sigma).add_(fwd.h[i]) for i in layers]
+    noisy = [randn_like(fwd.h[i]).mul_(sigma).add_(fwd.h[i]) for i in layers]
     with torch.no_grad():
         reached = path.network.propagate_many(noisy, layers, [stop(i) for i in layers])
     return layers, noisy, reached
@@ -260,7 +261,8 @@ class ReconstructionLoss(_EveryLayerLoss):
                layers: Sequence[int] | None = None) -> list[Tensor]:
         layers, noisy, reached = _perturb_and_propagate(path, fwd, sigma, layers, path.source)
         divisor = max(sigma, self.clip) ** 2 if self.scaled else 1.0
-        return [F.mse_loss(path.g(i, r), n) / divisor
+        seeds = path.network.seeds
+        return [mse_per_seed(path.g(i, r), n, seeds) / divisor
                 for i, r, n in zip(layers, reached, noisy, strict=True)]
 
 
@@ -275,7 +277,8 @@ class DifferenceReconstructionLoss(_EveryLayerLoss):
         layers, noisy, outputs = _perturb_and_propagate(path, fwd, sigma, layers,
                                                         lambda i: path.depth)
         references = path.take_references(fwd)
-        return [F.mse_loss(path.reconstruct(i, output, fwd, references), n) / sigma ** 2
+        seeds = path.network.seeds
+        return [mse_per_seed(path.reconstruct(i, output, fwd, references), n, seeds) / sigma ** 2
                 for i, output, n in zip(layers, outputs, noisy, strict=True)]
 
 

@@ -81,12 +81,12 @@ class TargetPropagation(Algorithm):
             return loss.layers(self.path, fwd, sigma)
         return [loss(self.path, i, fwd, sigma) for i in range(1, self.network.depth)]
 
-    def feedback_step(self, fwd: ForwardPass) -> float | None:
+    def feedback_step(self, fwd: ForwardPass) -> Tensor | None:
         if self.feedback_loss is None or not self.feedback_parameters:
             return None
-        total = torch.stack(self.feedback_losses(fwd)).sum()
-        grads = torch.autograd.grad(total, self.feedback_parameters)
+        total = torch.stack(self.feedback_losses(fwd)).sum(0)  # one per seed when stacked
+        grads = torch.autograd.grad(total.sum(), self.feedback_parameters)
         for parameter, grad in zip(self.feedback_parameters, grads, strict=True):
             parameter.grad = grad
         self.feedback_optimizer.step()
-        return total.item()
+        return total.detach()

@@ -106,8 +106,10 @@ class Executor:
 def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
               plugin_files: list[str], store: ResultStore, env: Environment,
               reporter: LogReporter, options: ExecutorOptions = ExecutorOptions(),
-              force: bool = False) -> RunSummary:
-    """Run ``cells`` with ``executor``: the cached ones are counted, the others run."""
+              force: bool = False, vectorize: SeedVectorization | None = None) -> RunSummary:
+    """Run ``cells`` with ``executor``: the cached ones are counted, the others run. With
+    ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation in
+    this process (``run_seed_groups``) instead."""
     summary = RunSummary()
     reporter.start(len(cells))
     try:
@@ -123,8 +125,12 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
             files = [str(Path(f).resolve()) for f in plugin_files]
             # The registry stays here: workers load the plugin files themselves.
             local_env = dataclasses.replace(env, registry=None)
-            executor.run(todo, RunContext(registry, files, local_env, options, force, store,
-                                          reporter, summary))
+            context = RunContext(registry, files, local_env, options, force, store, reporter,
+                                 summary)
+            if vectorize is not None:
+                run_seed_groups(todo, context, vectorize)
+            else:
+                executor.run(todo, context)
     finally:
         reporter.close()
     return summary
@@ -157,6 +163,78 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
         result = {"status": "error", "error": text, "reason": text,
                   "traceback": traceback.format_exc()}
     return _record(cell, result, env, plugins)
+
+
+@dataclass(frozen=True)
+class SeedVectorization:
+    """``bench run --vectorize-seeds``: the seeds of a cell as one computation, at most
+    ``chunk`` at once (None: as many as memory holds)."""
+
+    chunk: int | None = None
+
+
+def run_seed_groups(todo: list[tuple[int, Cell]], context: RunContext,
+                    vectorize: SeedVectorization) -> None:
+    """The pending cells, the seeds of each (dataset, algorithm) together. An algorithm that
+    does not declare ``vectorize_seeds``, a lone seed, and seeds that cannot be stacked run one
+    after the other, as the local executor runs them."""
+    groups: dict[tuple[str, str], list[tuple[int, Cell]]] = {}
+    for index, cell in todo:
+        groups.setdefault((cell.dataset_id, cell.algorithm_id), []).append((index, cell))
+    for (dataset, entry), members in groups.items():
+        runnable = [(i, c) for i, c in members if not c.skip_reason]
+        serial = [(i, c) for i, c in members if c.skip_reason]
+        if len(runnable) > 1:
+            name = runnable[0][1].algorithm
+            if not context.registry.get(name).cls.capabilities.vectorize_seeds:
+                context.reporter.log(f"{dataset}/{entry}: {name} does not declare "
+                                     "vectorize_seeds; its seeds run one after the other")
+                serial += runnable
+            else:
+                records = _execute_seed_group([c for _, c in runnable], context, vectorize.chunk)
+                if records is None:
+                    serial += runnable
+                else:
+                    for (index, cell), record in zip(runnable, records, strict=True):
+                        context.finish(index, cell, record)
+        else:
+            serial += runnable
+        for index, cell in sorted(serial, key=lambda pair: pair[0]):
+            context.finish(index, cell, context.execute(cell, index))
+
+
+def _execute_seed_group(cells: list[Cell], context: RunContext,
+                        chunk: int | None = None) -> list[Record] | None:
+    """``execute_cell`` for the seeds ``cells`` together: their records (a failure is every
+    seed's ``error`` record, a timeout every seed's ``timeout``), or None when they cannot be
+    stacked."""
+    from ..seed_group import train_seed_group
+
+    env, first = context.env, cells[0]
+    checkpoints = [context.checkpoint(cell) for cell in cells]
+    if context.force:
+        for path in checkpoints:
+            path.unlink(missing_ok=True)
+    context.reporter.cell_started(first, 0)
+    time_limit = env.cell_timeout or first.dataset.protocol.cell_timeout
+    try:
+        results = train_seed_group(
+            cells, context.registry.get(first.algorithm).cls,
+            dataclasses.replace(env, registry=context.registry), checkpoints=checkpoints,
+            chunk=chunk, note=context.reporter.log, time_limit=time_limit,
+            on_epoch=lambda phase, done, total: context.reporter.epoch(first, phase, done, total))
+    except KeyboardInterrupt:
+        raise
+    except CellTimeout as timeout:
+        results = [{"status": "timeout", "reason": str(timeout)}] * len(cells)
+    except BaseException as error:
+        text = f"{type(error).__name__}: {error}"
+        results = [{"status": "error", "error": text, "reason": text,
+                    "traceback": traceback.format_exc()}] * len(cells)
+    if results is None:
+        return None
+    return [_record(cell, result, env, context.registry)
+            for cell, result in zip(cells, results, strict=True)]
 
 
 def _record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str]) -> Record:

@@ -34,7 +34,7 @@ class FeedbackAlignment(BackwardRule):
     label = "FA"
     summary = "Feedback alignment: the error goes down layer by layer through fixed random matrices."
     Params = FAParams
-    capabilities = Capabilities(mlp=True, cnn=True)
+    capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
 
     def build_feedback(self) -> FixedRandom:
         # B_2 … B_L drawn from the global RNG (seeded by the runner) in layer order, kept as

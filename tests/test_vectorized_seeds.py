@@ -1,0 +1,363 @@
+"""All seeds of a cell in one computation: each seed's result, weights and checkpoint are its
+serial run's (float64, to 1e-9 relative), for every built-in algorithm, through resumption,
+divergence of one seed and chunking."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bioplaus_bench.data import DataSettings
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.seed_group import train_seed_group
+from bioplaus_bench.run.setup import Environment
+from bioplaus_bench.run.training import train_cell
+from bioplaus_bench.suite import load_suite
+from tests.conftest import write_idx_dataset
+
+BUILT_INS = ["bp", "dfa", "dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl",
+             "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
+CNN = ["bp", "dfa", "ddtp-linear", "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf",
+       "kolen-pollack", "drtp"]
+
+ADAM = "optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}"
+TP = ("optimizer: {lr: 1.0e-5, betas: [0.9, 0.999], eps: 1.0e-8}\n"
+      "    schedule: {feedback_pretraining_epochs: 1, extra_feedback_epochs: 1}\n"
+      "    params: {feedback_lr: 1.0e-3, sigma: 0.1}")
+TRAINABLE = {"dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl", "ddtp-control"}
+PARAMS = {"ddtp-rhl": "    params: {feedback_lr: 1.0e-3, sigma: 0.1, random_width: 16}"}
+
+
+def suite_text(algorithms, *, epochs=2, log_interval=None) -> str:
+    entries = []
+    for name in algorithms:
+        body = TP if name in TRAINABLE else ADAM
+        if name in PARAMS:
+            body = body.rsplit("\n", 1)[0] + "\n" + PARAMS[name]
+        if log_interval:
+            body += f"\n    metrics: {{log_interval: {log_interval}}}"
+        entries.append(f"  {name}:\n    {body}")
+    return f"""\
+name: vectorised
+seeds: [0, 1, 2]
+precision: float64
+datasets:
+  mnist:
+    source: mnist
+    architecture: {{type: mlp, hidden: [12, 10]}}
+    protocol: {{epochs: {epochs}, batch_size: 8, validation: 12, eval_batch_size: 5}}
+  cnn:
+    source: mnist
+    architecture: {{type: cnn, conv_channels: [2], kernel_size: 3, hidden: [8]}}
+    protocol: {{epochs: {epochs}, batch_size: 8, validation: 12, eval_batch_size: 5}}
+  teacher:
+    source: teacher
+    options: {{n_train: 40, n_test: 10, hidden: [6]}}
+    architecture: {{type: mlp, hidden: [9, 7]}}
+    protocol: {{epochs: {epochs}, batch_size: 8, validation: 8}}
+algorithms:
+""" + "\n".join(entries) + "\n"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_idx_dataset(root, n_train=52, n_test=10)
+    return Environment(data=DataSettings(root=root, cache_dir=root / "cache",
+                                         verify_checksums=False))
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry()
+
+
+def seed_cells(tmp_path, registry, algorithm, dataset, **options):
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text([algorithm], **options))
+    cells = load_suite(path, registry).cells(only=[algorithm], datasets=[dataset])
+    assert len(cells) == 3 and not any(c.skip_reason for c in cells)
+    return cells
+
+
+def serial(cells, cls, env, folder):
+    folder.mkdir()
+    return [train_cell(cell, cls, env, checkpoint=folder / f"{cell.seed}.ckpt") for cell in cells]
+
+
+def assert_same(a, b, where="result"):
+    """Equal up to 1e-9 relative for numbers and tensors (a tensor's elements relative to its
+    largest), exactly otherwise; timings skipped."""
+    if isinstance(a, dict):
+        keys = set(a) - {"seconds", "wall_time", "elapsed"}
+        assert keys == set(b) - {"seconds", "wall_time", "elapsed"}, where
+        for key in keys:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert a.shape == b.shape, where
+        if a.is_floating_point():
+            scale = float(b.abs().max()) if b.numel() else 0.0
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * scale + 1e-15,
+                                       msg=lambda text: f"{where}: {text}")
+        else:
+            assert torch.equal(a, b), where
+    elif isinstance(a, float) and not (math.isnan(a) and math.isnan(b)):
+        # An angle is acos(cosine): near 0° a rounding error ε of the cosine is sqrt(2ε) rad,
+        # so angles are compared to 1e-5° (a few ulps), everything else to 1e-9 relative.
+        absolute = 1e-5 if "angle" in where else 1e-12
+        assert a == pytest.approx(b, rel=1e-9, abs=absolute), where
+    else:
+        assert a == b, where
+
+
+def checkpoint(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_seeds_match(cells, serial_dir, vector_dir, serial_results, vector_results):
+    for cell, ours, theirs in zip(cells, vector_results, serial_results, strict=True):
+        assert_same(ours, theirs, f"seed {cell.seed}")
+        mine = checkpoint(vector_dir / f"{cell.seed}.ckpt")
+        reference = checkpoint(serial_dir / f"{cell.seed}.ckpt")
+        for key in ("network", "algorithm", "optimisers", "rng", "state"):
+            assert_same(mine[key], reference[key], f"seed {cell.seed} checkpoint {key}")
+
+
+def run_vectorised(cells, cls, env, folder, **options):
+    folder.mkdir(exist_ok=True)
+    return train_seed_group(cells, cls, env,
+                            checkpoints=[folder / f"{c.seed}.ckpt" for c in cells], **options)
+
+
+@pytest.mark.parametrize("dataset, algorithm",
+                         [("mnist", name) for name in BUILT_INS]
+                         + [("cnn", name) for name in CNN]
+                         + [("teacher", name) for name in BUILT_INS if name != "drtp"])
+def test_every_seed_of_a_vectorised_run_is_its_serial_run(tmp_path, env, registry, dataset,
+                                                          algorithm):
+    cls = registry.get(algorithm).cls
+    assert cls.capabilities.vectorize_seeds
+    cells = seed_cells(tmp_path, registry, algorithm, dataset)
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    results = run_vectorised(cells, cls, env, tmp_path / "vectorised")
+    assert results is not None
+    assert all(r["status"] == "ok" for r in expected)
+    assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
+    # the seeds differ from each other: nothing was computed once for all
+    assert results[0]["final"]["test_loss"] != results[1]["final"]["test_loss"]
+
+
+@pytest.mark.parametrize("algorithm", ["bp", "ddtp-linear", "brsf"])
+def test_logged_metrics_are_each_seeds_own(tmp_path, env, registry, algorithm):
+    cls = registry.get(algorithm).cls
+    cells = seed_cells(tmp_path, registry, algorithm, "mnist", log_interval=2)
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    results = run_vectorised(cells, cls, env, tmp_path / "vectorised")
+    assert expected[0]["metrics"] and "bp_angle" in expected[0]["metrics"][0]
+    assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(epochs):
+    def callback(phase, done, total):
+        if phase == "epoch" and done == epochs:
+            raise Stop
+    return callback
+
+
+@pytest.mark.parametrize("algorithm", ["ddtp-linear", "dtp-pretrained", "kolen-pollack", "brsf"])
+@pytest.mark.parametrize("resume", ["vectorised", "serial"])
+def test_a_killed_vectorised_run_resumes_to_the_serial_result(tmp_path, env, registry, algorithm,
+                                                              resume):
+    cls = registry.get(algorithm).cls
+    cells = seed_cells(tmp_path, registry, algorithm, "mnist", epochs=3)
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    folder = tmp_path / "vectorised"
+    with pytest.raises(Stop):
+        run_vectorised(cells, cls, env, folder, on_epoch=stop_after(1))
+    assert all(checkpoint(folder / f"{c.seed}.ckpt")["state"]["epoch"] == 1 for c in cells)
+    if resume == "vectorised":
+        results = run_vectorised(cells, cls, env, folder)
+    else:  # the checkpoints are the serial run's: a serial run takes over
+        results = [train_cell(c, cls, env, checkpoint=folder / f"{c.seed}.ckpt") for c in cells]
+    assert_seeds_match(cells, tmp_path / "serial", folder, expected, results)
+
+
+def test_a_serial_checkpoint_resumes_vectorised(tmp_path, env, registry):
+    cls = registry.get("dtp-drl").cls
+    cells = seed_cells(tmp_path, registry, "dtp-drl", "mnist", epochs=3)
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for cell in cells:
+        with pytest.raises(Stop):
+            train_cell(cell, cls, env, checkpoint=folder / f"{cell.seed}.ckpt",
+                       on_epoch=stop_after(2))
+    results = run_vectorised(cells, cls, env, folder)
+    assert_seeds_match(cells, tmp_path / "serial", folder, expected, results)
+
+
+def test_seeds_at_different_epochs_run_serially(tmp_path, env, registry):
+    cls = registry.get("bp").cls
+    cells = seed_cells(tmp_path, registry, "bp", "mnist", epochs=3)
+    folder = tmp_path / "uneven"
+    folder.mkdir()
+    with pytest.raises(Stop):
+        train_cell(cells[0], cls, env, checkpoint=folder / "0.ckpt", on_epoch=stop_after(1))
+    notes = []
+    assert run_vectorised(cells, cls, env, folder, note=notes.append) is None
+    assert "different epochs" in notes[0]
+
+
+def test_chunks_give_the_records_of_one_chunk(tmp_path, env, registry):
+    cls = registry.get("ddtp-rhl").cls
+    cells = seed_cells(tmp_path, registry, "ddtp-rhl", "mnist")
+    whole = run_vectorised(cells, cls, env, tmp_path / "whole")
+    notes = []
+    chunked = run_vectorised(cells, cls, env, tmp_path / "chunked", chunk=2, note=notes.append)
+    assert_seeds_match(cells, tmp_path / "whole", tmp_path / "chunked", whole, chunked)
+    assert notes == ["mnist/ddtp-rhl: 3 seeds in 2 chunks of at most 2 (memory)"]
+
+
+def diverging(base):
+    """BP whose third update of layer 1 is NaN for the seeds whose first weight is positive."""
+
+    class Diverging(base):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.steps = 0
+
+        def forward_updates(self, fwd):
+            updates = super().forward_updates(fwd)
+            self.steps += 1
+            if self.steps == 3:
+                weight = self.network.layer(1).linear.weight
+                positive = weight[..., 0, 0] > 0
+                updates[0] = torch.where(positive[..., None, None], math.nan, updates[0])
+            return updates
+    return Diverging
+
+
+def test_a_diverging_seed_does_not_disturb_the_others(tmp_path, env, registry):
+    cls = diverging(registry.get("bp").cls)
+    path = tmp_path / "suite.yaml"
+    path.write_text(suite_text(["bp"]).replace("seeds: [0, 1, 2]", "seeds: [0, 1, 2, 3, 4, 5]"))
+    cells = load_suite(path, registry).cells(only=["bp"], datasets=["mnist"])
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    statuses = [r["status"] for r in expected]
+    assert "error" in statuses and "ok" in statuses  # some seeds fail, some do not
+    results = run_vectorised(cells, cls, env, tmp_path / "vectorised")
+    assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
+
+
+# --- through the command line ------------------------------------------------------------------
+
+CLI_SUITE = """\
+name: tiny
+seeds: [0, 1, 2]
+precision: float64
+datasets:
+  teacher:
+    source: teacher
+    options: {n_train: 64, n_test: 32, hidden: [16, 16]}
+    architecture: {type: mlp, hidden: [8, 8]}
+    protocol: {epochs: 2, batch_size: 16, validation: 32}
+algorithms:
+  ddtp-linear:
+    optimizer: {lr: 1.0e-5, betas: [0.9, 0.999], eps: 1.0e-8}
+  sign-bp:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+"""
+
+SERIAL_PLUGIN = '''\
+import torch
+
+from bioplaus_bench.api import Algorithm, hookimpl
+
+
+class SignGradient(Algorithm):
+    """Backprop's gradient's sign; it does not declare vectorize_seeds."""
+
+    name = "sign-bp"
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        grads = torch.autograd.grad(fwd.loss, list(self.network.parameters()))
+        return [g.sign() for g in grads]
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [SignGradient]
+'''
+
+
+def cli_records(folder):
+    import json
+
+    return {str(p.relative_to(folder)): json.loads(p.read_text())
+            for p in sorted(folder.glob("*/*/seed-*.json"))}
+
+
+def comparable(record):
+    """A record without what differs between two runs of the same cell (timings, machine)."""
+    return {key: value for key, value in record.items() if key not in ("provenance",)}
+
+
+def test_bench_run_vectorize_seeds_gives_the_serial_records(tmp_path):
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE)
+    plugin = tmp_path / "sign_bp.py"
+    plugin.write_text(SERIAL_PLUGIN)
+    runner = CliRunner()
+    serial_run = runner.invoke(app, ["run", str(suite), "--plugin", str(plugin), "--quiet",
+                                     "--out", str(tmp_path / "serial")])
+    assert serial_run.exit_code == 0, serial_run.output
+    vectorised = runner.invoke(app, ["run", str(suite), "--plugin", str(plugin), "--quiet",
+                                     "--vectorize-seeds", "--seed-chunk", "2",
+                                     "--out", str(tmp_path / "vectorised")])
+    assert vectorised.exit_code == 0, vectorised.output
+    assert "teacher/sign-bp: sign-bp does not declare vectorize_seeds; its seeds run one after " \
+           "the other" in vectorised.output
+    assert "teacher/ddtp-linear: 3 seeds in 2 chunks of at most 2 (memory)" in vectorised.output
+    expected, records = cli_records(tmp_path / "serial"), cli_records(tmp_path / "vectorised")
+    assert sorted(records) == sorted(expected) and len(records) == 6
+    for name, record in records.items():
+        assert record["status"] == "ok"
+        assert_same(comparable(record), comparable(expected[name]), name)
+    assert not list((tmp_path / "vectorised").rglob("*.ckpt"))  # finished: checkpoints dropped
+    # the suite may ask for it too; a second run finds every record
+    suite.write_text(CLI_SUITE.replace("precision: float64", "precision: float64\n"
+                                       "vectorize_seeds: true"))
+    again = runner.invoke(app, ["run", str(suite), "--plugin", str(plugin), "--quiet",
+                                "--out", str(tmp_path / "vectorised")])
+    assert again.exit_code == 0 and "6 from earlier runs" in again.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--vectorize-seeds", "-j", "2"], "use it with the local executor and without --jobs"),
+    (["--seed-chunk", "2"], "--seed-chunk needs --vectorize-seeds"),
+])
+def test_vectorize_seeds_refuses_what_it_cannot_do(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE.replace("  sign-bp:\n    optimizer: {lr: 1.0e-3, betas: [0.9, "
+                                       "0.999], eps: 1.0e-8}\n", ""))
+    result = CliRunner().invoke(app, ["run", str(suite), "--quiet", *args])
+    assert result.exit_code == 2 and message in result.output
