@@ -33,3 +33,19 @@ def test_the_backward_rules_goal_is_checked_on_every_network_timed(monkeypatch, 
     rows = [line for line in goal.splitlines() if line.startswith(("| mnist |", "| cnn |"))]
     assert len(rows) == 2 and all("| usf |" in row for row in rows)  # not BP, not DFA
     assert all("| met |" in row or "| missed by " in row for row in rows)
+
+
+SEEDS_BENCHMARK = BENCHMARK.parent / "seed_batching.py"
+
+
+def test_the_seed_benchmark_prints_serial_against_vectorised_and_the_goal(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [
+        str(SEEDS_BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float64",
+        "--algorithms", "bp,ddtp-linear", "--seeds", "1,10"])
+    runpy.run_path(str(SEEDS_BENCHMARK), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "### mnist (mlp), float64" in out and "| S=10 ms | ratio |" in out
+    goal = out.split("### Goal: 10 vectorised seeds of every target-propagation method")[1]
+    rows = [line for line in goal.splitlines() if line.startswith("| mnist |")]
+    assert len(rows) == 1 and "| ddtp-linear |" in rows[0]  # TP methods only
+    assert "| met |" in rows[0] or "| missed by " in rows[0]

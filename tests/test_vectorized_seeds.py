@@ -225,7 +225,23 @@ def test_chunks_give_the_records_of_one_chunk(tmp_path, env, registry):
     notes = []
     chunked = run_vectorised(cells, cls, env, tmp_path / "chunked", chunk=2, note=notes.append)
     assert_seeds_match(cells, tmp_path / "whole", tmp_path / "chunked", whole, chunked)
-    assert notes == ["mnist/ddtp-rhl: 3 seeds in 2 chunks of at most 2 (memory)"]
+    assert notes == ["mnist/ddtp-rhl: 3 seeds in 2 chunks of at most 2 (--seed-chunk)"]
+
+
+def test_seeds_that_do_not_fit_in_memory_run_in_chunks(tmp_path, env, registry, monkeypatch):
+    from bioplaus_bench.run import seed_group
+
+    cls = registry.get("bp").cls
+    cells = seed_cells(tmp_path, registry, "bp", "mnist")
+    whole = run_vectorised(cells, cls, env, tmp_path / "whole")
+    one_seed = seed_group.seeds_per_chunk(seed_group.set_up(cells[:1], cls, env, [None])[0][0],
+                                          env)
+    free = seed_group._free_memory(env.device)
+    monkeypatch.setattr(seed_group, "_free_memory", lambda device: 1.5 * free / one_seed)
+    notes = []
+    chunked = run_vectorised(cells, cls, env, tmp_path / "chunked", note=notes.append)
+    assert notes == ["mnist/bp: 3 seeds in 3 chunks of at most 1 (memory)"]
+    assert_seeds_match(cells, tmp_path / "whole", tmp_path / "chunked", whole, chunked)
 
 
 def diverging(base):
@@ -332,7 +348,8 @@ def test_bench_run_vectorize_seeds_gives_the_serial_records(tmp_path):
     assert vectorised.exit_code == 0, vectorised.output
     assert "teacher/sign-bp: sign-bp does not declare vectorize_seeds; its seeds run one after " \
            "the other" in vectorised.output
-    assert "teacher/ddtp-linear: 3 seeds in 2 chunks of at most 2 (memory)" in vectorised.output
+    assert "teacher/ddtp-linear: 3 seeds in 2 chunks of at most 2 (--seed-chunk)" \
+        in vectorised.output
     expected, records = cli_records(tmp_path / "serial"), cli_records(tmp_path / "vectorised")
     assert sorted(records) == sorted(expected) and len(records) == 6
     for name, record in records.items():
@@ -361,3 +378,46 @@ def test_vectorize_seeds_refuses_what_it_cannot_do(tmp_path, args, message):
                                        "0.999], eps: 1.0e-8}\n", ""))
     result = CliRunner().invoke(app, ["run", str(suite), "--quiet", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+GLOBAL_NOISE = '''\
+import torch
+
+from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
+
+
+class NoisyGradient(Algorithm):
+    """BP plus noise from the global generator: it claims vectorize_seeds wrongly."""
+
+    name = "noisy-bp"
+    record_graph = True
+    capabilities = Capabilities(mlp=True, vectorize_seeds=True)
+
+    def forward_updates(self, fwd):
+        grads = torch.autograd.grad(fwd.loss.sum(), list(self.network.parameters()))
+        return [g + 1e-3 * torch.randn_like(g) for g in grads]
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [NoisyGradient]
+'''
+
+
+def test_check_plugin_catches_a_rule_that_vectorises_wrongly(tmp_path):
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    plugin = tmp_path / "noisy.py"
+    plugin.write_text(GLOBAL_NOISE)
+    result = CliRunner().invoke(app, ["check-plugin", str(plugin), "--plugin", str(plugin)])
+    assert result.exit_code == 1
+    line = next(line for line in result.output.splitlines() if "vectorised seeds [mlp]" in line)
+    assert line.startswith("FAIL") and "seed 0's update of layer 1 weight at step 1" in line
+    fixed = GLOBAL_NOISE.replace("torch.randn_like(g)", "randn_like(g)").replace(
+        "Capabilities, hookimpl", "Capabilities, hookimpl, randn_like")
+    plugin = tmp_path / "fixed.py"
+    plugin.write_text(fixed)
+    result = CliRunner().invoke(app, ["check-plugin", str(plugin), "--plugin", str(plugin)])
+    assert "PASS  vectorised seeds [mlp]" in result.output, result.output

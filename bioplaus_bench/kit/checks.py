@@ -18,9 +18,21 @@ from torch import Tensor
 
 from ..model.algorithm import Algorithm
 from ..model.networks import Network
+from ..model.seeds import seed_streams
+from ..run.seed_group import stack_runners
 from ..run.setup import Environment, prepare, seed_everything
 from ..run.training import train_cell
-from .harness import Failure, Setting, above_layer_1, describe, setting, snapshot, teacher_cell
+from .harness import (
+    OPTIMIZER,
+    Failure,
+    Setting,
+    _updates_checked,
+    above_layer_1,
+    describe,
+    setting,
+    snapshot,
+    teacher_cell,
+)
 
 FEEDBACK_STEPS = 40  # feedback steps between the two measurements of the feedback loss
 FEEDBACK_SAMPLES = 6  # noise samples (seeds) averaged per measurement
@@ -331,6 +343,60 @@ def _saved_and_loaded(state: dict[str, Any]) -> dict[str, Any]:
     return torch.load(buffer, weights_only=True)
 
 
+VECTORISED_SEEDS = (0, 1, 2)
+VECTORISED_STEPS = 4
+
+
+def check_vectorised(cls: type[Algorithm], kind: str) -> str:
+    """Three seeds stacked (``bench run --vectorize-seeds``) must propose, step after step, what
+    each seed's serial run proposes (float64, 1e-9 relative), each seed on its own minibatches
+    and drawing its noise from its own stream (its serial run draws the same numbers from the
+    global generator)."""
+    serial = [setting(cls, kind, torch.float64, seed=s) for s in VECTORISED_SEEDS]
+    stacked = stack_runners([setting(cls, kind, torch.float64, seed=s).runner
+                             for s in VECTORISED_SEEDS], OPTIMIZER)
+    batches = [[one.batch() for _ in range(VECTORISED_STEPS)] for one in serial]
+    streams = [torch.Generator().manual_seed(2000 + s) for s in VECTORISED_SEEDS]
+    states = [g.get_state() for g in streams]
+    for step in range(VECTORISED_STEPS):
+        expected = []
+        for s, one in enumerate(serial):
+            torch.set_rng_state(states[s])
+            result = one.step(*batches[s][step])
+            states[s] = torch.get_rng_state()
+            loss = result.feedback_loss
+            expected.append((snapshot(result.proposal.updates), loss))
+        x = torch.stack([batches[s][step][0] for s in range(len(serial))])
+        y = torch.stack([batches[s][step][1] for s in range(len(serial))])
+        with _updates_checked(), seed_streams(streams):
+            proposal = stacked.step_seeds(x, y, [True] * len(serial)).proposal
+        losses = proposal.feedback_loss
+        for s, (updates, loss) in enumerate(expected):
+            for update, together, name in zip(updates, proposal.updates, serial[s].names,
+                                              strict=True):
+                if not _close(update, together[s]):
+                    raise Failure(f"with seeds stacked, seed {s}'s update of {name} at step "
+                                  f"{step + 1} differs from its serial run's (max difference "
+                                  f"{float((update - together[s]).abs().max()):.3g}); "
+                                  f"{_VECTORISE_ADVICE}")
+            if (loss is None) != (losses is None) or loss is not None and not _close(
+                    torch.tensor(loss, dtype=torch.float64), torch.as_tensor(losses)[s].double().cpu()):
+                raise Failure(f"with seeds stacked, seed {s}'s feedback loss at step {step + 1} "
+                              f"is not its serial run's ({loss!r}); feedback_step must return "
+                              f"one loss per seed; {_VECTORISE_ADVICE}")
+    return (f"{len(serial)} seeds stacked propose, for {VECTORISED_STEPS} steps, each seed's "
+            "serial updates and feedback losses (1e-9)")
+
+
+_VECTORISE_ADVICE = ("write the rule over the leading seed dimension, or leave "
+                     "vectorize_seeds out of its capabilities (docs/plugins.md, Vectorised seeds)")
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    scale = float(a.abs().max()) if a.numel() else 0.0
+    return a.shape == b.shape and torch.allclose(b, a, rtol=1e-9, atol=1e-9 * scale + 1e-15)
+
+
 PER_ARCHITECTURE: list[tuple[str, Callable[[type[Algorithm], str], str], tuple[str, ...]]] = [
     # (check, function, checks it needs to have passed: one defect gives one FAIL, not many)
     ("step", check_step, ()),
@@ -339,4 +405,5 @@ PER_ARCHITECTURE: list[tuple[str, Callable[[type[Algorithm], str], str], tuple[s
     ("feedback", check_feedback, ("step", "precision")),
     ("frozen layers", check_frozen, ("step", "precision")),
     ("checkpoint", check_checkpoint, ("deterministic",)),
+    ("vectorised seeds", check_vectorised, ("deterministic",)),
 ]

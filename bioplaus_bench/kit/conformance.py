@@ -22,7 +22,9 @@ Checks, each reported as one PASS/FAIL line with its reason:
   checkpoint), layers 2..L do not move, layer 1 does, trainable feedback still trains;
   ``checkpoint``: a run resumed from a checkpoint after 2 steps (network, forward Adam,
   ``state_dict``) proposes the same updates as the uninterrupted run for 6 more steps, and its
-  plain Python attributes agree with it (a step counter outside the ``state_dict`` does not).
+  plain Python attributes agree with it (a step counter outside the ``state_dict`` does not);
+  ``vectorised seeds`` (``vectorize_seeds`` declared): three seeds stacked propose each seed's
+  serial updates and feedback losses, step after step.
 
 ``bench check-plugin`` prints, after the algorithm's name, the networks and tasks it runs on.
 
@@ -137,7 +139,8 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
         for kind in architectures_of(cls):  # the ones the suite would run it on
             done: dict[str, bool] = {}
             for name, function, needs in PER_ARCHITECTURE:
-                if name == "feedback" and not caps.trainable_feedback:
+                if name == "feedback" and not caps.trainable_feedback \
+                        or name == "vectorised seeds" and not caps.vectorize_seeds:
                     continue
                 label = f"{name} [{kind}]"
                 failed = [f"{need} [{kind}]" for need in needs if not done.get(need, True)]

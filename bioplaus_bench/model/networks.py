@@ -322,14 +322,15 @@ class Network(nn.Module):
         values = list(values)
         for k in range(min(starts), max(stops)):  # apply layer k + 1
             active = [j for j in range(len(values)) if starts[j] <= k < stops[j]]
+            if self.seeds is not None:  # products already batched over the seeds: no copies
+                for j in active:
+                    values[j] = self.layers[k](values[j])[1]
+                continue
             if not active:
                 continue
-            batch = 0 if self.seeds is None else 1
-            stacked = torch.cat([values[j] for j in active], batch) if len(active) > 1 \
-                else values[active[0]]
+            stacked = torch.cat([values[j] for j in active]) if len(active) > 1 else values[active[0]]
             _, h = self.layers[k](stacked)
-            sizes = [values[j].shape[batch] for j in active]
-            for j, part in zip(active, h.split(sizes, batch), strict=True):
+            for j, part in zip(active, h.split([len(values[j]) for j in active]), strict=True):
                 values[j] = part
         return values
 

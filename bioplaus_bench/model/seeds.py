@@ -55,10 +55,15 @@ def draw(make: Callable[[Tensor, torch.Generator | None], Tensor], like: Tensor)
 
 
 def randn_like(like: Tensor) -> Tensor:
-    """Standard normal values shaped like ``like``, each seed from its own stream (``draw``);
-    in a serial run exactly ``torch.randn_like(like)``."""
-    return draw(lambda t, g: torch.randn(t.shape, generator=g, dtype=t.dtype, device=t.device),
-                like)
+    """Standard normal values shaped like ``like``, each seed from its own stream (the values
+    ``draw`` gives, drawn in place); in a serial run exactly ``torch.randn_like(like)``."""
+    generators = _GENERATORS.get()
+    if generators is None:
+        return torch.randn_like(like)
+    values = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    for part, generator in zip(values, generators, strict=True):
+        part.normal_(generator=generator)  # what torch.randn(shape, generator=…) draws
+    return values
 
 
 def stacked_seeds(weight: Tensor, dims: int) -> int | None:
@@ -72,9 +77,28 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     with stacked weights ``[S, out, in]`` (one batched product)."""
     if weight.dim() == 2:
         return F.linear(x, weight, bias)
-    if bias is None:
-        return torch.bmm(x, weight.mT)
-    return torch.baddbmm(bias.unsqueeze(-2), x, weight.mT)
+    return _StackedLinear.apply(x, weight, bias)
+
+
+class _StackedLinear(torch.autograd.Function):
+    """Stacked seeds' ``x Wᵀ + b``, whose weight gradient ``δᵀ x`` comes out in the weight's
+    layout (autograd through ``bmm(x, W.mT)`` gives it transposed, which the optimiser would
+    copy every step)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if bias is None:
+            return torch.bmm(x, weight.mT)
+        return torch.baddbmm(bias.unsqueeze(-2), x, weight.mT)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        return (grad @ weight if needs[0] else None, grad.mT @ x if needs[1] else None,
+                grad.sum(-2) if ctx.has_bias and needs[2] else None)
 
 
 def mean_per_seed(values: Tensor, seeds: int | None) -> Tensor:

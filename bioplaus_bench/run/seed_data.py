@@ -38,6 +38,11 @@ class SamplePool:
         labels = split.y.reshape(len(split), -1).double().sum(1)
         return flat @ self._direction + labels * 1e3
 
+    def rows(self, data: Data) -> SplitRows:
+        """The pool rows of ``data``'s train, validation (or None) and test samples."""
+        return (self.index(data.train), None if data.val is None else self.index(data.val),
+                self.index(data.test))
+
     def index(self, split: Split) -> Tensor:
         """The pool rows of ``split``'s samples (new ones added to the pool)."""
         fingerprint = self._fingerprint(split)
@@ -64,6 +69,9 @@ class SamplePool:
         return rows
 
 
+SplitRows = tuple[Tensor, Tensor | None, Tensor]  # a seed's train, validation, test pool rows
+
+
 class SeedData:
     """The train, validation (or None) and test index arrays (``[S, n]``) of stacked seeds."""
 
@@ -72,17 +80,16 @@ class SeedData:
         self.pool, self.train, self.val, self.test, self.task = pool, train, val, test, task
 
     @classmethod
-    def gather(cls, pool: SamplePool, datas: Sequence[Data]) -> SeedData | None:
-        """The seeds' data in ``pool``; None when the seeds' splits differ in size (they cannot
-        be stacked)."""
-        sizes = {(len(d.train), None if d.val is None else len(d.val), len(d.test)) for d in datas}
-        if len(sizes) != 1:
+    def stack(cls, pool: SamplePool, splits: Sequence[SplitRows], task: Task) -> SeedData | None:
+        """The seeds' splits (``SamplePool.rows``) stacked; None when they differ in size (the
+        seeds cannot be stacked)."""
+        if len({tuple(None if rows is None else len(rows) for rows in seed)
+                for seed in splits}) != 1:
             return None
 
-        def stack(splits: list[Split | None]) -> Tensor | None:
-            return None if splits[0] is None else torch.stack([pool.index(s) for s in splits])
-        return cls(pool, stack([d.train for d in datas]), stack([d.val for d in datas]),
-                   stack([d.test for d in datas]), datas[0].task)
+        def stacked(which: int) -> Tensor | None:
+            return None if splits[0][which] is None else torch.stack([s[which] for s in splits])
+        return cls(pool, stacked(0), stacked(1), stacked(2), task)
 
     def seeds(self, chosen: Sequence[int]) -> SeedData:
         """The data of the seeds ``chosen`` (positions in this stack)."""

@@ -29,7 +29,7 @@ from ..metrics import logged
 from ..model.algorithm import Algorithm
 from ..model.networks import Network, forward_pass
 from ..model.seeds import seed_part, seed_streams, stack_modules, stack_optimiser_states
-from ..spec.cell import Cell, MetricsConfig
+from ..spec.cell import Cell, MetricsConfig, OptimizerConfig
 from .checkpoint import Checkpoint, rng_state
 from .runner import ForwardOptimisers, Proposal, Runner, non_finite
 from .seed_data import SamplePool, SeedData, evaluate_seeds
@@ -157,15 +157,14 @@ def set_up(cells: Sequence[Cell], cls: type[Algorithm], env: Environment,
            checkpoints: Sequence[Path | None]) -> tuple[list[SeedRun], SeedData | None]:
     """Every seed set up as its serial run is; their data in one pool (None: the seeds' splits
     differ in size and cannot be stacked)."""
-    pool, runs, datas = SamplePool(), [], []
+    pool, runs, splits = SamplePool(), [], []
     for cell, path in zip(cells, checkpoints, strict=True):
         store = Checkpoint(path, cell.config_hash())
         data, runner, state = _restore(cell, cls, env, store)
         runs.append(SeedRun(cell, runner, state, store, rng_state(), _device_generator(env.device),
                             state["elapsed"]))
-        datas.append(data)
-    seed_data = SeedData.gather(pool, datas)
-    return runs, seed_data
+        splits.append(pool.rows(data))  # the seed's own copy of the data is dropped here
+    return runs, SeedData.stack(pool, splits, data.task)
 
 
 # --- training ------------------------------------------------------------------------------
@@ -183,27 +182,23 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     say = note or (lambda message: None)
     with _deadline(time_limit) as out_of_time:
         runs, data = set_up(cells, cls, env, checkpoints)
+        group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
         if data is None:
-            say(f"{cells[0].key}: the seeds' data splits differ in size; they run serially")
+            say(f"{group}: the seeds' data splits differ in size; they run serially")
             return None
         pending = [s for s, run in enumerate(runs) if run.active]
         if len({runs[s].progress() for s in pending}) > 1:
-            say(f"{cells[0].key}: the seeds' checkpoints are at different epochs; they run "
-                "serially")
+            say(f"{group}: the seeds' checkpoints are at different epochs; they run serially")
             return None
         size = chunk or seeds_per_chunk(runs[0], env)
         chunks = [pending[k:k + size] for k in range(0, len(pending), size)]
         if len(chunks) > 1:
-            say(f"{_group_key(cells[0])}: {len(pending)} seeds in {len(chunks)} chunks of at "
-                f"most {size} (memory)")
+            say(f"{group}: {len(pending)} seeds in {len(chunks)} chunks of at most {size} "
+                f"({'--seed-chunk' if chunk else 'memory'})")
         for chosen in chunks:
             _train_stacked([runs[s] for s in chosen], data.seeds(chosen), cls, on_epoch,
                            out_of_time)
     return [_result(run, data) for run in runs]
-
-
-def _group_key(cell: Cell) -> str:
-    return f"{cell.dataset_id}/{cell.algorithm_id}"
 
 
 def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
@@ -216,17 +211,17 @@ def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
 
 def seeds_per_chunk(run: SeedRun, env: Environment) -> int:
     """How many seeds of this cell fit at once: half the free memory of the device over an
-    estimate of one seed's (parameters, gradients and optimiser moments of the network and the
-    algorithm, and a minibatch's activations with the copies target methods make of them)."""
+    estimate of one seed's: parameters, gradients and optimiser moments of the network and the
+    algorithm, and the activations of a training minibatch (with the copies target methods make
+    of them: targets, noisy copies of each layer carried up) or of an evaluation batch."""
     network, algorithm = run.runner.network, run.runner.algorithm
     element = torch.finfo(network.dtype).bits // 8
     weights = sum(t.numel() for module in (network, algorithm)
                   for t in (*module.parameters(), *module.buffers()))
     protocol = run.cell.dataset.protocol
     activations = sum(math.prod(network.activation_shape(i)) for i in range(network.depth + 1))
-    per_seed = element * (4 * weights
-                          + max(protocol.batch_size, protocol.eval_batch_size) * activations
-                          * (4 + 2 * network.depth))
+    per_sample = max(protocol.batch_size * (4 + 2 * network.depth), protocol.eval_batch_size * 2)
+    per_seed = element * (4 * weights + activations * per_sample)
     return max(1, int(0.5 * _free_memory(env.device) // per_seed))
 
 
@@ -243,36 +238,37 @@ def _free_memory(device: str) -> int:
     return 8 * 2 ** 30
 
 
-def _stack(runs: Sequence[SeedRun], cell: Cell, cls: type[Algorithm]) -> StackedRunner:
-    """The seeds' networks, algorithms and optimisers as one stacked runner; each seed's own
-    network becomes a view into the stack (for the metrics)."""
-    networks = [run.runner.network for run in runs]
+def stack_runners(runners: Sequence[Runner], config: OptimizerConfig,
+                  frozen_layers: Sequence[int] = ()) -> StackedRunner:
+    """The seeds' runners (networks, algorithms and optimisers, in any state) as one stacked
+    runner; each seed's own network becomes a view into the stack (for the metrics)."""
+    networks = [runner.network for runner in runners]
     network = stack_modules(networks)
-    network.seeds = len(runs)
+    network.seeds = len(runners)
     memo: dict[int, Any] = {id(networks[0]): network}
     memo.update({id(p0): p for p0, p in zip(networks[0].parameters(), network.parameters(),
                                             strict=True)})
-    algorithms = [run.runner.algorithm for run in runs]
+    algorithms = [runner.algorithm for runner in runners]
     algorithm = stack_modules(algorithms, memo)
     inner = [a.get_extra_state() for a in algorithms]
     if inner[0]:
         algorithm.set_extra_state({key: stack_optimiser_states([state[key] for state in inner])
                                    for key in inner[0]})
-    optimisers = ForwardOptimisers(network, algorithm, cell.settings.optimizer,
-                                   cell.dataset.protocol.frozen_layers)
-    states = [run.runner.optimisers.state_dict() for run in runs]
+    optimisers = ForwardOptimisers(network, algorithm, config, frozen_layers)
+    states = [runner.optimisers.state_dict() for runner in runners]
     optimisers.load_state_dict([stack_optimiser_states(list(per_optimiser))
                                 for per_optimiser in zip(*states, strict=True)])
     for s, view in enumerate(networks):
         for own, stacked in zip(view.parameters(), network.parameters(), strict=True):
             own.data = stacked.data[s]
-    return StackedRunner(network, algorithm, optimisers, runs[0].runner.metrics, networks)
+    return StackedRunner(network, algorithm, optimisers, runners[0].metrics, networks)
 
 
 def _train_stacked(runs: list[SeedRun], data: SeedData, cls: type[Algorithm],
                    on_epoch: EpochCallback | None, out_of_time: Callable[[], None]) -> None:
     cell = runs[0].cell
-    runner = _stack(runs, cell, cls)
+    runner = stack_runners([run.runner for run in runs], cell.settings.optimizer,
+                           cell.dataset.protocol.frozen_layers)
     protocol, schedule = cell.dataset.protocol, cell.settings.schedule
     task = data.task
     trains_feedback = cls.capabilities.trainable_feedback

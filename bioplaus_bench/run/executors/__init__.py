@@ -216,7 +216,8 @@ def _execute_seed_group(cells: list[Cell], context: RunContext,
         for path in checkpoints:
             path.unlink(missing_ok=True)
     context.reporter.cell_started(first, 0)
-    time_limit = env.cell_timeout or first.dataset.protocol.cell_timeout
+    per_cell = env.cell_timeout or first.dataset.protocol.cell_timeout
+    time_limit = per_cell * len(cells) if per_cell else None  # the work of that many cells
     try:
         results = train_seed_group(
             cells, context.registry.get(first.algorithm).cls,

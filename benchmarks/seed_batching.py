@@ -1,0 +1,186 @@
+"""Seeds vectorised against seeds run one after the other, with the goals of issue 16 checked.
+
+    .venv/bin/python benchmarks/seed_batching.py [--quick] [--models mnist,cifar,cnn]
+        [--dtypes float32,float64] [--algorithms bp,dfa,...] [--seeds 1,2,5,10]
+        [--threads N] [--device cpu|cuda]
+
+Per model (the MNIST MLP, the CIFAR-10 MLP and the CIFAR-10 CNN shapes), dtype and algorithm:
+the time of one training minibatch (batch 128, random tensors of the right shapes) of one seed
+through the suite's runner (``Runner.step``), and of S seeds stacked through the vectorised
+runner (``StackedRunner.step_seeds``: the same forward pass, proposed updates, feedback step,
+fault check and forward Adam, for all seeds at once, each seed drawing its noise from its own
+generator). S serial seeds cost S times one seed; the ratio is the vectorised time over that.
+Serial and vectorised take turns in every round, so a slower spell of the machine hits both;
+each time is the median over rounds.
+
+Goals: on a CPU, in float64 (as the paper's configurations), 10 vectorised seeds of every
+target-propagation method cost at most 0.6 × ten serial seeds; on CUDA, 10 vectorised seeds
+cost at most 2 × one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
+
+from bioplaus_bench.api import Classification  # noqa: E402
+from bioplaus_bench.model.networks import build_network  # noqa: E402
+from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
+from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
+from bioplaus_bench.run.seed_group import stack_runners  # noqa: E402
+
+ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
+              "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
+TARGET_PROPAGATION = ["ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
+                      "dtp-drl"]
+SEEDS = (1, 2, 5, 10)
+CPU_GOAL = 0.6  # 10 vectorised seeds of a TP method / 10 serial seeds, float64
+CUDA_GOAL = 2.0  # 10 vectorised seeds / one seed
+# (timed minibatches per round, rounds) for --quick and for a full run
+SAMPLING = {"mnist": ((2, 1), (5, 3)), "cifar": ((1, 1), (2, 2)), "cnn": ((1, 1), (1, 2))}
+
+
+def runner_for(name: str, model: str, dtype: torch.dtype, device: str, seed: int) -> Runner:
+    cls = load_registry().get(name).cls
+    spec, input_shape, _ = MODELS[model]
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    params = cls.Params(**({"random_width": RANDOM_WIDTH.get(model, 1024)}
+                           if "random_width" in fields else {}))
+    torch.manual_seed(seed)
+    network = build_network(cls.adapt_architecture(spec, params), input_shape, 10, dtype=dtype,
+                            device=device)
+    algorithm = cls(network, Classification(10), params)
+    return Runner(network, algorithm, ForwardOptimisers(network, algorithm, OPTIMIZER, ()))
+
+
+class Seeds:
+    """S seeds of one algorithm, stepped together (or, for ``serial``, one seed alone)."""
+
+    def __init__(self, name: str, model: str, dtype: torch.dtype, device: str, seeds: int | None):
+        count = seeds or 1
+        runners = [runner_for(name, model, dtype, device, seed) for seed in range(count)]
+        input_shape = MODELS[model][1]
+        lead = () if seeds is None else (count,)
+        self.x = torch.randn(*lead, BATCH, *input_shape, dtype=dtype, device=device)
+        self.y = torch.randint(0, 10, (*lead, BATCH), device=device)
+        self.device = device
+        if seeds is None:
+            self.runner = runners[0]
+            self.step = lambda: self.runner.step(self.x, self.y)
+        else:
+            self.stacked = stack_runners(runners, OPTIMIZER)
+            self.generators = [torch.Generator(device=device).manual_seed(s) for s in range(count)]
+            self.step = self._stacked_step
+
+    def _stacked_step(self) -> None:
+        with seed_streams(self.generators):
+            self.stacked.step_seeds(self.x, self.y, [True] * len(self.generators))
+
+    def seconds_per_step(self, steps: int) -> float:
+        synchronize(self.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        synchronize(self.device)
+        return (time.perf_counter() - start) / steps
+
+
+def time_algorithm(name: str, model: str, dtype: torch.dtype, device: str, seeds: tuple[int, ...],
+                   quick: bool) -> tuple[float, dict[int, float]]:
+    """One seed's serial seconds per minibatch, and S stacked seeds' for each S."""
+    steps, rounds = SAMPLING[model][0 if quick else 1]
+    serial = Seeds(name, model, dtype, device, None)
+    stacks = {s: Seeds(name, model, dtype, device, s) for s in seeds}
+    for trainer in (serial, *stacks.values()):
+        trainer.step()  # warm-up: first-call allocations and kernel selection
+    serial_times, stacked_times = [], {s: [] for s in seeds}
+    for _ in range(rounds):
+        serial_times.append(serial.seconds_per_step(steps))
+        for s, trainer in stacks.items():
+            stacked_times[s].append(trainer.seconds_per_step(steps))
+    return statistics.median(serial_times), {s: statistics.median(t)
+                                             for s, t in stacked_times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--models", default="mnist,cifar,cnn")
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    names = args.algorithms.split(",")
+    registry = load_registry()
+    print(f"device {args.device}, {torch.get_num_threads()} threads, batch {BATCH}; ms per "
+          f"minibatch; ratio = S stacked seeds / (S × one serial seed)\n")
+    ratios: dict[tuple[str, str, str], dict[int, float]] = {}
+    per_seed: dict[tuple[str, str, str], tuple[float, dict[int, float]]] = {}
+    for model in args.models.split(","):
+        for dtype_name in args.dtypes.split(","):
+            dtype = getattr(torch, dtype_name)
+            print(f"### {model} ({MODELS[model][0].type}), {dtype_name}\n")
+            header = " | ".join(f"S={s} ms | ratio" for s in seeds)
+            print(f"| algorithm | serial ms (1 seed) | {header} |")
+            print("|---|---|" + "---|---|" * len(seeds))
+            for name in names:
+                cls = registry.get(name).cls
+                if not cls.capabilities.supports(frozenset(_layer_kinds(model))):
+                    continue
+                serial, stacked = time_algorithm(name, model, dtype, args.device, seeds,
+                                                 args.quick)
+                ratio = {s: stacked[s] / (s * serial) for s in seeds}
+                ratios[(model, dtype_name, name)] = ratio
+                per_seed[(model, dtype_name, name)] = (serial, stacked)
+                cells = " | ".join(f"{1e3 * stacked[s]:.1f} | {ratio[s]:.2f}" for s in seeds)
+                print(f"| {name} | {1e3 * serial:.1f} | {cells} |", flush=True)
+            print()
+    print_goals(ratios, per_seed, args.device, seeds)
+
+
+def _layer_kinds(model: str) -> set[str]:
+    return {"dense", "conv"} if MODELS[model][0].type == "cnn" else {"dense"}
+
+
+def print_goals(ratios, per_seed, device: str, seeds: tuple[int, ...]) -> None:
+    if 10 not in seeds:
+        return
+    if device.startswith("cuda"):
+        print(f"### Goal: 10 vectorised seeds ≤ {CUDA_GOAL:g} × one seed (CUDA)\n")
+        print("| model | dtype | algorithm | 10 seeds / 1 seed | goal |")
+        print("|---|---|---|---|---|")
+        for (model, dtype, name), (serial, stacked) in per_seed.items():
+            value = stacked[10] / serial
+            print(f"| {model} | {dtype} | {name} | {value:.2f} | {_verdict(value, CUDA_GOAL)} |")
+        return
+    print(f"### Goal: 10 vectorised seeds of every target-propagation method ≤ {CPU_GOAL:g} × "
+          "ten serial seeds (CPU, float64)\n")
+    print("| model | algorithm | ratio | goal |")
+    print("|---|---|---|---|")
+    for (model, dtype, name), ratio in ratios.items():
+        if dtype == "float64" and name in TARGET_PROPAGATION:
+            print(f"| {model} | {name} | {ratio[10]:.2f} | {_verdict(ratio[10], CPU_GOAL)} |")
+
+
+def _verdict(value: float, limit: float) -> str:
+    return "met" if value <= limit else f"missed by {100 * (value / limit - 1):.0f}%"
+
+
+if __name__ == "__main__":
+    main()
