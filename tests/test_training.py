@@ -18,7 +18,7 @@ from bioplaus_bench.errors import SuiteError
 from bioplaus_bench.registry import AlgorithmInfo, Registry, load_registry
 from bioplaus_bench.run.runner import ForwardOptimisers
 from bioplaus_bench.run.setup import Environment, prepare
-from bioplaus_bench.run.training import _summarise, train_cell
+from bioplaus_bench.run.training import summarise, train_cell
 from bioplaus_bench.suite import load_suite
 
 from .conftest import write_idx_dataset
@@ -220,11 +220,11 @@ def test_selection_takes_the_first_epoch_of_best_validation_accuracy():
              "test_accuracy": t, "test_loss": 0.1 * e}
             for e, v, t in [(1, 0.5, 0.4), (2, 0.9, 0.8), (3, 0.9, 0.95), (4, 0.7, 0.99)]]
     state = {"status": "ok", "history": rows, "pretraining": [], "pruned_at": None}
-    summary = _summarise(state, "classification", has_val=True)
+    summary = summarise(state, "classification", has_val=True)
     assert summary["selected_epoch"] == 2
     assert summary["final"]["test_error"] == pytest.approx(0.2)
     assert summary["final"]["train_loss_last"] == 1.0
-    summary = _summarise(state, "classification", has_val=False)
+    summary = summarise(state, "classification", has_val=False)
     assert summary["selected_epoch"] == 4  # no validation split: the last epoch
 
 

@@ -1,6 +1,6 @@
 """All seeds of a cell in one computation (``bench run --vectorize-seeds``).
 
-Each seed is first set up exactly as its serial run is (``training._restore``: seeded, its data
+Each seed is first set up exactly as its serial run is (``training.restore``: seeded, its data
 split, its network and algorithm built, or restored from its checkpoint), so its initialisation
 is its serial run's; then the seeds' modules are stacked (``model.seeds``) and trained together,
 each seed drawing its data order and noise from its own generator, which continues its serial
@@ -34,7 +34,7 @@ from .checkpoint import Checkpoint, rng_state
 from .runner import ForwardOptimisers, Proposal, Runner, non_finite
 from .seed_data import SamplePool, SeedData, evaluate_seeds
 from .setup import Environment
-from .training import EpochCallback, _deadline, _restore, _summarise
+from .training import EpochCallback, deadline, restore, summarise
 
 
 @dataclass
@@ -160,7 +160,7 @@ def set_up(cells: Sequence[Cell], cls: type[Algorithm], env: Environment,
     pool, runs, splits = SamplePool(), [], []
     for cell, path in zip(cells, checkpoints, strict=True):
         store = Checkpoint(path, cell.config_hash())
-        data, runner, state = _restore(cell, cls, env, store)
+        data, runner, state = restore(cell, cls, env, store)
         runs.append(SeedRun(cell, runner, state, store, rng_state(), _device_generator(env.device),
                             state["elapsed"]))
         splits.append(pool.rows(data))  # the seed's own copy of the data is dropped here
@@ -180,7 +180,7 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     ``chunk``: at most this many seeds at once (default: as many as memory holds)."""
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(cells)
     say = note or (lambda message: None)
-    with _deadline(time_limit) as out_of_time:
+    with deadline(time_limit) as out_of_time:
         runs, data = set_up(cells, cls, env, checkpoints)
         group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
         if data is None:
@@ -202,7 +202,7 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
 
 
 def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
-    result = _summarise(run.state, data.task.kind, data.val is not None)
+    result = summarise(run.state, data.task.kind, data.val is not None)
     result["wall_time"] = run.state["elapsed"]
     if run.state["metrics"]:
         result["metrics"] = run.state["metrics"]

@@ -44,7 +44,7 @@ def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
     last epoch of a cell that finished ok; what it returns is stored under ``"probe"``.
     ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes."""
     env = env or Environment()
-    with _deadline(time_limit) as out_of_time:
+    with deadline(time_limit) as out_of_time:
         return _train(cell, cls, env, checkpoint, on_epoch, probe, out_of_time)
 
 
@@ -53,7 +53,7 @@ def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path 
            out_of_time: Callable[[], None]) -> dict[str, Any]:
     started = time.perf_counter()
     store = Checkpoint(checkpoint, cell.config_hash())
-    data, runner, state = _restore(cell, cls, env, store)
+    data, runner, state = restore(cell, cls, env, store)
     task, protocol, schedule = data.task, cell.dataset.protocol, cell.settings.schedule
     trains_feedback = cls.capabilities.trainable_feedback
     notify = on_epoch or (lambda *args: None)
@@ -102,7 +102,7 @@ def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path 
         snapshot()
         notify("epoch", state["epoch"], protocol.epochs)
 
-    result = _summarise(state, task.kind, data.val is not None)
+    result = summarise(state, task.kind, data.val is not None)
     result["wall_time"] = elapsed_before + time.perf_counter() - started
     if state["metrics"]:
         result["metrics"] = state["metrics"]
@@ -160,7 +160,7 @@ def _evaluate(runner: Runner, cell: Cell, data: Data, epoch: int, row: dict[str,
             state["status"], state["reason"] = "diverged", f"{name} loss is {loss} after epoch {epoch}"
 
 
-def _restore(cell: Cell, cls: type[Algorithm], env: Environment, store: Checkpoint
+def restore(cell: Cell, cls: type[Algorithm], env: Environment, store: Checkpoint
              ) -> tuple[Data, Runner, dict[str, Any]]:
     """The cell's data, runner and progress: from its checkpoint when there is a valid one,
     otherwise fresh. A checkpoint that fails half-way is not trusted: start afresh."""
@@ -198,7 +198,7 @@ def _fresh_state() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _deadline(seconds: float | None):
+def deadline(seconds: float | None):
     """Yield a check that raises ``CellTimeout`` once ``seconds`` have passed. In the main
     thread an interval timer also interrupts a plugin that hangs between two checks."""
     if seconds is None:
@@ -226,7 +226,7 @@ def _deadline(seconds: float | None):
             signal.signal(signal.SIGALRM, previous)
 
 
-def _summarise(state: dict[str, Any], kind: str, has_val: bool) -> dict[str, Any]:
+def summarise(state: dict[str, Any], kind: str, has_val: bool) -> dict[str, Any]:
     history = state["history"]
     evaluated = [row for row in history if "test_loss" in row
                  and all(math.isfinite(row[key]) for key in ("test_loss", "val_loss") if key in row)]
