@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -50,8 +52,7 @@ def draw(make: Callable[[Tensor, torch.Generator | None], Tensor], like: Tensor)
     if like.shape[0] != len(generators):
         raise ValueError(f"a stacked draw needs a leading seed dimension of {len(generators)}, "
                          f"got shape {tuple(like.shape)}")
-    return torch.stack([make(part, generator) for part, generator in zip(like, generators,
-                                                                         strict=True)])
+    return torch.stack(_each_seed(make, like, generators))
 
 
 def randn_like(like: Tensor) -> Tensor:
@@ -61,9 +62,27 @@ def randn_like(like: Tensor) -> Tensor:
     if generators is None:
         return torch.randn_like(like)
     values = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-    for part, generator in zip(values, generators, strict=True):
-        part.normal_(generator=generator)  # what torch.randn(shape, generator=…) draws
+    # normal_ draws what torch.randn(shape, generator=…) draws
+    _each_seed(lambda part, generator: part.normal_(generator=generator), values, generators)
     return values
+
+
+def _each_seed(function: Callable[[Tensor, torch.Generator], Tensor], stacked: Tensor,
+               generators: Sequence[torch.Generator]) -> list[Tensor]:
+    """``function(stacked[s], generators[s])`` for every seed. On a CPU with several threads the
+    seeds draw side by side: one seed's draw is sequential (a generator's stream) and too small
+    for torch to split, so a loop would leave all but one core idle. Each seed still draws from
+    its own generator into its own part: the values do not depend on the scheduling."""
+    pairs = list(zip(stacked, generators, strict=True))
+    threads = torch.get_num_threads()
+    if stacked.device.type != "cpu" or threads == 1 or len(pairs) == 1:
+        return [function(part, generator) for part, generator in pairs]
+    return list(_drawing_pool(threads).map(lambda pair: function(*pair), pairs))
+
+
+@functools.cache
+def _drawing_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="seed-draws")
 
 
 def stacked_seeds(weight: Tensor, dims: int) -> int | None:
