@@ -130,7 +130,10 @@ def assert_seeds_match(cells, serial_dir, vector_dir, serial_results, vector_res
 
 
 def run_vectorised(cells, cls, env, folder, **options):
+    """All of ``cells``'s seeds stacked (chunk: all of them, unless given; None: the automatic
+    choice, which on a CPU runs a CNN's seeds serially)."""
     folder.mkdir(exist_ok=True)
+    options.setdefault("chunk", len(cells))
     return train_seed_group(cells, cls, env,
                             checkpoints=[folder / f"{c.seed}.ckpt" for c in cells], **options)
 
@@ -239,9 +242,27 @@ def test_seeds_that_do_not_fit_in_memory_run_in_chunks(tmp_path, env, registry, 
     free = seed_group._free_memory(env.device)
     monkeypatch.setattr(seed_group, "_free_memory", lambda device: 1.5 * free / one_seed)
     notes = []
-    chunked = run_vectorised(cells, cls, env, tmp_path / "chunked", note=notes.append)
+    chunked = run_vectorised(cells, cls, env, tmp_path / "chunked", chunk=None,
+                             note=notes.append)
     assert notes == ["mnist/bp: 3 seeds in 3 chunks of at most 1 (memory)"]
     assert_seeds_match(cells, tmp_path / "whole", tmp_path / "chunked", whole, chunked)
+
+
+def test_on_a_cpu_seeds_are_stacked_only_where_it_pays(tmp_path, env, registry, monkeypatch):
+    from bioplaus_bench.run import seed_group
+
+    cls = registry.get("bp").cls
+    notes = []
+    cnn = seed_cells(tmp_path, registry, "bp", "cnn")
+    assert run_vectorised(cnn, cls, env, tmp_path / "cnn", chunk=None, note=notes.append) is None
+    assert notes == ["cnn/bp: its seeds run one after the other: on a CPU a grouped convolution "
+                     "of stacked seeds costs more than their own"]
+    monkeypatch.setattr(seed_group, "CPU_STACKING_MAX_BYTES", 1000)
+    mlp = seed_cells(tmp_path, registry, "bp", "mnist")
+    assert run_vectorised(mlp, cls, env, tmp_path / "mlp", chunk=None, note=notes.append) is None
+    assert "on a CPU stacking pays for small networks only" in notes[1]
+    monkeypatch.setattr(seed_group, "CPU_STACKING_MAX_BYTES", 2 ** 30)
+    assert run_vectorised(mlp, cls, env, tmp_path / "mlp", chunk=None) is not None
 
 
 def diverging(base):

@@ -77,8 +77,9 @@ def run(
         help="Run the seeds of each cell as one computation (each seed's result is its serial "
         "run's, to rounding) [default: the suite's vectorize_seeds, else serial].")] = None,
     seed_chunk: Annotated[int | None, typer.Option(
-        min=1, help="With --vectorize-seeds: at most N seeds at once [default: as many as "
-        "memory holds].")] = None,
+        min=1, help="With --vectorize-seeds: at most N seeds at once, also for networks that "
+        "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay) "
+        "[default: as many as memory holds].")] = None,
     cell_timeout: Annotated[float | None, typer.Option(
         help="End a cell that runs longer than this many seconds (status "
         "timeout; a re-run continues it from its last epoch) [default: the suite's "

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..metrics import logged
 from ..model.algorithm import Algorithm
-from ..model.networks import Network, forward_pass
+from ..model.networks import ConvBlock, Network, forward_pass
 from ..model.seeds import seed_part, seed_streams, stack_modules, stack_optimiser_states
 from ..spec.cell import Cell, MetricsConfig, OptimizerConfig
 from .checkpoint import Checkpoint, rng_state
@@ -98,9 +98,10 @@ class StackedRunner(Runner):
 
 def _faulty(loss: Tensor, updates: Sequence[Tensor], trainable: Sequence[bool]) -> list[int]:
     """The seeds whose loss or some update is NaN or infinite (one reduction, one sync)."""
-    peaks = [loss.detach().double().abs()]
-    peaks += [u.detach().abs().flatten(1).amax(1).double()
-              for u, moves in zip(updates, trainable, strict=True) if moves and u[0].numel()]
+    peaks = [loss.detach().double()]
+    for update, moves in zip(updates, trainable, strict=True):
+        if moves and update[0].numel():  # the extremes: NaN and ±inf show there, no copy made
+            peaks.extend(part.double() for part in update.detach().flatten(1).aminmax(dim=1))
     finite = torch.isfinite(torch.stack(peaks)).all(0)
     return torch.nonzero(~finite).flatten().tolist()
 
@@ -177,7 +178,8 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     """Train the seeds ``cells`` (the same cell but for the seed) together; return each one's
     result, in order, as ``train_cell`` returns it. None when they cannot be stacked (splits of
     different sizes, or checkpoints at different points): the caller runs them serially.
-    ``chunk``: at most this many seeds at once (default: as many as memory holds)."""
+    ``chunk``: at most this many seeds at once (default: as many as memory holds, on a CPU
+    only for networks where stacking pays, ``stacking_does_not_pay``; else None)."""
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(cells)
     say = note or (lambda message: None)
     with deadline(time_limit) as out_of_time:
@@ -189,6 +191,10 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
         pending = [s for s, run in enumerate(runs) if run.active]
         if len({runs[s].progress() for s in pending}) > 1:
             say(f"{group}: the seeds' checkpoints are at different epochs; they run serially")
+            return None
+        reason = None if chunk else stacking_does_not_pay(runs[0].runner.network, env.device)
+        if reason is not None:
+            say(f"{group}: its seeds run one after the other: {reason}")
             return None
         size = chunk or seeds_per_chunk(runs[0], env)
         chunks = [pending[k:k + size] for k in range(0, len(pending), size)]
@@ -207,6 +213,29 @@ def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
     if run.state["metrics"]:
         result["metrics"] = run.state["metrics"]
     return result
+
+
+# Measured with benchmarks/seed_batching.py on a 2-core CPU (issue 16's closing note): stacked
+# seeds of the MNIST MLP (3.7 MB of float64 weights a seed) cost 0.5-0.7 of serial seeds, those
+# of the CIFAR-10 MLP (21-42 MB) 1.1-1.5, and those of the CNN 1.2-1.8 (a grouped convolution
+# costs more than the seeds' own convolutions).
+CPU_STACKING_MAX_BYTES = 8 * 2 ** 20
+
+
+def stacking_does_not_pay(network: Network, device: str) -> str | None:
+    """Why stacking seeds of ``network`` would be slower than running them one after the other
+    on ``device``, or None. On a CPU a seed's step of a large network is already one of large
+    products that use every core, and a stack of them only misses the caches; a CNN's stacked
+    grouped convolution is slower than the seeds' own. On a GPU stacking always pays."""
+    if not device.startswith("cpu"):
+        return None
+    if any(isinstance(layer, ConvBlock) for layer in network.layers):
+        return "on a CPU a grouped convolution of stacked seeds costs more than their own"
+    size = sum(p.numel() * p.element_size() for p in network.parameters())
+    if size > CPU_STACKING_MAX_BYTES:
+        return (f"on a CPU stacking pays for small networks only (a seed's weights here: "
+                f"{size / 2 ** 20:.0f} MB, more than {CPU_STACKING_MAX_BYTES // 2 ** 20} MB)")
+    return None
 
 
 def seeds_per_chunk(run: SeedRun, env: Environment) -> int:
