@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import statistics
 import sys
 import time
@@ -38,7 +39,7 @@ from bioplaus_bench.model.networks import build_network  # noqa: E402
 from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.run.seed_group import stack_runners  # noqa: E402
+from bioplaus_bench.run.seed_group import StackedRunner, stack_runners  # noqa: E402
 
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
@@ -75,17 +76,15 @@ class Seeds:
         self.x = torch.randn(*lead, BATCH, *input_shape, dtype=dtype, device=device)
         self.y = torch.randint(0, 10, (*lead, BATCH), device=device)
         self.device = device
-        if seeds is None:
-            self.runner = runners[0]
-            self.step = lambda: self.runner.step(self.x, self.y)
-        else:
-            self.stacked = stack_runners(runners, OPTIMIZER)
-            self.generators = [torch.Generator(device=device).manual_seed(s) for s in range(count)]
-            self.step = self._stacked_step
+        self.runner = runners[0] if seeds is None else stack_runners(runners, OPTIMIZER)
+        self.generators = [torch.Generator(device=device).manual_seed(s) for s in range(count)]
 
-    def _stacked_step(self) -> None:
+    def step(self) -> None:
+        if not isinstance(self.runner, StackedRunner):
+            self.runner.step(self.x, self.y)
+            return
         with seed_streams(self.generators):
-            self.stacked.step_seeds(self.x, self.y, [True] * len(self.generators))
+            self.runner.step_seeds(self.x, self.y, [True] * len(self.generators))
 
     def seconds_per_step(self, steps: int) -> float:
         synchronize(self.device)
@@ -109,6 +108,8 @@ def time_algorithm(name: str, model: str, dtype: torch.dtype, device: str, seeds
         serial_times.append(serial.seconds_per_step(steps))
         for s, trainer in stacks.items():
             stacked_times[s].append(trainer.seconds_per_step(steps))
+    del serial, stacks
+    gc.collect()  # the next algorithm's seeds need the memory now
     return statistics.median(serial_times), {s: statistics.median(t)
                                              for s, t in stacked_times.items()}
 
