@@ -237,8 +237,8 @@ def test_seeds_that_do_not_fit_in_memory_run_in_chunks(tmp_path, env, registry, 
     cls = registry.get("bp").cls
     cells = seed_cells(tmp_path, registry, "bp", "mnist")
     whole = run_vectorised(cells, cls, env, tmp_path / "whole")
-    one_seed = seed_group.seeds_per_chunk(seed_group.set_up(cells[:1], cls, env, [None])[0][0],
-                                          env)
+    first = seed_group.set_up_seed(cells[0], cls, env, None, seed_group.SamplePool())[0]
+    one_seed = seed_group.seeds_per_chunk(first, env)
     free = seed_group._free_memory(env.device)
     monkeypatch.setattr(seed_group, "_free_memory", lambda device: 1.5 * free / one_seed)
     notes = []

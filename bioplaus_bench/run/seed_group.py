@@ -29,10 +29,11 @@ from ..metrics import logged
 from ..model.algorithm import Algorithm
 from ..model.networks import ConvBlock, Network, forward_pass
 from ..model.seeds import seed_part, seed_streams, stack_modules, stack_optimiser_states
+from ..model.tasks import Task
 from ..spec.cell import Cell, MetricsConfig, OptimizerConfig
 from .checkpoint import Checkpoint, rng_state
 from .runner import ForwardOptimisers, Proposal, Runner, non_finite
-from .seed_data import SamplePool, SeedData, evaluate_seeds
+from .seed_data import SamplePool, SeedData, SplitRows, evaluate_seeds
 from .setup import Environment
 from .training import EpochCallback, deadline, restore, summarise
 
@@ -154,18 +155,14 @@ def _device_generator(device: str) -> torch.Generator:
     return generator
 
 
-def set_up(cells: Sequence[Cell], cls: type[Algorithm], env: Environment,
-           checkpoints: Sequence[Path | None]) -> tuple[list[SeedRun], SeedData | None]:
-    """Every seed set up as its serial run is; their data in one pool (None: the seeds' splits
-    differ in size and cannot be stacked)."""
-    pool, runs, splits = SamplePool(), [], []
-    for cell, path in zip(cells, checkpoints, strict=True):
-        store = Checkpoint(path, cell.config_hash())
-        data, runner, state = restore(cell, cls, env, store)
-        runs.append(SeedRun(cell, runner, state, store, rng_state(), _device_generator(env.device),
-                            state["elapsed"]))
-        splits.append(pool.rows(data))  # the seed's own copy of the data is dropped here
-    return runs, SeedData.stack(pool, splits, data.task)
+def set_up_seed(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path | None,
+                pool: SamplePool) -> tuple[SeedRun, SplitRows, Task]:
+    """One seed set up as its serial run is, its data indexed into ``pool``."""
+    store = Checkpoint(checkpoint, cell.config_hash())
+    data, runner, state = restore(cell, cls, env, store)
+    run = SeedRun(cell, runner, state, store, rng_state(), _device_generator(env.device),
+                  state["elapsed"])
+    return run, pool.rows(data), data.task  # the seed's own copy of the data is dropped here
 
 
 # --- training ------------------------------------------------------------------------------
@@ -182,19 +179,25 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     only for networks where stacking pays, ``stacking_does_not_pay``; else None)."""
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * len(cells)
     say = note or (lambda message: None)
+    group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
     with deadline(time_limit) as out_of_time:
-        runs, data = set_up(cells, cls, env, checkpoints)
-        group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
+        pool, runs, splits = SamplePool(), [], []
+        for cell, path in zip(cells, checkpoints, strict=True):
+            run, rows, task = set_up_seed(cell, cls, env, path, pool)
+            reason = None if chunk or runs else stacking_does_not_pay(run.runner.network,
+                                                                      env.device)
+            if reason is not None:  # known from the first seed: set up no other
+                say(f"{group}: its seeds run one after the other: {reason}")
+                return None
+            runs.append(run)
+            splits.append(rows)
+        data = SeedData.stack(pool, splits, task)
         if data is None:
             say(f"{group}: the seeds' data splits differ in size; they run serially")
             return None
         pending = [s for s, run in enumerate(runs) if run.active]
         if len({runs[s].progress() for s in pending}) > 1:
             say(f"{group}: the seeds' checkpoints are at different epochs; they run serially")
-            return None
-        reason = None if chunk else stacking_does_not_pay(runs[0].runner.network, env.device)
-        if reason is not None:
-            say(f"{group}: its seeds run one after the other: {reason}")
             return None
         size = chunk or seeds_per_chunk(runs[0], env)
         chunks = [pending[k:k + size] for k in range(0, len(pending), size)]
