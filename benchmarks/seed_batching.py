@@ -39,7 +39,7 @@ from bioplaus_bench.model.networks import build_network  # noqa: E402
 from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.run.seed_group import StackedRunner, stack_runners  # noqa: E402
+from bioplaus_bench.run.stacked import StackedRunner, stack_runners  # noqa: E402
 
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]

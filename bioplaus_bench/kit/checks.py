@@ -19,8 +19,8 @@ from torch import Tensor
 from ..model.algorithm import Algorithm
 from ..model.networks import Network
 from ..model.seeds import seed_streams
-from ..run.seed_group import stack_runners
 from ..run.setup import Environment, prepare, seed_everything
+from ..run.stacked import stack_runners
 from ..run.training import train_cell
 from .harness import (
     OPTIMIZER,
