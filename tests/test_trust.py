@@ -262,12 +262,14 @@ def test_the_suite_protocol_can_set_the_cell_time_limit(tmp_path, plugin):
 
 
 def test_ctrl_c_prints_one_line_and_exits_130_and_the_run_resumes(tmp_path, plugin):
-    suite, out = suite_with(tmp_path, "slow", epochs=3), tmp_path / "out"
+    # Eight epochs of the slow cell: Ctrl-C comes after its first checkpoint, long before it ends.
+    suite, out = suite_with(tmp_path, "slow", epochs=8), tmp_path / "out"
     suite.write_text(suite.read_text().replace("batch_size: 32", "batch_size: 4"))
     process = bench("run", suite, "--out", out, "--plugin", plugin, "--quiet")
     deadline = time.time() + 120
     while not list(out.glob("teacher/slow/*.ckpt")) and time.time() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before Ctrl-C could interrupt it"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
