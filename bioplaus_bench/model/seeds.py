@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,20 +67,9 @@ def randn_like(like: Tensor) -> Tensor:
 
 def _each_seed(function: Callable[[Tensor, torch.Generator], Tensor], stacked: Tensor,
                generators: Sequence[torch.Generator]) -> list[Tensor]:
-    """``function(stacked[s], generators[s])`` for every seed. On a CPU with several threads the
-    seeds draw side by side: one seed's draw is sequential (a generator's stream) and too small
-    for torch to split, so a loop would leave all but one core idle. Each seed still draws from
-    its own generator into its own part: the values do not depend on the scheduling."""
-    pairs = list(zip(stacked, generators, strict=True))
-    threads = torch.get_num_threads()
-    if stacked.device.type != "cpu" or threads == 1 or len(pairs) == 1:
-        return [function(part, generator) for part, generator in pairs]
-    return list(_drawing_pool(threads).map(lambda pair: function(*pair), pairs))
-
-
-@functools.cache
-def _drawing_pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="seed-draws")
+    """``function(stacked[s], generators[s])`` for every seed, each from its own generator."""
+    return [function(part, generator) for part, generator in zip(stacked, generators,
+                                                                 strict=True)]
 
 
 def stacked_seeds(weight: Tensor, dims: int) -> int | None:
