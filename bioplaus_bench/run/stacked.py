@@ -30,8 +30,7 @@ class SeedStep:
     metrics: list[dict[str, Any] | None]
 
     def feedback_losses(self) -> list[float] | None:
-        loss = self.proposal.feedback_loss
-        return None if loss is None else [float(v) for v in loss]
+        return _per_seed(self.proposal.feedback_loss)
 
 
 class StackedRunner(Runner):
@@ -75,8 +74,12 @@ class StackedRunner(Runner):
     def feedback_step(self, x: Tensor, y: Tensor) -> list[float] | None:
         """A minibatch of a feedback-only epoch; each seed's feedback loss."""
         fwd = forward_pass(self.network, self.algorithm.task, x, y, layer_graphs=False)
-        loss = self.algorithm.feedback_step(fwd)
-        return None if loss is None else [float(v) for v in loss]
+        return _per_seed(self.algorithm.feedback_step(fwd))
+
+
+def _per_seed(loss: Tensor | None) -> list[float] | None:
+    """A stacked feedback loss (one per seed) as numbers."""
+    return None if loss is None else [float(v) for v in loss]
 
 
 def _faulty(loss: Tensor, updates: Sequence[Tensor], trainable: Sequence[bool]) -> list[int]:
