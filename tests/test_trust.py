@@ -33,9 +33,10 @@ class FaultParams:
 
 
 class Faulty(Algorithm):
-    """Backprop with a fault chosen by a hyper-parameter (VERSION)."""
+    """Backprop with a fault chosen by a hyper-parameter."""
 
     name = "faulty"
+    version = "VERSION"  # a test edits this line: a change of code, not of a comment
     Params = FaultParams
     capabilities = Capabilities(mlp=True)
     record_graph = True

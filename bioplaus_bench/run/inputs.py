@@ -2,10 +2,15 @@
 of any outside dataset, architecture or metric plugin it uses) and the identity of its data. All
 go into the cell's config hash (``Cell.inputs``) and so into its record's provenance: editing a
 plugin, or reading other data files, re-runs the cell instead of reusing a record computed by
-other code or on other data."""
+other code or on other data.
+
+The digest is of the code, not of its comments, docstrings or layout: each file is hashed as its
+syntax tree without docstrings, so fixing a comment keeps the records and checkpoints of long
+runs valid."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import inspect
@@ -23,6 +28,10 @@ from ..registry import Registry
 from ..spec.cell import Cell
 
 CORE = __name__.partition(".")[0]  # bioplaus_bench
+# The built-in algorithms' package: each of its modules imports only the api (tested), so a
+# built-in algorithm is identified by its own module, and adding a built-in leaves the others'
+# records valid.
+BUILT_IN_PLUGINS = "bioplaus_bench_plugins"
 
 
 def code_identity(cls: type[Algorithm]) -> dict[str, Any]:
@@ -106,7 +115,7 @@ def _package_files(module: str) -> set[Path]:
     package (the core's own modules are covered through the class hierarchy)."""
     top = module.partition(".")[0]
     package = sys.modules.get(top)
-    if top == CORE or package is None or not hasattr(package, "__path__"):
+    if top in (CORE, BUILT_IN_PLUGINS) or package is None or not hasattr(package, "__path__"):
         return set()
     return {path.resolve() for folder in package.__path__ for path in Path(folder).rglob("*.py")}
 
@@ -114,8 +123,24 @@ def _package_files(module: str) -> set[Path]:
 def _digest(files: tuple[Path, ...]) -> str:
     sha = hashlib.sha256()
     for path in files:
-        sha.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        sha.update(path.name.encode() + b"\0" + code_text(path.read_bytes()) + b"\0")
     return sha.hexdigest()[:16]
+
+
+def code_text(source: bytes) -> bytes:
+    """The source as its syntax tree, printed without comments, docstrings or the author's
+    layout; a file that does not parse is taken byte for byte."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree).encode()
 
 
 @cache
