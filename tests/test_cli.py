@@ -131,6 +131,22 @@ def test_force_reruns_and_the_same_seed_gives_identical_records(tiny, tmp_path):
     assert before["teacher/bp/seed-0.json"]["final"] != before["teacher/bp/seed-1.json"]["final"]
 
 
+def test_only_seeds_runs_those_seeds_at_the_suite_protocol_and_refuses_others(tiny, tmp_path):
+    out = tmp_path / "r"
+    result = invoke("run", tiny, "--out", out, "--quiet", "--only-seeds", "1", "--only", "bp")
+    assert result.exit_code == 0, result.output
+    saved = records(out)
+    assert list(saved) == ["teacher/bp/seed-1.json"]
+    # Choosing seeds, like choosing algorithms, keeps each cell's protocol.
+    assert saved["teacher/bp/seed-1.json"]["paper_protocol"] is True
+    assert saved["teacher/bp/seed-1.json"]["deviations"] == []
+    for bad, message in (("3", "not among the suite's seeds (3); it has 0, 1"),
+                         ("a,1", "expected seeds separated by commas, got 'a,1'"),
+                         (",", "not among the suite's seeds (none given)")):
+        refused = invoke("run", tiny, "--out", out, "--quiet", "--only-seeds", bad)
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+
+
 def test_changed_config_is_rerun_and_overrides_apply(tiny, tmp_path):
     out = tmp_path / "r"
     assert invoke("run", tiny, "--out", out, "--quiet", "--only", "bp", "--seeds", "1").exit_code == 0

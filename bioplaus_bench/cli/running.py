@@ -44,6 +44,9 @@ def run(
     download: DownloadOption = False,
     skip_checksums: SkipChecksumsOption = False,
     seeds: Annotated[int | None, typer.Option(min=1, help="Run only the first N seeds.")] = None,
+    only_seeds: Annotated[str | None, typer.Option(
+        "--only-seeds", help="Only these of the suite's seeds (S[,S]), e.g. to share a suite "
+        "between machines; like --only, not a change of protocol.")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
                       ] = None,
     only: Annotated[str | None, typer.Option(
@@ -94,6 +97,8 @@ def run(
         environment = Environment(settings, device, cell_timeout)
         cells = loaded.cells(seeds=seeds, only=names(only), datasets=names(datasets),
                              epochs=epochs, subset=subset, registry=registry)
+        if only_seeds is not None:
+            cells = _only_seeds(cells, only_seeds)
         for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
             data_module.check_available(registry.dataset(source), settings)
         cells = with_inputs(cells, registry, settings)
@@ -119,6 +124,20 @@ def run(
               f"records in {store.root}", markup=False, highlight=False)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _only_seeds(cells: list, text: str) -> list:
+    try:
+        chosen = {int(item) for item in text.split(",") if item.strip()}
+    except ValueError:
+        raise InputError(f"--only-seeds: expected seeds separated by commas, got '{text}'"
+                         ) from None
+    known = {cell.seed for cell in cells}
+    if not chosen or chosen - known:
+        missing = ", ".join(map(str, sorted(chosen - known))) or "none given"
+        raise InputError(f"--only-seeds: not among the suite's seeds ({missing}); it has "
+                         f"{', '.join(map(str, sorted(known)))}")
+    return [cell for cell in cells if cell.seed in chosen]
 
 
 def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
