@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean reference reference-status
 
 # pip here is capped at torch 2.14.1 / torchvision 0.29.1, which lie on local disk.
 $(VENV)/.installed: pyproject.toml plugins/feedback_alignment/pyproject.toml
@@ -26,6 +26,15 @@ lint: install
 # pytest exits 5 when it collects no test: make fails on it like on any other failure.
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The reference campaign (benchmarks/reference.py): the paper's tables at the full protocol, into
+# results/reference/ (hours; resumable; not part of CI). DATA: the datasets' root folder.
+DATA ?= $(or $(BIOPLAUS_DATA),data)
+reference: install
+	$(BIN)/python benchmarks/reference.py run --data-dir $(DATA)
+
+reference-status: install
+	$(BIN)/python benchmarks/reference.py status
 
 clean:
 	rm -rf $(VENV) results/smoke *.egg-info

@@ -1,0 +1,316 @@
+"""The reference campaign: the paper's tables at the full protocol, as shipped in suites/, written
+as ordinary records under results/reference/<suite>/ (committed to git; checkpoints stay out).
+
+    .venv/bin/python benchmarks/reference.py status [--stages a,b]
+    .venv/bin/python benchmarks/reference.py run [--stages a] [--jobs 1] [--threads 1]
+        [--data-dir DIR] [--skip-checksums] [--device cpu] [--seeds N]
+    .venv/bin/python benchmarks/reference.py collect
+
+(`make reference` runs the first list that is not complete.)
+
+The lists, each complete before the next starts (cheaper methods first within a list, so that
+an interrupted campaign leaves as many finished cells as possible):
+  a. Table 1 MNIST, all eight methods, seeds 0-2;
+  b. Table 1 Frozen-MNIST and Fashion-MNIST: BP, DFA, DDTP-linear, DTP, DDTP-RHL, seeds 0-2;
+  c. Table 1 CIFAR-10 MLP and Table 3 CNN: BP, DFA, DDTP-linear, seeds 0-2;
+  d. the rest of Tables 1-3, and every cell of lists a-d at the suites' ten seeds.
+`--seeds N` asks for the first N seeds of every list (10 on a GPU, where stacking pays).
+
+Each group (one suite, dataset and algorithm, the seeds it still misses) is one `bench run
+--vectorize-seeds --only-seeds ...` of the shipped suite, with nothing changed: no tuning, no
+shorter schedule, the configs' precision. It works in a folder of its own under the work folder
+($BIOPLAUS_CACHE/reference, outside the repository), where its checkpoints live: a campaign that
+is stopped (Ctrl-C, SIGTERM, the end of a working session) resumes from the last epoch of every
+running cell, as long as the code and settings are unchanged (the config hash decides). Finished
+records are copied into results/reference/<suite>/ as each group ends (`collect` copies what
+has finished so far, e.g. before committing while the campaign goes on).
+
+A cell counts as done when results/reference holds its record, finished (ok, or diverged, which
+is a result too), at the suite's protocol and with the settings the suite has now; a record of
+older code still counts (`bench table` marks it when the algorithm's source has changed since),
+while one of other settings is stale and is run again.
+
+The time left is estimated from the records of the same group (wall time per seed), else from a
+rough prior for this machine type (2 CPU cores, one thread per process, seeds stacked), printed
+with a '~'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bioplaus_bench.data.types import default_cache_dir  # noqa: E402
+from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.suite.load import load_suite  # noqa: E402
+
+FINISHED = ("ok", "diverged")
+TABLE1_METHODS = ("bp", "dfa", "ddtp-linear", "dtp", "ddtp-control", "dtp-drl",
+                  "dtp-pretrained", "ddtp-rhl")  # cheapest first (benchmarks/epoch_time.py)
+
+
+@dataclass(frozen=True)
+class Group:
+    suite: str
+    dataset: str
+    algorithm: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}/{self.dataset}/{self.algorithm}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    groups: tuple[Group, ...]
+    seeds: int  # the first N seeds of the suite
+
+
+def _groups(suite: str, datasets: tuple[str, ...], algorithms: tuple[str, ...]
+            ) -> tuple[Group, ...]:
+    return tuple(Group(suite, d, a) for d in datasets for a in algorithms)
+
+
+STAGES = (
+    Stage("a", "Table 1 MNIST, all eight methods",
+          _groups("table1", ("mnist",), TABLE1_METHODS), 3),
+    Stage("b", "Table 1 Frozen-MNIST and Fashion-MNIST, five methods",
+          _groups("table1", ("frozen_mnist", "fashion_mnist"),
+                  ("bp", "dfa", "ddtp-linear", "dtp", "ddtp-rhl")), 3),
+    Stage("c", "Table 1 CIFAR-10 MLP and Table 3 CNN, BP, DFA, DDTP-linear",
+          _groups("table1", ("cifar10",), ("bp", "dfa", "ddtp-linear"))
+          + _groups("table3", ("cifar10_cnn",), ("bp", "dfa", "ddtp-linear")), 3),
+    Stage("d", "the rest of Tables 1-3, ten seeds",
+          _groups("table1", ("mnist", "frozen_mnist", "fashion_mnist", "cifar10"), TABLE1_METHODS)
+          + _groups("table2", ("mnist", "frozen_mnist", "fashion_mnist", "cifar10"),
+                    TABLE1_METHODS)
+          + _groups("table3", ("cifar10_cnn",), ("bp", "ddtp-linear", "ddtp-control", "dfa")),
+          10),
+)
+
+# A rough prior, in seconds per seed and epoch (feedback-only epochs included), before a group
+# has records of its own: MNIST measured for BP and DFA (2 seeds stacked, one thread, loaded
+# machine: 13 and 22 minutes for 100 epochs), the others scaled by their float64 step times and
+# feedback epochs in benchmarks/seed_batching.py; CIFAR-10 by its step-time ratio.
+PRIOR = {"bp": 4, "dfa": 7, "ddtp-linear": 22, "dtp": 23, "ddtp-control": 30, "dtp-drl": 24,
+         "dtp-pretrained": 40, "ddtp-rhl": 60}
+DATASET_FACTOR = {"cifar10": 5, "cifar10_cnn": 40}
+
+
+class Campaign:
+    def __init__(self, out: Path, work: Path, seeds: int | None):
+        self.out, self.work, self.seeds = out, work, seeds
+        self.registry = load_registry()
+        self.suites = {}
+
+    def suite(self, name: str):
+        if name not in self.suites:
+            self.suites[name] = load_suite(ROOT / "suites" / f"{name}.yaml", self.registry)
+        return self.suites[name]
+
+    def cells(self, stage: Stage, group: Group) -> list:
+        """The group's cells at the suite's protocol, for the stage's seeds."""
+        suite = self.suite(group.suite)
+        wanted = list(suite.seeds)[: self.seeds or stage.seeds]
+        return [cell for cell in suite.cells(only=[group.algorithm], datasets=[group.dataset],
+                                             registry=self.registry)
+                if cell.seed in wanted and not cell.skip_reason]
+
+    def record_path(self, root: Path, cell) -> Path:
+        return root / cell.suite / cell.dataset_id / cell.algorithm_id / f"seed-{cell.seed}.json"
+
+    def state(self, cell) -> str:
+        """done, stale (a record of other settings or an unfinished one) or missing."""
+        path = self.record_path(self.out, cell)
+        if not path.is_file():
+            return "missing"
+        record = _read(path)
+        if record is None or record.get("status") not in FINISHED:
+            return "stale"
+        if not record.get("paper_protocol") or _settings(record["config"]) != _settings(
+                cell.config()):
+            return "stale"
+        return "done"
+
+    def seconds_per_seed(self, group: Group) -> tuple[float, bool]:
+        """(estimate, measured?) of one seed's wall time for the group's full protocol."""
+        folder = self.out / group.suite / group.dataset / group.algorithm
+        times = [r["wall_time"] for p in folder.glob("seed-*.json")
+                 if (r := _read(p)) and r.get("status") in FINISHED and r.get("wall_time")]
+        if times:
+            return sum(times) / len(times), True
+        epochs = self.suite(group.suite).datasets[group.dataset].protocol.epochs
+        return (PRIOR.get(group.algorithm, 40) * DATASET_FACTOR.get(group.dataset, 1) * epochs,
+                False)
+
+    def missing(self, stage: Stage, group: Group) -> list:
+        return [cell for cell in self.cells(stage, group) if self.state(cell) != "done"]
+
+    def status(self, stages: list[Stage]) -> None:
+        total_left, any_prior = 0.0, False
+        for stage in stages:
+            print(f"list {stage.name}: {stage.title} (seeds: first {self.seeds or stage.seeds})")
+            for group in stage.groups:
+                cells = self.cells(stage, group)
+                if not cells:
+                    continue
+                states = [self.state(cell) for cell in cells]
+                left = [c.seed for c, s in zip(cells, states, strict=True) if s != "done"]
+                seconds, measured = self.seconds_per_seed(group)
+                estimate = seconds * len(left)
+                total_left += estimate
+                any_prior |= bool(left) and not measured
+                mark = "" if measured else "~"
+                detail = (f"missing seeds {','.join(map(str, left))}, {mark}{_hours(estimate)} left"
+                          + (f" ({states.count('stale')} stale)" if "stale" in states else ""))
+                print(f"  {group.name:40} {states.count('done')}/{len(cells)} done"
+                      + (f"; {detail}" if left else ""))
+        print(f"time left: {'~' if any_prior else ''}{_hours(total_left)} of one process "
+              "(one thread, seeds stacked); --jobs N divides it, roughly, up to the cores")
+
+    def collect(self) -> int:
+        """Copy the finished records of the work folder into the reference folder."""
+        copied = 0
+        for path in sorted(self.work.glob("*/*/*/*/*/seed-*.json")):
+            record = _read(path)
+            if record is None or record.get("status") not in FINISHED:
+                continue
+            relative = path.relative_to(self.work).parts  # suite/dataset/algorithm/<the same>
+            target = self.out / relative[0] / Path(*relative[3:])
+            if not target.is_file() or target.read_bytes() != path.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                temporary = target.with_suffix(".json.tmp")
+                shutil.copyfile(path, temporary)
+                os.replace(temporary, target)
+                copied += 1
+        return copied
+
+    def command(self, group: Group, seeds: list[int], args) -> list[str]:
+        command = [sys.executable, "-m", "bioplaus_bench", "run",
+                   str(ROOT / "suites" / f"{group.suite}.yaml"),
+                   "--datasets", group.dataset, "--only", group.algorithm,
+                   "--only-seeds", ",".join(map(str, seeds)), "--vectorize-seeds",
+                   "--out", str(self.work / group.name), "--quiet", "--device", args.device]
+        if args.data_dir:
+            command += ["--data-dir", str(args.data_dir)]
+        if args.skip_checksums:
+            command.append("--skip-checksums")
+        return command
+
+
+def run(campaign: Campaign, stages: list[Stage], args) -> int:
+    pending = [(stage, group) for stage in stages for group in stage.groups]
+    running: dict[Group, subprocess.Popen] = {}
+    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                   "MKL_NUM_THREADS": str(args.threads)}
+    logs = campaign.work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stopping: list[int] = []
+
+    def stop(signum, frame):  # the children checkpoint and stop on their own signal
+        stopping.append(signum)
+        for process in running.values():
+            process.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    failed = 0
+    while (pending or running) and not stopping:
+        while pending and len(running) < args.jobs and not stopping:
+            stage, group = pending.pop(0)
+            seeds = [cell.seed for cell in campaign.missing(stage, group)]
+            if not seeds:
+                continue
+            log = open(logs / f"{group.name.replace('/', '-')}.log", "a")  # noqa: SIM115
+            print(f"{_now()} start {group.name} seeds {','.join(map(str, seeds))} (list "
+                  f"{stage.name}; log {log.name})", flush=True)
+            running[group] = subprocess.Popen(campaign.command(group, seeds, args), stdout=log,
+                                              stderr=subprocess.STDOUT, env=environment)
+        time.sleep(2)
+        for group, process in list(running.items()):
+            if process.poll() is not None:
+                del running[group]
+                failed += process.returncode not in (0, 130, 143)
+                copied = campaign.collect()
+                print(f"{_now()} end {group.name}: exit {process.returncode}, {copied} new "
+                      "records in the reference folder", flush=True)
+    for process in running.values():
+        process.wait()
+    campaign.collect()
+    if stopping:
+        print(f"stopped: finished records are in {campaign.out}; checkpoints in "
+              f"{campaign.work}; run the same command to resume", flush=True)
+        return 128 + stopping[0]
+    return 1 if failed else 0
+
+
+def _settings(config: dict) -> dict:
+    """A cell's settings without the code and data identities (the record keeps those in its
+    provenance; older code still gives a reference cell, which the table marks)."""
+    return {key: value for key, value in config.items() if key != "inputs"}
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("action", choices=("status", "run", "collect"))
+    parser.add_argument("--stages", default=None,
+                        help="lists to consider, e.g. a,b [default: every list]; run: the first "
+                        "list not complete")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "reference")
+    parser.add_argument("--work", type=Path, default=default_cache_dir() / "reference")
+    parser.add_argument("--seeds", type=int, default=None, help="first N seeds in every list")
+    parser.add_argument("--jobs", type=int, default=1, help="groups run at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per group")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--skip-checksums", action="store_true",
+                        help="accept data whose checksums differ (the rebuilt CIFAR-10 copy)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    chosen = [s for s in STAGES if args.stages is None or s.name in args.stages.split(",")]
+    if not chosen:
+        parser.error(f"--stages: expected some of {','.join(s.name for s in STAGES)}")
+    campaign = Campaign(args.out, args.work, args.seeds)
+    if args.action == "status":
+        campaign.status(chosen)
+        return 0
+    if args.action == "collect":
+        print(f"{campaign.collect()} new records in {campaign.out}")
+        return 0
+    if args.stages is None:  # the first list not complete, and what follows it
+        while len(chosen) > 1 and not any(campaign.missing(chosen[0], g)
+                                          for g in chosen[0].groups):
+            chosen.pop(0)
+    return run(campaign, chosen, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
