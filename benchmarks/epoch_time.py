@@ -41,8 +41,8 @@ import torch
 from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import DataMissingError
-from bioplaus_bench.model.networks import build_network
 from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.build import build_network
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner
 from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare
 from bioplaus_bench.run.training import train_cell

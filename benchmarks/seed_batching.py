@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
 
 from bioplaus_bench.api import Classification  # noqa: E402
-from bioplaus_bench.model.networks import build_network  # noqa: E402
 from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.run.build import build_network  # noqa: E402
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
 from bioplaus_bench.run.stacked import StackedRunner, stack_runners  # noqa: E402
 

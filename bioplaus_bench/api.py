@@ -48,12 +48,12 @@ from .model.networks import (
     ForwardPass,
     LayerGraph,
     Network,
-    build_network,
     forward_pass,
     mlp_layers,
 )
 from .model.seeds import draw, linear, mean_per_seed, mse_per_seed, randn_like, sum_per_seed
 from .model.tasks import Classification, Regression, Task
+from .run.build import build_network
 from .run.executors import Executor, ExecutorOptions, RunContext
 from .spec.cell import MetricsConfig
 from .spec.schema import Beta, Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt

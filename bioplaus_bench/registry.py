@@ -38,7 +38,7 @@ ENTRY_POINT_GROUP = "bioplaus_bench.plugins"
 DISTRIBUTION = "bioplaus-bench"
 # The core's own plugins, registered through the same hooks as everyone else's.
 DEFAULT_PLUGINS = ("bioplaus_bench.data", "bioplaus_bench.model.architectures",
-                   "bioplaus_bench.metrics", "bioplaus_bench.run.executors")
+                   "bioplaus_bench.metrics", "bioplaus_bench.run.executors.builtin")
 # kind -> (hook, singular noun); the registry keeps one dict per kind.
 KINDS = {"datasets": ("bioplaus_bench_datasets", "dataset"),
          "architectures": ("bioplaus_bench_architectures", "architecture"),
@@ -222,6 +222,15 @@ def _mentions(entry_point, names: set[str]) -> bool:
                for word in words for name in names if name)
 
 
+def _defined_in(cls: type, module: ModuleType, source: str) -> str:
+    """``source``, naming the submodule that defines ``cls`` when the plugin is a package that
+    gathers its modules' algorithms (as the built-ins' one entry point does)."""
+    inner = cls.__module__
+    if inner.startswith(f"{module.__name__}.") and source.startswith(module.__name__):
+        return inner + source[len(module.__name__):]
+    return source
+
+
 class _Loading:
     """The plugins loaded so far and what they provide; each plugin's hooks are called as soon
     as it is registered, so that loading can stop once the wanted names are found."""
@@ -247,7 +256,8 @@ class _Loading:
             if other is not None and other.cls is not cls:
                 raise PluginError(f"two plugins claim the algorithm name '{cls.name}': "
                                   f"{other.source} [{other.origin}] and {source} [{origin}]")
-            self.algorithms[cls.name] = AlgorithmInfo(cls.name, cls, origin, source)
+            self.algorithms[cls.name] = AlgorithmInfo(cls.name, cls, origin,
+                                                      _defined_in(cls, module, source))
         for kind, (hook, noun) in KINDS.items():
             found = self.kinds[kind]
             for item, where in self._called(hook, name, origin, source):

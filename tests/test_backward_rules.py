@@ -20,8 +20,8 @@ from bioplaus_bench.api import (
 )
 from bioplaus_bench.kit.conformance import check_algorithm
 from bioplaus_bench.metrics.alignment import angle
-from bioplaus_bench.model.networks import build_network
 from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.build import build_network
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner
 from bioplaus_bench.spec.cell import MetricsConfig, OptimizerConfig
 

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
 from bioplaus_bench.data import DataSettings
-from bioplaus_bench.model.networks import build_network
 from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.build import build_network
 from bioplaus_bench.run.runner import ForwardOptimisers, Runner
 from bioplaus_bench.run.setup import Environment, prepare
 from bioplaus_bench.suite import load_suite

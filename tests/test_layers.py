@@ -62,3 +62,73 @@ def test_no_module_is_longer_than_about_four_hundred_lines():
     long = {module_name(p): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 420}
     assert not long, long
+
+
+# The layers below the registry: the registry imports them (the model's algorithm base, the
+# built-in datasets, architectures and metrics), so they are handed the objects it holds.
+BELOW_THE_REGISTRY = ("model", "data", "spec", "metrics", "tp", "backward")
+ABOVE = ("bioplaus_bench.registry", "bioplaus_bench.run")
+
+
+def test_nothing_below_the_registry_imports_it_or_the_runner_even_late():
+    offenders = [f"{module_name(p)} imports {t}" for layer in BELOW_THE_REGISTRY
+                 for p in (PACKAGE / layer).rglob("*.py") for t in imports(p)
+                 if t in ABOVE or t.startswith(tuple(f"{name}." for name in ABOVE))]
+    assert not offenders, offenders
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (at the top or inside a function)."""
+    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {t for t in imports(path) if t in paths and t != name}
+            for name, path in paths.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle through each strongly connected group of modules (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = stack[stack.index(v):]
+            del stack[stack.index(v):]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycles_are_found_where_there_are_some():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_s_imports_have_no_cycles():
+    # The registry's own plugins (DEFAULT_PLUGINS) are loaded by name when plugins are loaded,
+    # as entry points are: that is a call, not an import of the registry's module.
+    assert not cycles(import_graph())
+
+
+PLUGINS = PACKAGE.parent / "plugins"
+
+
+def test_every_built_in_algorithm_module_is_listed_in_the_one_place_they_are_found():
+    import bioplaus_bench_plugins
+
+    modules = {p.stem for p in PLUGINS.glob("*.py") if p.name != "__init__.py"}
+    assert set(bioplaus_bench_plugins.MODULES) == modules
+    assert len(bioplaus_bench_plugins.MODULES) == len(modules)  # none listed twice

@@ -17,8 +17,8 @@ from bioplaus_bench.metrics.alignment import (
     nullspace_ratio,
     output_jacobians,
 )
-from bioplaus_bench.model.networks import build_network
 from bioplaus_bench.registry import load_registry
+from bioplaus_bench.run.build import build_network
 
 REGISTRY = load_registry()
 MLP = ArchitectureSpec(hidden=(6, 5, 4))

@@ -38,11 +38,16 @@ def bioplaus_bench_datasets() -> list[Dataset]:
 
 
 def _dataset(source: str | Dataset) -> Dataset:
+    """``source`` itself, or the built-in dataset of that name: a plugin's dataset comes as the
+    object the caller's registry holds (``registry.dataset(name)``), so that this package never
+    imports the registry, which imports it."""
     if isinstance(source, Dataset):
         return source
-    from ..registry import default_registry  # the registry imports this package: import late
-
-    return default_registry().dataset(source)
+    built_in = {dataset.name: dataset for dataset in bioplaus_bench_datasets()}
+    if source not in built_in:
+        raise InputError(f"'{source}' is not a built-in dataset ({', '.join(sorted(built_in))}); "
+                         "pass a plugin's dataset as the object registry.dataset(name) returns")
+    return built_in[source]
 
 
 def check_available(source: str | Dataset, settings: DataSettings) -> None:

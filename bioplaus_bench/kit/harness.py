@@ -20,8 +20,9 @@ from torch import Tensor
 
 from ..data import TeacherOptions
 from ..model.algorithm import Algorithm
-from ..model.networks import ArchitectureSpec, Network, build_network
+from ..model.networks import ArchitectureSpec, Network
 from ..model.tasks import Classification
+from ..run.build import build_network
 from ..run.runner import ForwardOptimisers, Proposal, Runner, StepResult, UpdateError
 from ..run.setup import seed_everything
 from ..spec.cell import Cell, DatasetConfig, OptimizerConfig, Protocol, ScheduleConfig, Settings

@@ -364,17 +364,6 @@ def mlp_layers(spec: ArchitectureSpec, width_in: int, n_outputs: int, first: int
     return layers
 
 
-def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,
-                  dtype: torch.dtype | None = None, device: torch.device | str | None = None
-                  ) -> Network:
-    """The network of ``spec`` built by its architecture plugin (a built-in one, or one from an
-    installed plugin: the registry knows them all)."""
-    from ..registry import default_registry  # the registry imports the model: import late
-
-    architecture = default_registry().architecture(spec.type)
-    return architecture.build(spec, tuple(input_shape), n_outputs, dtype=dtype, device=device)
-
-
 def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: bool = False,
                  layer_graphs: bool = True,
                  backward_weights: Sequence[Tensor | None] | None = None) -> ForwardPass:

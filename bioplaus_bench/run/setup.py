@@ -18,6 +18,7 @@ from ..model.networks import Network
 from ..model.tasks import Task
 from ..registry import Registry, default_registry
 from ..spec.cell import Cell
+from .build import build_network
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -94,8 +95,8 @@ def prepare(cell: Cell, cls: type[Algorithm], env: Environment) -> tuple[Data, N
                 data.val.to(dtype, env.device) if data.val is not None else None,
                 data.test.to(dtype, env.device), data.task)
     spec = cls.adapt_architecture(cell.dataset.architecture, cell.params)
-    network = env.plugins.architecture(spec.type).build(
-        spec, data.input_shape, data.task.n_outputs, dtype=dtype, device=env.device)
+    network = build_network(spec, data.input_shape, data.task.n_outputs, dtype=dtype,
+                            device=env.device, registry=env.plugins)
     algorithm = cls(network, data.task, cell.params)
     return data, network, algorithm
 

@@ -5,7 +5,7 @@ checkpoint is dropped), and an executor only runs the pending cells and hands ea
 (``RunContext.finish``). A failing cell becomes an ``error`` record with its traceback and the
 others still run. Every executor runs a cell through ``execute_cell``. The built-in ``local``
 (in this process, or ``-j N`` worker processes) and ``ray`` register through the
-``bioplaus_bench_executors`` hook like anyone's."""
+``bioplaus_bench_executors`` hook like anyone's (``builtin``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...hookspecs import hookimpl
 from ...plugin_files import import_plugin_file
 from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
@@ -330,11 +329,3 @@ def _detail(record: Record) -> str:
         parts.append(f"test loss {final['test_loss']:.4g}")
     parts.append(f"{record.wall_time or 0:.1f} s")
     return ", ".join(parts)
-
-
-@hookimpl
-def bioplaus_bench_executors() -> list[Executor]:
-    from .local import LOCAL
-    from .ray import RAY
-
-    return [LOCAL, RAY]
