@@ -41,6 +41,7 @@ from .hookspecs import hookimpl
 from .metrics import Metric
 from .model.algorithm import Algorithm, Capabilities, NoParams
 from .model.architectures import Architecture
+from .model.inference import InferenceRule
 from .model.networks import (
     ArchitectureSpec,
     ConvBlock,
@@ -87,6 +88,7 @@ __all__ = [
     "Dense",
     "Executor",
     "FixedRandom",
+    "InferenceRule",
     "ExecutorOptions",
     "DifferenceReconstructionLoss",
     "DirectPath",

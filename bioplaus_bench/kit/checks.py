@@ -33,6 +33,7 @@ from .harness import (
     snapshot,
     teacher_cell,
 )
+from .relaxation import check_relaxation
 
 FEEDBACK_STEPS = 40  # feedback steps between the two measurements of the feedback loss
 FEEDBACK_SAMPLES = 6  # noise samples (seeds) averaged per measurement
@@ -406,4 +407,5 @@ PER_ARCHITECTURE: list[tuple[str, Callable[[type[Algorithm], str], str], tuple[s
     ("frozen layers", check_frozen, ("step", "precision")),
     ("checkpoint", check_checkpoint, ("deterministic",)),
     ("vectorised seeds", check_vectorised, ("deterministic",)),
+    ("relaxation", check_relaxation, ("step",)),  # InferenceRule only (kit/relaxation.py)
 ]

@@ -24,7 +24,9 @@ Checks, each reported as one PASS/FAIL line with its reason:
   ``state_dict``) proposes the same updates as the uninterrupted run for 6 more steps, and its
   plain Python attributes agree with it (a step counter outside the ``state_dict`` does not);
   ``vectorised seeds`` (``vectorize_seeds`` declared): three seeds stacked propose each seed's
-  serial updates and feedback losses, step after step.
+  serial updates and feedback losses, step after step;
+  ``relaxation`` (an ``InferenceRule``): every relaxation phase lowers its energy and its
+  steps shrink (``kit/relaxation.py``).
 
 ``bench check-plugin`` prints, after the algorithm's name, the networks and tasks it runs on.
 
@@ -49,6 +51,7 @@ import torch
 
 from ..errors import PluginError, did_you_mean
 from ..model.algorithm import Algorithm
+from ..model.inference import InferenceRule
 from ..registry import NOT_FOUND_HINT, AlgorithmInfo, Registry, default_registry
 from .checks import PER_ARCHITECTURE
 from .harness import ARCHITECTURES, Failure, describe, describe_settings
@@ -140,7 +143,8 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
             done: dict[str, bool] = {}
             for name, function, needs in PER_ARCHITECTURE:
                 if name == "feedback" and not caps.trainable_feedback \
-                        or name == "vectorised seeds" and not caps.vectorize_seeds:
+                        or name == "vectorised seeds" and not caps.vectorize_seeds \
+                        or name == "relaxation" and not issubclass(cls, InferenceRule):
                     continue
                 label = f"{name} [{kind}]"
                 failed = [f"{need} [{kind}]" for need in needs if not done.get(need, True)]

@@ -132,6 +132,12 @@ class Algorithm(nn.Module):
         targets use the feedback weights from before this minibatch's feedback update."""
         raise NotImplementedError
 
+    def predict(self, x: Tensor) -> Tensor:
+        """The outputs the evaluation scores for inputs ``x`` (test and validation sets, under
+        ``torch.no_grad``): the network's feed-forward pass unless the rule predicts otherwise
+        (equilibrium propagation: the readout of its free-phase fixed point)."""
+        return self.network(x)
+
     def feedback_step(self, fwd: ForwardPass) -> float | None:
         """Train the feedback parameters on the stored forward pass ``fwd``; return the feedback
         loss (a float) or None. Called after ``forward_updates`` during training, and alone in

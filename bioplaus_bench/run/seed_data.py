@@ -8,7 +8,7 @@ from its own generator, which continues the serial run's stream (``model.seeds``
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -113,7 +113,8 @@ class SeedData:
 
 
 @torch.no_grad()
-def evaluate_seeds(network: Network, task: Task, data: SeedData, rows: Tensor, batch_size: int
+def evaluate_seeds(network: Network, task: Task, data: SeedData, rows: Tensor, batch_size: int,
+                   predict: Callable[[Tensor], Tensor] | None = None
                    ) -> tuple[list[float], list[float | None]]:
     """Each seed's exact per-sample mean loss and accuracy (None for regression) on its split
     ``rows``, as ``setup.evaluate`` computes them for one seed."""
@@ -121,7 +122,7 @@ def evaluate_seeds(network: Network, task: Task, data: SeedData, rows: Tensor, b
     loss = torch.zeros(seeds, dtype=torch.float64, device=rows.device)
     correct = torch.zeros(seeds, dtype=torch.long, device=rows.device)
     for x, y in data.batches(rows, batch_size):
-        output = network(x)
+        output = network(x) if predict is None else predict(x)
         loss += task.loss(output, y).double() * y.shape[1]
         hits = task.correct(output, y)
         if hits is not None:

@@ -337,7 +337,8 @@ def _evaluate(runner: StackedRunner, runs: Sequence[SeedRun], data: SeedData, ep
     splits = [("test", data.test)] + ([("val", data.val)] if data.val is not None else [])
     for name, split in splits:
         losses, accuracies = evaluate_seeds(runner.network, data.task, data, split,
-                                            cell.dataset.protocol.eval_batch_size)
+                                            cell.dataset.protocol.eval_batch_size,
+                                            runner.algorithm.predict)
         for s, run in enumerate(runs):
             if not ok[s]:
                 continue

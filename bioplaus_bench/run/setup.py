@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..data import Data, DataSettings, Split, load_data
 from ..errors import InputError
@@ -72,11 +74,13 @@ def batches(split: Split, batch_size: int, shuffle: bool):
 
 
 @torch.no_grad()
-def evaluate(network: Network, task: Task, split: Split, batch_size: int) -> tuple[float, float | None]:
-    """Exact per-sample mean loss and accuracy (None for regression)."""
+def evaluate(network: Network, task: Task, split: Split, batch_size: int,
+             predict: Callable[[Tensor], Tensor] | None = None) -> tuple[float, float | None]:
+    """Exact per-sample mean loss and accuracy (None for regression) of ``predict`` (the
+    algorithm's ``predict``; default: the network's forward pass)."""
     loss, correct = 0.0, 0
     for x, y in batches(split, batch_size, shuffle=False):
-        output = network(x)
+        output = network(x) if predict is None else predict(x)
         loss += float(task.loss(output, y)) * len(y)
         hits = task.correct(output, y)
         correct += int(hits) if hits is not None else 0

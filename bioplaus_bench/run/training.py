@@ -154,7 +154,7 @@ def _evaluate(runner: Runner, cell: Cell, data: Data, epoch: int, row: dict[str,
     splits = [("test", data.test)] + ([("val", data.val)] if data.val is not None else [])
     for name, split in splits:
         loss, accuracy = evaluate(runner.network, data.task, split,
-                                  cell.dataset.protocol.eval_batch_size)
+                                  cell.dataset.protocol.eval_batch_size, runner.algorithm.predict)
         row[f"{name}_loss"], row[f"{name}_accuracy"] = loss, accuracy
         if not math.isfinite(loss) and state["status"] == "ok":
             state["status"], state["reason"] = "diverged", f"{name} loss is {loss} after epoch {epoch}"
