@@ -12,7 +12,9 @@ from importlib import import_module
 
 from bioplaus_bench.api import hookimpl
 
-MODULES = ("bp", "target_propagation", "sign_symmetry", "kolen_pollack", "drtp")
+MODULES = ("bp", "target_propagation", "sign_symmetry", "kolen_pollack", "drtp",
+           "predictive_coding",
+           "equilibrium_propagation")
 
 
 @hookimpl
