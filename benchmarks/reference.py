@@ -215,7 +215,7 @@ def run(campaign: Campaign, stages: list[Stage], args) -> int:
     pending = [(stage, group) for stage in stages for group in stage.groups]
     running: dict[Group, subprocess.Popen] = {}
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-                   "MKL_NUM_THREADS": str(args.threads)}
+                   "MKL_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}  # live logs
     logs = campaign.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     stopping: list[int] = []
