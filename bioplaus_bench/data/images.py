@@ -24,9 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import datasets as tv
-from torchvision.datasets.mnist import read_image_file, read_label_file
-from torchvision.datasets.utils import download_and_extract_archive
 
 from ..errors import DataMissingError, InputError
 from ..model.tasks import Classification
@@ -69,7 +66,19 @@ CIFAR_REBUILT_MD5: dict[str, str] = {
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
 
-IDX_CLASSES = {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST}
+# torchvision's dataset classes, by their names: torchvision is imported only when data is read
+# (importing it costs about a second and a half, which every `bench` command would pay).
+IDX_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+
+
+def _tv() -> Any:
+    from torchvision import datasets
+
+    return datasets
+
+
+def _idx_class(name: str) -> Any:
+    return getattr(_tv(), IDX_CLASSES[name])
 
 # What a dataset's files are, as the --skip-checksums warning and data_fingerprint say it.
 _DESCRIPTION = {
@@ -150,7 +159,7 @@ def _located(name: str, settings: DataSettings) -> dict[Path, str]:
     are downloaded where that is allowed, else raise DataMissingError."""
     if name == "cifar10":
         return _cifar_located(settings)
-    return _idx_located(IDX_CLASSES[name], settings)
+    return _idx_located(_idx_class(name), settings)
 
 
 # --- MNIST and Fashion-MNIST: IDX files, plain or .gz -----------------------------------------
@@ -189,7 +198,7 @@ def _idx_paths(name: str, settings: DataSettings) -> dict[str, Path]:
     """The decompressed IDX files to read, by name: the data folder's own, or its .gz files
     decompressed into a cache folder (the data folder may be read-only). The cache folder is
     named after the files' contents, so two data folders never share a stale copy."""
-    cls = IDX_CLASSES[name]
+    cls = _idx_class(name)
     files = _accepted(name, settings)
     key = hashlib.sha1("".join(files.md5s.values()).encode()).hexdigest()[:12]
     cache_raw = settings.cache_dir / f"{cls.__name__}-{key}" / cls.__name__ / "raw"
@@ -250,6 +259,8 @@ def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
 def _load_idx(name: str, settings: DataSettings) -> tuple[Split, Split]:
     paths = _idx_paths(name, settings)
 
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     def split(prefix: str) -> Split:
         x = _read_idx(paths[f"{prefix}-images-idx3-ubyte"], read_image_file)
         y = _read_idx(paths[f"{prefix}-labels-idx1-ubyte"], read_label_file)
@@ -283,6 +294,7 @@ def _check_idx(name: str) -> Callable[[DataSettings], None]:
 # writes bytes at protocol 2.
 def _cifar_originals(settings: DataSettings) -> dict[Path, str]:
     """Every CIFAR-10 file with torchvision's MD5: the batches in reading order, then the meta."""
+    tv = _tv()
     listed = tv.CIFAR10.train_list + tv.CIFAR10.test_list + \
         [(tv.CIFAR10.meta["filename"], tv.CIFAR10.meta["md5"])]
     return {settings.root / tv.CIFAR10.base_folder / name: md5 for name, md5 in listed}
@@ -306,6 +318,9 @@ def _check_cifar(settings: DataSettings) -> None:
 def _cifar_located(settings: DataSettings) -> dict[Path, str]:
     files = _cifar_originals(settings)
     if settings.download and not all(path.is_file() for path in files):
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        tv = _tv()
         download_and_extract_archive(tv.CIFAR10.url, str(settings.root),
                                      filename=tv.CIFAR10.filename, md5=tv.CIFAR10.tgz_md5)
     _require_cifar(files)
@@ -324,7 +339,8 @@ def _load_cifar(settings: DataSettings) -> tuple[Split, Split]:
         hwc = np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         x = torch.from_numpy(hwc).permute(0, 3, 1, 2)
         return Split(x.float() / 255.0, torch.tensor(labels, dtype=torch.long))
-    return split(tv.CIFAR10.train_list), split(tv.CIFAR10.test_list)
+    cifar = _tv().CIFAR10
+    return split(cifar.train_list), split(cifar.test_list)
 
 
 # --- Decoded images -----------------------------------------------------------------------------
