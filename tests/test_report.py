@@ -130,7 +130,18 @@ def test_paper_comparison_in_units_of_the_papers_sd():
     assert (row.paper_mean, row.paper_sd) == (1.98, 0.14)
     assert row.paper_delta_sd == pytest.approx((row["mean"] - 1.98) / 0.14)
     text = render(summarise(records_frame(synthetic())), "markdown", compare=True)
-    assert "| MNIST | BP | 1.99 ± 0.10 (n=3) | 1.98 ± 0.14 | +0.1 |" in text
+    assert "| MNIST | BP | 1.99 ± 0.10 (n=3) | 1.98 ± 0.14 | +0.1 | yes |" in text
+    assert "6 of 6 cells with a value lie within 2 paper-SD of the paper's mean." in text
+
+
+def test_cells_outside_two_paper_sds_are_shown_and_named():
+    records = [r for r in synthetic() if (r["dataset"], r["algorithm"]) != ("mnist", "dfa")]
+    records += [record("mnist", "dfa", s, value=v) for s, v in enumerate([0.0260, 0.0258, 0.0262])]
+    text = render(summarise(records_frame(records)), "markdown", compare=True)
+    delta = (statistics.mean([2.60, 2.58, 2.62]) - 2.17) / 0.14  # the paper's DFA: 2.17 ± 0.14
+    assert f"| MNIST | DFA | 2.60 ± 0.02 (n=3) | 2.17 ± 0.14 | {delta:+.1f} | no |" in text
+    assert ("5 of 6 cells with a value lie within 2 paper-SD of the paper's mean; outside: "
+            f"MNIST / DFA ({delta:+.1f} SD).") in text
 
 
 def test_quick_trials_are_marked_as_not_the_paper_protocol():

@@ -5,20 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 
 from ..errors import InputError, did_you_mean
+from ..registry import Wanted
+from ..results.record import Record
+from ..results.reference import (
+    add_reference_statistics,
+    check_protocol,
+    combined_frame,
+    mark_changed_code,
+    reference_section,
+)
 from ..results.report import records_frame, render, summarise, unreadable_note
 from ..results.store import ResultStore
+from ..run.inputs import code_identity
 from .common import (
     Compare,
     TableFormat,
     app,
     err,
     input_errors,
+    load_plugins,
     out,
     write_text,
 )
+
+ReferenceOption = Annotated[Path | None, typer.Option(
+    help="A reference results folder (e.g. results/reference/table1): its cells of your datasets "
+    "stand beside yours, with Welch's p-value of each of your methods against each reference "
+    "method; a different protocol (epochs, split, subset, network, precision...) refuses.")]
 
 
 def _read_records(results: Path) -> tuple[ResultStore, list]:
@@ -44,23 +61,56 @@ def table(
         help="paper: put the published numbers beside ours.")] = None,
     baseline: Annotated[str | None, typer.Option(
         help="The algorithm entry p-values compare against [default: the one the records "
-        "name, else 'bp'].")] = None,
+        "name, else 'bp'; a reference entry is 'ref:NAME'].")] = None,
+    reference: ReferenceOption = None,
 ) -> None:
-    """Aggregate the records of a results folder into the paper's table layout."""
+    """Aggregate the records of a results folder into the paper's table layout. Cells whose
+    algorithm's source changed since they were run are marked with a dagger."""
     with input_errors():
         store, records = _read_records(results)
-        frame = records_frame(records)
+        theirs = _read_records(reference)[1] if reference is not None else None
+        frame = _frame(records, theirs, reference)
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
-    text = render(summarise(frame, baseline), fmt.value,
-                  compare=compare is Compare.paper, unreadable=len(store.skipped))
+        summary = _summary(frame, baseline, with_reference=reference is not None)
+    text = render(summary, fmt.value, compare=compare is Compare.paper,
+                  unreadable=len(store.skipped))
+    if reference is not None and fmt is TableFormat.markdown:
+        text += "\n".join(reference_section(summary, str(reference))) + "\n"
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         write_text(output, text)
     if store.skipped and fmt is TableFormat.csv:  # a CSV holds data only: the note goes to stderr
         err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
+
+
+def _frame(records: list[Record], reference: list[Record] | None, name: Path | None
+           ) -> pd.DataFrame:
+    """The table's frame: your records, with the reference's cells beside them when there is a
+    reference of the same protocol (an InputError naming what differs when not)."""
+    if reference is None:
+        return records_frame(records)
+    check_protocol(records, reference, str(name))
+    return combined_frame(records, reference)
+
+
+def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False
+             ) -> pd.DataFrame:
+    """The table's summary; cells run by code that has changed since are marked."""
+    summary = summarise(frame, baseline)
+    if with_reference:
+        summary = add_reference_statistics(summary, frame)
+    return mark_changed_code(summary, frame, _current_code(set(frame.algorithm_name)))
+
+
+def _current_code(algorithms: set[str]) -> dict[str, str]:
+    """The source digest of each installed algorithm among ``algorithms`` as a run would record
+    it now (plugin files are not loaded here: their cells are not judged)."""
+    registry = load_plugins([], Wanted(algorithms=frozenset(algorithms)))
+    return {name: digest for name in algorithms if name in registry
+            if (digest := code_identity(registry.get(name).cls).get("source_sha256"))}
 
 
 @app.command()
@@ -86,13 +136,17 @@ def report(
     results: Annotated[Path, typer.Argument(help="A results folder written by `bench run`.")],
     output: Annotated[Path | None, typer.Option(
         "--out", "-o", help="The HTML file [default: RESULTS/report.html].")] = None,
+    reference: ReferenceOption = None,
 ) -> None:
     """One self-contained HTML page: protocol, table, seeds, curves, alignment, status, provenance."""
     from ..results.page import build
 
     with input_errors():
         store, records = _read_records(results)
-        text = build(records, unreadable=len(store.skipped))
+        theirs = _read_records(reference)[1] if reference is not None else None
+        summary = _summary(_frame(records, theirs, reference), with_reference=theirs is not None)
+        text = build(records, unreadable=len(store.skipped), summary=summary,
+                     reference=str(reference) if reference is not None else None)
     path = output if output is not None else results / "report.html"
     write_text(path, text)
     err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from .numbers import CODE_NOTE, code_mark
 from .record import Record
+from .reference import COMPARISON_HEADER, comparison_heading, comparison_rows
 from .report import caption, mean_sd, records_frame, seed_counts, summarise, unreadable_note
 
 SECTIONS = ("protocol", "results", "seeds", "curves", "alignment", "status", "provenance")
@@ -46,17 +48,21 @@ def esc(value: object) -> str:
     return html.escape(" ".join(str(value).split()))
 
 
-def build(records: Iterable[Record], unreadable: int = 0) -> str:
-    """The whole page as a string. Raises ``InputError`` without records or matplotlib."""
+def build(records: Iterable[Record], unreadable: int = 0, *, summary: pd.DataFrame | None = None,
+          reference: str | None = None) -> str:
+    """The whole page as a string. Raises ``InputError`` without records or matplotlib.
+    ``summary``: the table's summary when the caller made it (``bench table``'s, with a
+    reference's cells beside the records' when ``reference`` names one)."""
     records = sorted(records, key=lambda r: (*r.order, r.seed))
     if not records:
         raise InputError("no records to report")
     plt = _pyplot()
-    summary = summarise(records_frame(records))
+    if summary is None:
+        summary = summarise(records_frame(records))
     title = "Results: " + ", ".join(sorted({r.suite or "unnamed suite" for r in records}))
     parts = [
         _section("protocol", "Protocol", _protocol(records, summary)),
-        _section("results", "Results", _results(summary, unreadable)),
+        _section("results", "Results", _results(summary, unreadable, reference)),
         _section("seeds", "Seeds", _seeds(plt, records, summary)),
         _section("curves", "Learning curves", _curves(plt, records)),
     ]
@@ -155,15 +161,16 @@ def _cell(row) -> str:
     else:
         value = esc(mean_sd(row.mean, row.sd, row, False)) if row.n else "–"
         value = f"<strong>{value}</strong>" if row.best else value
-        text = f"{value} ({esc(seed_counts(row))})"
+        text = f"{value}{code_mark(row)} ({esc(seed_counts(row))})"
     if not math.isnan(row.paper_mean):
         paper = esc(mean_sd(row.paper_mean, row.paper_sd, row, False))
         text += f'<br><span class="paper">paper: {paper}</span>'
     return text
 
 
-def _results(summary: pd.DataFrame, unreadable: int) -> str:
-    """The methods × datasets table; the markdown statistics stay in ``bench table``."""
+def _results(summary: pd.DataFrame, unreadable: int, reference: str | None) -> str:
+    """The methods × datasets table, and the comparison with a reference's cells when there is
+    one; the markdown statistics stay in ``bench table``."""
     datasets = summary.drop_duplicates("dataset").sort_values("dataset_order")
     methods = summary.drop_duplicates("algorithm").sort_values("algorithm_order")
     cells = {(r.dataset, r.algorithm): r for r in summary.itertuples(index=False)}
@@ -175,8 +182,13 @@ def _results(summary: pd.DataFrame, unreadable: int) -> str:
     if summary.paper_mean.notna().any():
         text += " Grey: the paper's published mean ± SD."
     text += "</p>"
+    if "code_changed" in summary and summary.code_changed.any():
+        text += f'<p class="note">{esc(CODE_NOTE)}</p>'
     if unreadable:
         text += f'<p class="note">{esc(unreadable_note(unreadable))}</p>'
+    if reference is not None:
+        text += f"<p>{esc(comparison_heading(reference))}</p>" + _table(
+            COMPARISON_HEADER, [[esc(cell) for cell in row] for row in comparison_rows(summary)])
     return text
 
 

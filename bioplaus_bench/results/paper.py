@@ -1,7 +1,14 @@
 """The published numbers of Meulemans et al. 2020 (spec §12), keyed like the shipped suites:
-(metric, dataset id, algorithm id) -> (mean, SD over 10 seeds). Test errors are in %."""
+(metric, dataset id, algorithm id) -> (mean, SD over 10 seeds). Test errors are in %. And the
+comparison of a table with them (``bench table --compare paper``)."""
 
 from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .numbers import NO_VALUE, code_mark, markdown_table, mean_sd, one_line
 
 _TABLE1 = {  # test error (%) at the best-validation epoch, 100 epochs
     "mnist": {"bp": (1.98, 0.14), "ddtp-linear": (2.04, 0.08), "ddtp-rhl": (2.10, 0.14),
@@ -48,3 +55,39 @@ PUBLISHED: dict[tuple[str, str, str], tuple[float, float]] = {
     for dataset, rows in table.items()
     for algorithm, value in rows.items()
 }
+
+WITHIN = 2.0  # how many of the paper's SDs from its mean still count as reproducing it
+
+
+def paper_comparison(summary: pd.DataFrame) -> list[str]:
+    """Markdown lines: ours beside the paper's mean ± SD, the difference in the paper's SDs and
+    whether it is within ``WITHIN`` of them; the cells outside are named again below the table,
+    so that none is left to be found."""
+    compared = summary[summary.paper_mean.notna()]
+    lines = ["", f"Comparison with the paper (Δ in units of the paper's SD; within {WITHIN:g} "
+             f"SD: |Δ| ≤ {WITHIN:g}):", ""]
+    lines += markdown_table(
+        ["Dataset", "Method", "ours", "paper", "Δ / SD", f"within {WITHIN:g} SD"],
+        [[r.dataset_label, r.label,
+          mean_sd(r.mean, r.sd, r, False) + f" (n={r.n})" + code_mark(r),
+          mean_sd(r.paper_mean, r.paper_sd, r, False),
+          NO_VALUE if math.isnan(r.paper_delta_sd) else f"{r.paper_delta_sd:+.1f}",
+          _within(r.paper_delta_sd)]
+         for r in compared.itertuples(index=False)])
+    if compared.empty:
+        return lines + ["(no published numbers for these datasets and methods)"]
+    judged = compared[compared.paper_delta_sd.notna()]
+    outside = judged[judged.paper_delta_sd.abs() > WITHIN]
+    text = (f"{len(judged) - len(outside)} of {len(judged)} cells with a value lie within "
+            f"{WITHIN:g} paper-SD of the paper's mean")
+    if not outside.empty:
+        text += "; outside: " + ", ".join(
+            f"{one_line(r.dataset_label)} / {one_line(r.label)} ({r.paper_delta_sd:+.1f} SD)"
+            for r in outside.itertuples(index=False))
+    return lines + ["", text + "."]
+
+
+def _within(delta_sd: float) -> str:
+    if math.isnan(delta_sd):
+        return NO_VALUE
+    return "yes" if abs(delta_sd) <= WITHIN else "no"

@@ -16,12 +16,21 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .paper import PUBLISHED
+from .numbers import (
+    CODE_NOTE,
+    NO_VALUE,
+    P_VS_REF,
+    code_mark,
+    markdown_table,
+    mean_sd,
+    one_line,
+    p_text,
+)
+from .paper import PUBLISHED, paper_comparison
 from .record import Record
 
 BASELINE = "bp"  # the algorithm (and default baseline entry) never "best": the paper's BP row
 FORMATS = ("markdown", "latex", "csv")
-NO_VALUE = "–"
 UNFINISHED = {"diverged": "diverged", "error": "failed", "timeout": "timed out"}  # status: word
 STATUSES = ("ok", *UNFINISHED, "skipped")
 
@@ -37,14 +46,15 @@ def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame
             "label": r.label, "seed": r.seed, "status": r.status, "task": r.task,
             "dataset_order": r.order[0], "algorithm_order": r.order[1],
             "metric": r.metric, "value": r.reported_value(), "epochs": r.epochs,
-            "deviations": "; ".join(r.deviations), "reason": _one_line(r.explanation),
+            "deviations": "; ".join(r.deviations), "reason": one_line(r.explanation),
             "baseline": r.baseline,  # None: no baseline
             "setting": _setting(r.config),
+            "code": (r.provenance.get("code") or {}).get("source_sha256") or "",
         })
     return pd.DataFrame(rows, columns=[
         "dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed", "status",
         "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations",
-        "reason", "baseline", "setting"])
+        "reason", "baseline", "setting", "code"])
 
 
 def _setting(config: Mapping[str, Any]) -> str:
@@ -58,11 +68,8 @@ def _as_record(record: Record | Mapping[str, Any]) -> Record:
     return record if isinstance(record, Record) else Record.from_json(record)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _welch_p(a: np.ndarray, b: np.ndarray) -> float:
+def welch_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Welch's t-test p-value of two samples; NaN with fewer than 2 values in either."""
     if len(a) < 2 or len(b) < 2:
         return math.nan
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
@@ -104,8 +111,7 @@ def summarise(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     for status in STATUSES:
         if status not in summary:
             summary[status] = 0
-    finished = frame[(frame.status == "ok") & np.isfinite(frame.value.astype(float))]
-    values = {key: group.value.to_numpy(float) for key, group in finished.groupby(keys)}
+    values = finished_values(frame)
     summary["n"] = [len(values.get(key, ())) for key in summary.index]
     summary["mean"] = [values[k].mean() if k in values else math.nan for k in summary.index]
     summary["sd"] = [values[k].std(ddof=1) if len(values.get(k, ())) > 1 else math.nan
@@ -147,39 +153,23 @@ def summarise(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     return summary
 
 
+def finished_values(frame: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """Per (dataset, algorithm), the numbers of the seeds that finished ("ok") with a finite
+    number: what means, SDs, intervals and p-values are computed from."""
+    finished = frame[(frame.status == "ok") & np.isfinite(frame.value.astype(float))]
+    return {key: group.value.to_numpy(float)
+            for key, group in finished.groupby(["dataset", "algorithm"])}
+
+
 def _p_values(summary: pd.DataFrame, values: dict, reference_of: dict[str, str]) -> list[float]:
     """Each row's Welch p-value against its dataset's reference entry (none for the reference)."""
     empty = np.array([])
-    return [_welch_p(values.get((d, a), empty), values.get((d, reference_of[d]), empty))
+    return [welch_p(values.get((d, a), empty), values.get((d, reference_of[d]), empty))
             if reference_of.get(d) not in (None, a) else math.nan
             for d, a in zip(summary.dataset, summary.algorithm, strict=True)]
 
 
 # --- formatting ----------------------------------------------------------------------------------
-
-def _scientific(row) -> bool:
-    return not (row.task == "classification" and row.metric == "test_error")
-
-
-def _exponent(value: float) -> int:
-    return int(math.floor(math.log10(abs(value)))) if value and math.isfinite(value) else 0
-
-
-def mean_sd(mean: float, sd: float, row, latex: bool) -> str:
-    """``mean ± sd``; small or large numbers as the paper writes them, ``(2.87 ± 4.11)e-8``."""
-    pm = r" \pm " if latex else " ± "
-    if math.isnan(mean):
-        return NO_VALUE
-    if not _scientific(row):
-        return f"{mean:.2f}" + (f"{pm}{sd:.2f}" if not math.isnan(sd) else "")
-    k = _exponent(mean)
-    if -2 <= k < 3:
-        return f"{mean:.3g}" + (f"{pm}{sd:.2g}" if not math.isnan(sd) else "")
-    inner = f"{mean / 10 ** k:.2f}" + (f"{pm}{sd / 10 ** k:.2f}" if not math.isnan(sd) else "")
-    if latex:
-        return f"({inner}) \\times 10^{{{k}}}"
-    return f"({inner})e{k}"
-
 
 def seed_counts(row) -> str:
     parts = [f"n={row.n}"] + [f"{row.ok - row.n} without a value"] * (row.ok > row.n)
@@ -198,6 +188,7 @@ def _cell(row, latex: bool) -> str:
             text = f"$\\mathbf{{{text}}}$" if row.best else f"${text}$"
         elif row.best:
             text = f"**{text}**"
+    text += code_mark(row, latex)
     return f"{text} {{\\scriptsize ({seed_counts(row)})}}" if latex else f"{text} ({seed_counts(row)})"
 
 
@@ -257,19 +248,16 @@ def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, 
         if compare:
             columns += ["paper_mean", "paper_sd", "paper_delta_sd"]
         columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
+        columns += [c for c in summary.columns if c == "code_changed" or c.startswith(P_VS_REF)]
         return summary[columns].to_csv(index=False)
     notes = [unreadable_note(unreadable)] if unreadable else []
     if summary.empty:
         return "\n".join(["(no records)", *notes]) + "\n"
     if fmt == "latex":
+        if "code_changed" in summary and summary.code_changed.any():
+            notes.append(CODE_NOTE)
         return _latex(summary) + "".join(f"% {note}\n" for note in notes)
     return _markdown(summary, compare) + "".join(f"\n{note}\n" for note in notes)
-
-
-def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(_one_line(cell).replace("|", r"\|") for cell in cells) + " |"
-    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
 
 
 def _markdown(summary: pd.DataFrame, compare: bool) -> str:
@@ -277,18 +265,18 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
     cells = {(r.dataset, r.algorithm): r for r in summary.itertuples(index=False)}
     rows = [[label] + [_cell(cells[(d, a)], False) if (d, a) in cells else "" for d, _ in datasets]
             for a, label in algorithms]
-    lines = _markdown_table(["Method", *(label for _, label in datasets)], rows)
+    lines = markdown_table(["Method", *(label for _, label in datasets)], rows)
     lines += ["", caption(summary)]
 
     tested = summary[summary.n > 1]
     if not tested.empty:
         lines += ["", "Statistics over seeds (95% CI: Student's t, none from fewer than 3 seeds; "
                   "Welch's t-test p-values):", ""]
-        lines += _markdown_table(
+        lines += markdown_table(
             ["Dataset", "Method", "n", "mean ± SD", "95% CI", _baseline_column(summary),
              "p vs best"],
             [[r.dataset_label, r.label, str(r.n), mean_sd(r.mean, r.sd, r, False), _ci(r),
-              _p(r.p_vs_bp), _p(r.p_vs_best)] for r in tested.itertuples(index=False)])
+              p_text(r.p_vs_bp), p_text(r.p_vs_best)] for r in tested.itertuples(index=False)])
         if (tested.ci95_method == "log t").any():
             lines += ["", "* on the log scale (an interval for the geometric mean): the "
                       "t-interval would go below 0, which an error or a loss cannot."]
@@ -297,24 +285,17 @@ def _markdown(summary: pd.DataFrame, compare: bool) -> str:
         lines += ["", "Mixed configurations (records of other settings, code or data, not seeds "
                   "of one configuration; re-run the suite to replace them, or use another "
                   "results folder):"] + [
-            f"- {_one_line(r.dataset_label)} / {_one_line(r.label)}: {r.settings} configurations"
+            f"- {one_line(r.dataset_label)} / {one_line(r.label)}: {r.settings} configurations"
             for r in mixed.itertuples(index=False)]
     unfinished = summary[summary.not_finished != ""]
     if not unfinished.empty:
         lines += ["", "Not finished:"] + [
-            f"- {_one_line(r.dataset_label)} / {_one_line(r.label)}: {r.not_finished}"
+            f"- {one_line(r.dataset_label)} / {one_line(r.label)}: {r.not_finished}"
             for r in unfinished.itertuples(index=False)]
     if compare:
-        compared = summary[summary.paper_mean.notna()]
-        lines += ["", "Comparison with the paper (Δ in units of the paper's SD):", ""]
-        lines += _markdown_table(
-            ["Dataset", "Method", "ours", "paper", "Δ / SD"],
-            [[r.dataset_label, r.label,
-              mean_sd(r.mean, r.sd, r, False) + f" (n={r.n})", mean_sd(r.paper_mean, r.paper_sd, r, False),
-              NO_VALUE if math.isnan(r.paper_delta_sd) else f"{r.paper_delta_sd:+.1f}"]
-             for r in compared.itertuples(index=False)])
-        if compared.empty:
-            lines.append("(no published numbers for these datasets and methods)")
+        lines += paper_comparison(summary)
+    if "code_changed" in summary and summary.code_changed.any():
+        lines += ["", CODE_NOTE]
     return "\n".join(lines) + "\n"
 
 
@@ -338,19 +319,13 @@ def _baseline_column(summary: pd.DataFrame) -> str:
         for r in summary.drop_duplicates("dataset").itertuples(index=False)) + ")"
 
 
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return NO_VALUE
-    return f"{value:.2g}" if value >= 1e-4 else "<1e-4"
-
-
 _LATEX = {"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
           "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}",
           **{char: "\\" + char for char in "&%_#${}"}}
 
 
 def _latex_escape(text: str) -> str:
-    return re.sub(r"[\\~^|<>&%_#${}]", lambda match: _LATEX[match.group()], _one_line(text))
+    return re.sub(r"[\\~^|<>&%_#${}]", lambda match: _LATEX[match.group()], one_line(text))
 
 
 def _latex(summary: pd.DataFrame) -> str:

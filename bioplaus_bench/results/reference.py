@@ -1,0 +1,213 @@
+"""Your cells beside a reference results folder (``bench table RESULTS --reference REF``): the
+reference's cells of the same datasets join the table as entries of their own, with Welch's
+t-test of each of your methods against each reference method, so a new rule meets the baselines
+without running them again. Only the same protocol compares: a reference cell of another epoch
+count, data split, subset, network, dataset, data or metric (or a precision the reference does
+not use) refuses with one line naming what differs. The config hash cannot decide it: it also
+covers the algorithm's code, which differs between your rule and the reference by nature.
+
+Also: which cells were run by code that has changed since (``mark_changed_code``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from ..errors import InputError
+from .numbers import NO_VALUE, P_VS_REF, code_mark, markdown_table, mean_sd, one_line, p_text
+from .paper import PUBLISHED
+from .record import Record
+from .report import finished_values, records_frame, welch_p
+
+REF = "ref:"  # the reference's entry ids in a joint table; suite entry ids never hold a ':'
+REF_LABEL = " (reference)"
+ORDER_AFTER = 10_000  # reference rows come after yours
+
+# What a record's protocol is, by the name a refusal gives it; ``precision`` is apart: the
+# paper sets it per method, so a reference column may hold several.
+_PROTOCOL_NAMES = {"epochs": "epochs", "validation": "data split (validation)",
+                   "subset": "subset", "architecture": "network", "dataset": "dataset",
+                   "protocol": "protocol", "data": "data", "metric": "metric"}
+
+
+def protocol_of(record: Record) -> dict[str, Any]:
+    """The settings two records must share for their numbers to compare, as flat paths
+    (``architecture.hidden``): everything of the dataset's protocol but the evaluation batch
+    size, the subset, the dataset and its options, the data's identity and the reported metric."""
+    dataset = record.config.get("dataset") or {}
+    protocol = dict(dataset.get("protocol") or {})
+    protocol.pop("eval_batch_size", None)  # evaluation is an exact per-sample mean either way
+    fields = {"epochs": protocol.pop("epochs", None), "validation": protocol.pop("validation", None),
+              "subset": record.config.get("subset"), "architecture": dataset.get("architecture"),
+              "dataset": {"source": dataset.get("source"), "options": dataset.get("options")},
+              "protocol": protocol, "metric": record.metric}
+    data = (record.config.get("inputs") or {}).get("data")
+    if data is not None:  # records older than the data's identity compare without it
+        fields["data"] = data
+    return dict(_flat(fields))
+
+
+def _flat(value: Any, path: str = "") -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            yield from _flat(item, f"{path}.{key}" if path else str(key))
+    else:
+        yield path, value
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _name(path: str) -> str:
+    top, _, rest = path.partition(".")
+    name = _PROTOCOL_NAMES.get(top, top)
+    return f"{name} ({path})" if rest else name
+
+
+def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    paths = sorted(ours.keys() | theirs.keys())
+    if not (_has_data(ours) and _has_data(theirs)):  # an old record: no data identity to compare
+        paths = [path for path in paths if path.partition(".")[0] != "data"]
+    return [f"{_name(path)} {_show(ours.get(path))} here, {_show(theirs.get(path))} in the "
+            "reference" for path in paths if ours.get(path) != theirs.get(path)]
+
+
+def _has_data(fields: dict[str, Any]) -> bool:
+    return any(path.partition(".")[0] == "data" for path in fields)
+
+
+def check_protocol(records: list[Record], reference: list[Record], name: str) -> None:
+    """Raise ``InputError`` (one line) unless every record of a dataset the reference also has
+    shares the protocol of every reference record of that dataset, and a precision the reference
+    uses there; or when the two have no dataset in common."""
+    ran = [r for r in records if r.status != "skipped"]
+    by_dataset: dict[str, list[Record]] = {}
+    for record in reference:
+        if record.status != "skipped":
+            by_dataset.setdefault(record.dataset, []).append(record)
+    common = sorted({r.dataset for r in ran} & by_dataset.keys())
+    if not common:
+        raise InputError(f"--reference {name}: no dataset in common (yours: "
+                         f"{', '.join(sorted({r.dataset for r in ran})) or 'none'}; the "
+                         f"reference's: {', '.join(sorted(by_dataset)) or 'none'})")
+    problems = []
+    for dataset in common:
+        found: list[str] = []
+        for theirs in _distinct(by_dataset[dataset]):
+            for ours in _distinct([r for r in ran if r.dataset == dataset]):
+                found += [d for d in _differences(protocol_of(ours), protocol_of(theirs))
+                          if d not in found]
+        precisions = sorted({r.config.get("precision") for r in by_dataset[dataset]} - {None})
+        for precision in sorted({r.config.get("precision") for r in ran
+                                 if r.dataset == dataset} - {None} - set(precisions)):
+            found.append(f"precision {precision} here, {' or '.join(precisions)} in the reference")
+        if found:
+            problems.append(f"{dataset}: " + ", ".join(found))
+    if problems:
+        raise InputError(f"--reference {name}: not the same protocol, so no comparison: "
+                         + "; ".join(problems))
+
+
+def _distinct(records: list[Record]) -> list[Record]:
+    """One record per distinct protocol (a folder's seeds usually share one)."""
+    seen: dict[str, Record] = {}
+    for record in records:
+        seen.setdefault(json.dumps(protocol_of(record), sort_keys=True, default=str), record)
+    return list(seen.values())
+
+
+def combined_frame(records: list[Record], reference: list[Record]) -> pd.DataFrame:
+    """Your records and the reference's records of your datasets as one table frame: reference
+    entries as ``ref:<entry>`` labelled "<label> (reference)", after yours, in your dataset
+    columns. Where you ran no entry of your baseline, p-values compare against the reference's."""
+    ours = records_frame(records)
+    theirs = records_frame([r for r in reference if r.dataset in set(ours.dataset)])
+    columns = ours.drop_duplicates("dataset").set_index("dataset")
+    theirs["algorithm"] = REF + theirs.algorithm
+    theirs["label"] = theirs.label + REF_LABEL
+    theirs["algorithm_order"] = theirs.algorithm_order + ORDER_AFTER
+    theirs["dataset_label"] = theirs.dataset.map(columns.dataset_label)
+    theirs["dataset_order"] = theirs.dataset.map(columns.dataset_order)
+    frame = pd.concat([ours, theirs], ignore_index=True)
+    for dataset, rows in frame.groupby("dataset"):
+        entries = set(rows.algorithm)
+        own = ours[ours.dataset == dataset].baseline.iloc[0]
+        other = theirs[theirs.dataset == dataset].baseline
+        if own not in entries and len(other) and REF + str(other.iloc[0]) in entries:
+            own = REF + str(other.iloc[0])
+        frame.loc[frame.dataset == dataset, "baseline"] = own
+    return frame
+
+
+def add_reference_statistics(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """The summary of a ``combined_frame`` with the paper's numbers for the reference's rows
+    (known by their own entry ids) and, per reference entry, a column ``p_vs_ref:<entry>``:
+    Welch's p-value of each of your rows against that reference cell of its dataset."""
+    summary = summary.copy()
+    reference = summary.algorithm.str.startswith(REF)
+    for i in summary.index[reference]:
+        row = summary.loc[i]
+        mean, sd = PUBLISHED.get((row.metric, row.dataset, row.algorithm[len(REF):]),
+                                 (math.nan, math.nan))
+        summary.loc[i, ["paper_mean", "paper_sd"]] = mean, sd
+    summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
+    values = finished_values(frame)
+    for entry in sorted(set(summary.algorithm[reference])):
+        summary[P_VS_REF + entry[len(REF):]] = [
+            welch_p(values.get((d, a), ()), values.get((d, entry), ())) if not ref else math.nan
+            for d, a, ref in zip(summary.dataset, summary.algorithm, reference, strict=True)]
+    return summary
+
+
+def comparison_rows(summary: pd.DataFrame) -> list[list[str]]:
+    """Per dataset, each of your methods against each reference method: yours, the reference's,
+    the difference of the means and Welch's p-value (plain text cells)."""
+    reference = summary.algorithm.str.startswith(REF)
+    rows = []
+    for i in summary.index[~reference]:
+        ours = summary.loc[i]
+        for j in summary.index[reference & (summary.dataset == ours.dataset)]:
+            theirs = summary.loc[j]
+            delta = ours["mean"] - theirs["mean"]
+            rows.append([ours.dataset_label, ours.label, _value(ours), theirs.label,
+                         _value(theirs), NO_VALUE if math.isnan(delta) else f"{delta:+.3g}",
+                         p_text(ours[P_VS_REF + theirs.algorithm[len(REF):]])])
+    return rows
+
+
+def _value(row: pd.Series) -> str:
+    return mean_sd(row["mean"], row.sd, row, False) + f" (n={row.n})" + code_mark(row)
+
+
+COMPARISON_HEADER = ["Dataset", "Method", "here", "Reference method", "reference", "Δ mean", "p"]
+
+
+def comparison_heading(name: str) -> str:
+    return (f"Against the reference {one_line(name)} (same datasets and protocol; Welch's t-test "
+            "p-values of each method here against each reference method):")
+
+
+def reference_section(summary: pd.DataFrame, name: str) -> list[str]:
+    """The markdown lines of the comparison with the reference, after the table."""
+    rows = comparison_rows(summary)
+    return ["", comparison_heading(name), ""] + (
+        markdown_table(COMPARISON_HEADER, rows) if rows else ["(no cells to compare)"])
+
+
+def mark_changed_code(summary: pd.DataFrame, frame: pd.DataFrame,
+                      current: Mapping[str, str]) -> pd.DataFrame:
+    """``code_changed`` per row: whether a record of the cell names a code digest (its
+    provenance) other than ``current`` (algorithm name -> the digest of its source now).
+    Algorithms missing from ``current`` (not installed here) are not judged."""
+    now = frame.algorithm_name.map(current)
+    changed = frame[(frame.code != "") & now.notna() & (frame.code != now)]
+    keys = set(zip(changed.dataset, changed.algorithm, strict=True))
+    summary = summary.copy()
+    summary["code_changed"] = [(d, a) in keys for d, a in
+                               zip(summary.dataset, summary.algorithm, strict=True)]
+    return summary

@@ -1,0 +1,154 @@
+"""`bench table RESULTS --reference REF` (and `bench report`): a rule's cells beside a reference
+folder's cells of the same protocol, with Welch's p against each reference method; another
+protocol refuses with one line; cells run by code that changed since are marked. The reference
+here is a tiny one made by `bench run` in a temp folder, never the committed one."""
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bioplaus_bench.results.numbers import CODE_NOTE
+from tests.test_cli import TINY_SUITE, invoke, write
+
+REFERENCE_SUITE = TINY_SUITE.replace("name: tiny", "name: ref").replace(
+    "seeds: [0, 1]", "seeds: [0, 1, 2]")
+# A rule of the user's own (DFA at another learning rate), and the reference's DFA run again
+# under its own entry name: both names must stay apart from the reference's entries.
+USER_SUITE = REFERENCE_SUITE.replace("name: ref", "name: mine").replace(
+    "  bp:\n    optimizer: {lr: 1.0e-3,",
+    "  my-rule:\n    algorithm: dfa\n    label: My rule\n    optimizer: {lr: 3.0e-3,")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    for name, text in (("ref", REFERENCE_SUITE), ("mine", USER_SUITE)):
+        run = invoke("run", write(root / f"{name}.yaml", text), "--out", root / name, "--quiet")
+        assert run.exit_code == 0, run.output
+    return root
+
+
+def losses(folder, dataset, entry) -> np.ndarray:
+    """The reported numbers (test MSE at the selected epoch), read from the records directly."""
+    return np.array([json.loads(path.read_text())["final"]["test_loss"]
+                     for path in sorted((folder / dataset / entry).glob("seed-*.json"))])
+
+
+def test_the_table_has_both_and_welch_p_against_each_reference_method(folders):
+    mine, ref = folders / "mine", folders / "ref"
+    result = invoke("table", mine, "--reference", ref)
+    assert result.exit_code == 0, result.output
+    table = result.stdout
+    for label in ("| My rule |", "| DFA |", "| BP (reference) |", "| DFA (reference) |"):
+        assert label in table
+    assert f"Against the reference {ref}" in table
+
+    rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(
+        invoke("table", mine, "--reference", ref, "--format", "csv").stdout))}
+    assert set(rows) == {"my-rule", "dfa", "ref:bp", "ref:dfa"}
+    for entry in ("my-rule", "dfa"):
+        ours = losses(mine, "teacher", entry)
+        assert float(rows[entry]["mean"]) == pytest.approx(ours.mean(), rel=1e-12)
+        for reference in ("bp", "dfa"):
+            theirs = losses(ref, "teacher", reference)
+            p = stats.ttest_ind(ours, theirs, equal_var=False).pvalue
+            assert float(rows[entry][f"p_vs_ref:{reference}"]) == pytest.approx(p, rel=1e-12)
+            # the markdown row of this pair shows the same p-value
+            line = next(line for line in table.splitlines() if line.startswith(
+                f"| Teacher regression | {'My rule' if entry == 'my-rule' else 'DFA'} |")
+                and f"| {reference.upper()} (reference) |" in line)
+            assert line.endswith(f"| {p:.2g} |") or (p < 1e-4 and line.endswith("| <1e-4 |"))
+        # no entry 'bp' of the user's own: p vs baseline is against the reference's BP
+        p_bp = stats.ttest_ind(ours, losses(ref, "teacher", "bp"), equal_var=False).pvalue
+        assert rows[entry]["baseline"] == "ref:bp"
+        assert float(rows[entry]["p_vs_bp"]) == pytest.approx(p_bp, rel=1e-12)
+    # the reference's own rows are the reference's numbers, not compared with themselves
+    assert float(rows["ref:bp"]["mean"]) == pytest.approx(
+        losses(ref, "teacher", "bp").mean(), rel=1e-12)
+    assert rows["ref:bp"]["p_vs_ref:dfa"] == ""
+    # the 95% interval of the user's cells is there too
+    assert rows["my-rule"]["ci95_low"] and rows["my-rule"]["ci95_high"]
+
+
+def test_the_report_page_takes_the_same_reference(folders, tmp_path):
+    page = tmp_path / "page.html"
+    result = invoke("report", folders / "mine", "--reference", folders / "ref", "--out", page)
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert "BP (reference)" in text and "Against the reference" in text
+    ours = losses(folders / "mine", "teacher", "my-rule")
+    p = stats.ttest_ind(ours, losses(folders / "ref", "teacher", "bp"),
+                        equal_var=False).pvalue
+    assert f"<td>{p:.2g}</td>" in text
+
+
+MISMATCHES = [  # (what the user's run changes, the one line's account of it)
+    (["--epochs", "3"], "epochs 3 here, 2 in the reference"),
+    (["--set", "datasets.teacher.protocol.validation=16"],
+     "data split (validation) 16 here, 32 in the reference"),
+    (["--subset", "20"], "subset 20 here, none in the reference"),
+    (["--set", "precision=float32"], "precision float32 here, float64 in the reference"),
+    (["--set", "datasets.teacher.architecture.hidden=[8]"],
+     "network (architecture.hidden) [8] here, [8, 8] in the reference"),
+]
+
+
+@pytest.mark.parametrize(("change", "account"), MISMATCHES,
+                         ids=["epochs", "split", "subset", "precision", "network"])
+def test_another_protocol_refuses_with_one_line_naming_it(folders, tmp_path, change, account):
+    out = tmp_path / "other"
+    run = invoke("run", write(tmp_path / "mine.yaml", USER_SUITE), "--out", out, "--quiet",
+                 "--only", "my-rule", "--only-seeds", "0", *change)
+    assert run.exit_code == 0, run.output
+    ref = folders / "ref"
+    expected = f"error: --reference {ref}: not the same protocol, so no comparison: teacher: " \
+               f"{account}"
+    for command in (["table", out, "--reference", ref],
+                    ["report", out, "--reference", ref, "--out", tmp_path / "p.html"]):
+        result = invoke(*command)
+        assert result.exit_code == 2
+        assert result.stderr.strip() == expected
+        assert result.stdout == ""
+
+
+def test_no_dataset_in_common_refuses(folders, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(folders / "mine", other)
+    for path in other.glob("teacher/*/seed-*.json"):
+        record = json.loads(path.read_text())
+        record["dataset"] = "mnist"
+        (other / "mnist" / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (other / "mnist" / path.parent.name / path.name).write_text(json.dumps(record))
+    shutil.rmtree(other / "teacher")
+    result = invoke("table", other, "--reference", folders / "ref")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: --reference {folders / 'ref'}: no dataset in "
+                                     "common (yours: mnist; the reference's: teacher)")
+
+
+def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):
+    ref = tmp_path / "ref"
+    shutil.copytree(folders / "ref", ref)
+    plain = invoke("table", ref).stdout
+    assert "†" not in plain and CODE_NOTE not in plain  # records of the code as it is now
+    path = ref / "teacher" / "bp" / "seed-1.json"
+    record = json.loads(path.read_text())
+    record["provenance"]["code"]["source_sha256"] = "0" * 16  # as if run by older code
+    path.write_text(json.dumps(record))
+    marked = invoke("table", ref, "--compare", "paper").stdout
+    bp_row = next(line for line in marked.splitlines() if line.startswith("| BP |"))
+    dfa_row = next(line for line in marked.splitlines() if line.startswith("| DFA |"))
+    assert "†" in bp_row and "†" not in dfa_row
+    assert CODE_NOTE in marked
+    beside = invoke("table", folders / "mine", "--reference", ref).stdout
+    assert next(line for line in beside.splitlines()
+                if line.startswith("| BP (reference) |")).count("†") == 1
+    assert "†" not in next(line for line in beside.splitlines() if line.startswith("| My rule |"))
+    rows = list(csv.DictReader(io.StringIO(invoke("table", ref, "--format", "csv").stdout)))
+    assert {row["algorithm"]: row["code_changed"] for row in rows} == {"bp": "True",
+                                                                        "dfa": "False"}
