@@ -20,8 +20,10 @@ demo: install
 	$(BIN)/bench run suites/smoke.yaml
 	$(BIN)/bench report results/smoke
 
+# mypy checks the files pyproject.toml's [tool.mypy] names (added as they are made clean).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # pytest exits 5 when it collects no test: make fails on it like on any other failure.
 test: lint

@@ -21,11 +21,12 @@ import dataclasses
 import functools
 import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -200,8 +201,9 @@ def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None
     if wanted is not None:
         names = {_plain(name) for name in wanted.names()}
         others.sort(key=lambda entry_point: not _mentions(entry_point, names))
-    candidates = [*((loading.add_file, Path(path)) for path in plugin_files),
-                  *((loading.add_entry_point, entry_point) for entry_point in others)]
+    candidates: list[tuple[Callable[[Any], None], Any]] = [
+        *((loading.add_file, Path(path)) for path in plugin_files),
+        *((loading.add_entry_point, entry_point) for entry_point in others)]
     for add, candidate in candidates:
         if wanted is not None and loading.provides(wanted):
             return loading.registry(complete=False)  # the rest is not imported
@@ -264,10 +266,11 @@ class _Loading:
                 item_name = getattr(item, "name", None)
                 if not isinstance(item_name, str) or not item_name:
                     raise PluginError(f"{where}: {hook} returned {item!r}, which has no name")
-                other = found.get(item_name)
-                if other is not None and other.value is not item:
+                claimed = found.get(item_name)
+                if claimed is not None and claimed.value is not item:
                     raise PluginError(f"two plugins claim the {noun} name '{item_name}': "
-                                      f"{other.source} [{other.origin}] and {source} [{origin}]")
+                                      f"{claimed.source} [{claimed.origin}] and {source} "
+                                      f"[{origin}]")
                 found[item_name] = Provided(item_name, item, origin, source)
 
     def add_entry_point(self, entry_point) -> None:

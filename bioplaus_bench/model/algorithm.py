@@ -73,14 +73,23 @@ class Algorithm(nn.Module):
 
     Class attributes:
         name: the identifier used in suites and on the command line (unique across plugins).
-        label: the display name in tables (the paper's name).
+        label: the display name in tables (the paper's name); ``name`` when empty.
+        summary: one line for ``bench list`` and the report.
         Params: a (frozen) dataclass of hyper-parameters with types and defaults; the suite's
             ``params`` mapping is validated against it.
         capabilities: see ``Capabilities``.
         record_graph: True if ``forward_updates`` needs the autograd graph of the forward pass
             (backprop does); otherwise the runner runs the forward pass without one.
-        default_schedule: feedback schedule used where a suite does not give one.
+        default_schedule: the schedule keys (``feedback_pretraining_epochs``,
+            ``extra_feedback_epochs``) used where a suite does not give them.
+
+    Instance attributes: ``network`` (the forward ``Network``, owned by the runner and not a
+    submodule), ``task`` (the ``Task``: loss, output kind) and ``params`` (a ``Params``).
+    Methods to override as needed: ``adapt_architecture``, ``lr_normalizer``,
+    ``backward_weights``, ``optimised_with_layers``, ``predict``, ``feedback_step``.
     """
+
+    network: Network
 
     name: ClassVar[str]
     label: ClassVar[str] = ""

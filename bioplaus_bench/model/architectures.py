@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from ..hookspecs import hookimpl
 from .networks import ArchitectureSpec, ConvBlock, Network, mlp_layers
@@ -49,7 +50,7 @@ def _build_cnn(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs: 
         raise ValueError(f"a CNN needs image inputs (C, H, W), got shape {input_shape}")
     channels, height, width = input_shape
     kernel, stride, padding = spec.pool
-    layers = []
+    layers: list[nn.Module] = []
     for index, c_out in enumerate(spec.conv_channels, start=1):
         layers.append(ConvBlock(channels, c_out, spec.kernel_size, spec.pool, spec.activation,
                                 bias=index not in spec.no_bias_layers, dtype=dtype,

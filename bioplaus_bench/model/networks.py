@@ -13,6 +13,7 @@ convolutions (``ConvBlock``), one group per seed.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -264,7 +265,7 @@ class Network(nn.Module):
 
     def layer(self, i: int) -> Layer:
         """Layer ``i``, 1-based as in the spec."""
-        return self.layers[i - 1]
+        return typing.cast(Layer, self.layers[i - 1])
 
     def layer_parameters(self, i: int) -> list[nn.Parameter]:
         return list(self.layer(i).parameters())

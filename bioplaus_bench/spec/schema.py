@@ -39,7 +39,7 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._depth = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # PyYAML composes recursively: without a limit, 10 000 '[' end in a RecursionError.
         self._depth += 1
         try:
@@ -152,8 +152,9 @@ def _record_lines(node: yaml.Node, path: Path_, source: Source) -> None:
                 raise SuiteError(f"duplicate key '{key}'", file=source.file,
                                  line=key_node.start_mark.line + 1, key=format_path(path))
             seen.add(key)
-            source.lines[(*path, key)] = key_node.start_mark.line + 1
-            _record_lines(value_node, (*path, key), source)
+            where = (*path, key)
+            source.lines[where] = key_node.start_mark.line + 1
+            _record_lines(value_node, where, source)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _record_lines(item, (*path, index), source)
@@ -248,12 +249,12 @@ def coerce(value: Any, tp: Any, path: Path_, source: Source, *, partial: bool = 
                 raise source.error(path, f"expected {check.expected}, got {_shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
-        return coerce_dataclass(value, tp, path, source, partial=partial)
+        return coerce_dataclass(value, typing.cast(type, tp), path, source, partial=partial)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return None
-        specific = None
+        specific: Exception | None = None
         for option in options:
             if option is type(None):
                 continue
