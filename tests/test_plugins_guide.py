@@ -33,7 +33,7 @@ def examples() -> dict[str, str]:
 
 def test_the_guide_has_its_examples_and_the_readme_links_it():
     assert set(examples()) == {"learned_dfa.py", "learned_dfa.yaml", "ddtp_tanh.py", "pyproject.toml",
-                               "test_learned_dfa.py"}
+                               "test_learned_dfa.py", "energy_pc.py"}
     assert "(docs/plugins.md)" in (ROOT / "README.md").read_text()
 
 
@@ -84,6 +84,15 @@ def test_the_target_propagation_variant_passes_the_checks_on_mlp_and_cnn(tmp_pat
     assert "PASS  feedback [cnn]" in result.stdout and "PASS  checkpoint [mlp]" in result.stdout
 
 
+def test_the_inference_rule_example_passes_the_checks_with_its_relaxation(tmp_path):
+    plugin = tmp_path / "energy_pc.py"
+    plugin.write_text(examples()["energy_pc.py"])
+    result = runner.invoke(app, ["check-plugin", str(plugin)])
+    assert result.exit_code == 0, result.output
+    assert "PASS  relaxation [mlp]" in result.stdout
+    assert "PASS  vectorised seeds [mlp]" in result.stdout
+
+
 def test_the_publishing_example_declares_the_entry_point_group():
     pyproject = examples()["pyproject.toml"]
     group = pyproject.split('[project.entry-points."bioplaus_bench.plugins"]\n')[1].split("\n\n")[0]
@@ -99,7 +108,9 @@ def test_the_guide_documents_every_hook_and_public_name():
     members = {
         "Algorithm": ["name", "label", "summary", "Params", "capabilities", "record_graph",
                       "default_schedule", "adapt_architecture", "lr_normalizer", "forward_updates",
-                      "feedback_step", "state_dict"],
+                      "feedback_step", "state_dict", "predict"],
+        "InferenceRule": ["initial_state", "energy", "relax_step", "relax(",
+                          "relaxation_phases"],
         "ForwardPass": [f.name for f in dataclasses.fields(api.ForwardPass)] + ["output", "batch_size"],
         "Network": ["layer(i)", "layer_parameters(i)", "propagate", "activation_shape", "depth",
                     "n_outputs", "activation_derivative"],
@@ -112,7 +123,8 @@ def test_the_guide_documents_every_hook_and_public_name():
             assert f"`{name}" in text, f"{owner}.{name}"
     assert "**includes the 1/B**" in text  # of output_error
     for check in ("loads", "step [arch]", "precision [arch]", "deterministic [arch]",
-                  "feedback [arch]", "frozen layers [arch]", "checkpoint [arch]"):
+                  "feedback [arch]", "frozen layers [arch]", "checkpoint [arch]",
+                  "relaxation [arch]"):
         assert f"`{check}`" in text, check
 
 
@@ -229,14 +241,16 @@ def test_a_generated_plugin_installs_and_passes_its_own_tests_and_check_plugin(i
 def test_the_templates_are_the_rules_they_say(tmp_path):
     """direct: an Algorithm with its own forward_updates; target-propagation: a
     TargetPropagation with a path and a loss; backward-rule: a BackwardRule overriding only
-    backward_weight. The command's summary says which."""
+    backward_weight; inference: an InferenceRule declared by its energy. The command's summary
+    says which."""
     from bioplaus_bench.kit.scaffold import files
 
     expected = {"direct": ("(Algorithm)", "def forward_updates(", "MLP"),
                 "target-propagation": ("(TargetPropagation)", "def build_path(",
                                        "feedback path and a feedback loss"),
                 "backward-rule": ("(BackwardRule)", "def backward_weight(self, i: int, weight: "
-                                  "Tensor) -> Tensor:", "backward_weight(i, weight)")}
+                                  "Tensor) -> Tensor:", "backward_weight(i, weight)"),
+                "inference": ("(InferenceRule)", "def energy(", "written as its energy")}
     for template, (base, method, summary) in expected.items():
         code = files(PluginNames.from_name("rule"), template)["bioplaus_rule/algorithm.py"]
         assert f"class Rule{base}:" in code and method in code, template

@@ -91,7 +91,8 @@ def new_plugin(
         help="direct: an Algorithm computing its updates itself (DFA); target-propagation: a "
         "TargetPropagation subclass, a feedback path and loss (DDTP); backward-rule: a "
         "BackwardRule subclass, backprop with backward_weight(i, weight) in place of each "
-        "weight (feedback alignment).")] = TemplateChoice.direct,
+        "weight (feedback alignment); inference: an InferenceRule written as its energy, value "
+        "nodes relaxed before it learns (predictive coding).")] = TemplateChoice.direct,
     single_file: Annotated[bool, typer.Option(
         "--single-file", help="One module to use with --plugin FILE, with its tests and suite "
         "beside it, instead of an installable package.")] = False,

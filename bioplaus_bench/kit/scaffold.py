@@ -1,6 +1,6 @@
 """``bench new-plugin NAME [--template T] [--single-file]``: write an algorithm plugin to start from.
 
-Three templates, each a working rule written against ``bioplaus_bench.api`` only:
+Four templates, each a working rule written against ``bioplaus_bench.api`` only:
 
 - ``direct``: an ``Algorithm`` whose ``forward_updates`` computes every update itself (direct
   feedback alignment with error-driven updates, Nøkland 2016);
@@ -8,7 +8,9 @@ Three templates, each a working rule written against ``bioplaus_bench.api`` only
   tanh maps from the output) and a feedback loss (difference reconstruction);
 - ``backward-rule``: a ``BackwardRule`` subclass, backprop with a fixed random matrix in place of
   each layer's weight in the backward pass (feedback alignment, Lillicrap et al. 2016), written
-  as the one method ``backward_weight(i, weight)``.
+  as the one method ``backward_weight(i, weight)``;
+- ``inference``: an ``InferenceRule`` that relaxes value nodes of its own before it learns,
+  written as its energy (predictive coding; inference steps and updates by autograd).
 
 A package (the default) holds the rule, its entry point in the group ``bioplaus_bench.plugins``,
 tests (entry point, conformance checks, the example suite) and a small suite on the synthetic

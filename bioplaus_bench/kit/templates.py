@@ -215,6 +215,93 @@ def bioplaus_bench_algorithms():
     return [__CLASS__]
 '''
 
+INFERENCE = '''\
+"""__LABEL__ (`__NAME__`): a rule with an inference phase, predictive coding written as its
+energy (Whittington & Bogacz 2017).
+
+Written against `bioplaus_bench.api` only. An `InferenceRule` relaxes state of its own (here:
+value nodes x_1 ... x_{L-1} on the hidden layers, starting at the feed-forward activations)
+before it proposes the weight updates. Here the energy is all there is to write; both the
+inference steps and the updates are its gradients, by autograd:
+
+    E = sum_{l<L} 1/2 |x_l - s(W_l x_{l-1} + b_l)|^2 + beta * loss(W_L x_{L-1} + b_L, y)
+
+T steps x <- x - inference_lr * dE/dx, then the update dE/dtheta / (beta B) at the last state
+(for a tiny beta and converged inference, backprop's gradient). `bench check-plugin` checks
+that the relaxation lowers the energy with shrinking steps (`relaxation_phases`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from bioplaus_bench.api import (
+    Capabilities,
+    ForwardPass,
+    InferenceRule,
+    PositiveFloat,
+    PositiveInt,
+    hookimpl,
+    sum_per_seed,
+)
+
+
+@dataclass(frozen=True)
+class __CLASS__Params:
+    """Hyper-parameters, validated against a suite's `params:` (`bench list --params`)."""
+
+    T: PositiveInt = 20  # inference steps per minibatch
+    inference_lr: PositiveFloat = 0.1  # step size of the descent on the value nodes
+    output_weight: PositiveFloat = 1.0  # beta: the weight of the output loss in the energy
+
+
+class __CLASS__(InferenceRule):
+    name = "__NAME__"
+    label = "__LABEL__"
+    summary = "Predictive coding written as its energy: inference and learning by autograd."
+    Params = __CLASS__Params
+    # Written over the leading dimensions (sum_per_seed, the layers' own calls): stacked seeds
+    # run it unchanged.
+    capabilities = Capabilities(mlp=True, vectorize_seeds=True)
+
+    def energy(self, fwd: ForwardPass, state: list[Tensor], beta: float) -> Tensor:
+        """Summed over the minibatch; one value per seed when seeds are stacked."""
+        seeds, below, total = self.network.seeds, fwd.h[0], 0.0
+        for i, node in enumerate(state, start=1):
+            _, prediction = self.network.layer(i)(below)
+            total = total + 0.5 * sum_per_seed((node - prediction) ** 2, seeds)
+            below = node
+        output, _ = self.network.layer(self.network.depth)(below)
+        # the task's loss is the batch mean: times B, the summed per-sample loss
+        return total + beta * fwd.batch_size * self.task.loss(output, fwd.y)
+
+    def relax_step(self, fwd: ForwardPass, state: list[Tensor], beta: float) -> list[Tensor]:
+        with torch.enable_grad():
+            nodes = [x.detach().requires_grad_() for x in state]
+            grads = torch.autograd.grad(self.energy(fwd, nodes, beta).sum(), nodes)
+        return [x.detach() - self.params.inference_lr * g
+                for x, g in zip(state, grads, strict=True)]
+
+    def relaxation_phases(self) -> list[tuple[float, int]]:
+        return [(self.params.output_weight, self.params.T)]
+
+    def forward_updates(self, fwd: ForwardPass) -> list[Tensor]:
+        (beta, steps), = self.relaxation_phases()
+        state = self.relax(fwd, self.initial_state(fwd), beta, steps)
+        with torch.enable_grad():
+            energy = self.energy(fwd, state, beta).sum()  # the seeds' sum: each seed's own
+            grads = torch.autograd.grad(energy, list(self.network.parameters()))
+        return [g / (beta * fwd.batch_size) for g in grads]
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [__CLASS__]
+'''
+
 _ADAM = "    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n"
 
 TEMPLATES = {
@@ -240,4 +327,10 @@ TEMPLATES = {
         "in the backward pass, written as backward_weight(i, weight): a fixed random matrix "
         "(feedback alignment; MLP, CNN)",
         BACKWARD_RULE, _ADAM + "    params: {feedback_scale: 1.0}\n"),
+    "inference": Template(
+        "inference",
+        "an InferenceRule, a rule that relaxes value nodes of its own before it learns, "
+        "written as its energy: predictive coding, inference steps and updates by autograd "
+        "(MLP; vectorised seeds)",
+        INFERENCE, _ADAM + "    params: {T: 20, inference_lr: 0.1, output_weight: 1.0}\n"),
 }
