@@ -37,3 +37,8 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 class StorageError(Exception):
     """A write to the results folder failed during a run (disk full, folder removed). The CLI
     prints it and exits with 1; finished records and the last checkpoints stay."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run (a batch scheduler's preemption, ``kill``): stops it as Ctrl-C does,
+    through every place that lets ``KeyboardInterrupt`` pass, and exits with 143."""

@@ -13,8 +13,14 @@ Every sample carries its index in its first pixels (IDX: pixels (0, 0) and (0, 1
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import pickle
+import signal
 import struct
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,15 @@ import torch
 # The tests use tiny networks, for which thread start-up costs more than it saves; with other
 # processes on the machine, two spinning OpenMP threads can make a step 50× slower.
 torch.set_num_threads(1)
+
+# A test run started from a background job of a non-interactive shell (`make test > log &`)
+# inherits SIGINT as ignored, and so would every process it starts: Python then installs no
+# KeyboardInterrupt handler and a child `bench` ignores Ctrl-C. With a Python handler here, the
+# children start with the default dispositions (exec resets handlers, not an ignored signal).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -126,3 +141,140 @@ def make_idx_dataset():
 def make_cifar():
     """``write_cifar`` (root, n_per_batch=4, n_test=6, seed=0)."""
     return write_cifar
+
+
+# --- the `bench` command, in this process and as a child process ---------------------------------
+
+# A suite of two entries, two seeds and two epochs on a tiny teacher task: seconds to run.
+TINY_SUITE = """\
+name: tiny
+seeds: [0, 1]
+precision: float64
+datasets:
+  teacher:
+    source: teacher
+    options: {n_train: 64, n_test: 32, hidden: [16, 16]}
+    architecture: {type: mlp, hidden: [8, 8]}
+    protocol: {epochs: 2, batch_size: 16, validation: 32}
+algorithms:
+  bp:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+  dfa:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+"""
+
+# A --plugin file: a new rule written with the public API alone.
+PLUGIN = '''\
+from dataclasses import dataclass
+
+import torch
+
+from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
+
+
+@dataclass(frozen=True)
+class SignParams:
+    scale: float = 1.0
+
+
+class SignGradient(Algorithm):
+    """Backprop's gradient, but only its sign: a new rule written with the public API alone."""
+
+    name = "sign-bp"
+    label = "Sign BP"
+    Params = SignParams
+    capabilities = Capabilities(mlp=True)
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        grads = torch.autograd.grad(fwd.loss, list(self.network.parameters()))
+        return [self.params.scale * g.sign() for g in grads]
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [SignGradient]
+'''
+
+# A --plugin file: backprop ("held-bp") that holds a run inside a cell until a test stops it, so
+# that a signal never races with the work. It holds in the first step after the file named by
+# $HOLD_AFTER exists (a cell's checkpoint: an epoch is kept), once per $HOLD_INSIDE, which it
+# writes (its pid) as it starts to hold; a re-run finds that file and holds no more.
+HELD_PLUGIN = '''\
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
+
+
+class Held(Algorithm):
+    name = "held-bp"
+    capabilities = Capabilities(mlp=True)
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        after, inside = os.environ.get("HOLD_AFTER"), os.environ.get("HOLD_INSIDE")
+        if after and inside and os.path.exists(after) and not os.path.exists(inside):
+            Path(inside).write_text(str(os.getpid()))
+            for _ in range(12000):  # ten minutes at most: the test's signal ends it
+                time.sleep(0.05)
+        return list(torch.autograd.grad(fwd.loss, list(self.network.parameters())))
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [Held]
+'''
+
+
+def invoke(*args):
+    """``bench ARGS`` in this process (Typer's test runner): exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def records(folder: Path) -> dict[str, dict]:
+    """Every record under a results folder, by its path relative to it."""
+    return {str(p.relative_to(folder)): json.loads(p.read_text())
+            for p in sorted(folder.glob("*/*/seed-*.json"))}
+
+
+def bench_process(*args, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """``bench ARGS`` as a child process (one torch thread, output piped): for tests that
+    signal or kill it. ``env`` adds to this process's environment."""
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "bioplaus_bench", *map(str, args)], text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, **popen)
+
+
+def wait_for(condition, process: subprocess.Popen, what: str, limit: float = 600) -> None:
+    """Wait until ``condition()`` holds while ``process`` runs. The limit only ends a test that
+    would otherwise wait for ever: the process is held at the point waited for (HELD_PLUGIN)."""
+    import time
+
+    end = time.monotonic() + limit
+    while not condition():
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            pytest.fail(f"the run ended (exit {process.returncode}) before {what}: {stderr}")
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} within {limit:g} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """The tiny suite as a file."""
+    return write(tmp_path / "tiny.yaml", TINY_SUITE)

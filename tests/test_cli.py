@@ -1,85 +1,12 @@
 """End to end through the real `bench` command: runs, caching, tables, invalid suites, plugins."""
 
-import json
-import textwrap
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from bioplaus_bench.cli import app
+from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-TINY_SUITE = """\
-name: tiny
-seeds: [0, 1]
-precision: float64
-datasets:
-  teacher:
-    source: teacher
-    options: {n_train: 64, n_test: 32, hidden: [16, 16]}
-    architecture: {type: mlp, hidden: [8, 8]}
-    protocol: {epochs: 2, batch_size: 16, validation: 32}
-algorithms:
-  bp:
-    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
-  dfa:
-    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
-"""
-
-PLUGIN = '''\
-from dataclasses import dataclass
-
-import torch
-
-from bioplaus_bench.api import Algorithm, Capabilities, hookimpl
-
-
-@dataclass(frozen=True)
-class SignParams:
-    scale: float = 1.0
-
-
-class SignGradient(Algorithm):
-    """Backprop's gradient, but only its sign: a new rule written with the public API alone."""
-
-    name = "sign-bp"
-    label = "Sign BP"
-    Params = SignParams
-    capabilities = Capabilities(mlp=True)
-    record_graph = True
-
-    def forward_updates(self, fwd):
-        grads = torch.autograd.grad(fwd.loss, list(self.network.parameters()))
-        return [self.params.scale * g.sign() for g in grads]
-
-
-@hookimpl
-def bioplaus_bench_algorithms():
-    return [SignGradient]
-'''
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
-
-
-def records(folder: Path) -> dict[str, dict]:
-    return {str(p.relative_to(folder)): json.loads(p.read_text())
-            for p in sorted(folder.glob("*/*/seed-*.json"))}
-
-
-@pytest.fixture()
-def tiny(tmp_path):
-    return write(tmp_path / "tiny.yaml", TINY_SUITE)
 
 
 def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import TINY_SUITE, invoke, write
+from .conftest import TINY_SUITE, invoke, write
 
 SECTIONS = ("protocol", "results", "seeds", "curves", "alignment", "status", "provenance")
 EVIL = "<script>alert(1)</script>"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_cli import PLUGIN, TINY_SUITE, invoke, records, write
+from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
 
 # The CLI tests' tiny suite without DFA, with a search space for BP and the --plugin rule.
 TINY = TINY_SUITE.replace("name: tiny", "name: scale").split("  dfa:\n")[0] + """\

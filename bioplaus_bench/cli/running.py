@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from .. import data as data_module
-from ..errors import InputError, StorageError
+from ..errors import InputError, StorageError, Terminated
 from ..results.report import records_frame, render, summarise
 from ..results.store import ResultStore
 from ..run.executors import ExecutorOptions, SeedVectorization, run_cells
@@ -155,15 +157,39 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
 
 @contextlib.contextmanager
 def _interruptible(store: ResultStore, cells: list):
-    """Ctrl-C: one line saying what is kept and how to go on, and exit code 130."""
+    """Ctrl-C and SIGTERM: one line saying what is kept and how to go on, and exit code 130
+    (SIGINT) or 143 (SIGTERM), as a shell reports a process ended by that signal."""
+    with _sigterm_stops():
+        try:
+            yield
+        except KeyboardInterrupt as stop:
+            said = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            finished = sum(store.is_finished(cell) for cell in cells)
+            err.print(f"{said}: {finished} of {len(cells)} cells have records in {store.root}; "
+                      "run the same command again to resume (running cells continue from their "
+                      "last epoch)", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While cells run, SIGTERM raises ``Terminated``. An ignored SIGTERM stays ignored (the
+    starter asked for it), and so does an ignored SIGINT, which a shell without job control
+    gives a background job so that Ctrl-C stops only the foreground one: ``kill PID`` stops such
+    a run gracefully."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield
+        return
+
+    def terminate(signum, frame) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
-    except KeyboardInterrupt:
-        finished = sum(store.is_finished(cell) for cell in cells)
-        err.print(f"interrupted: {finished} of {len(cells)} cells have records in {store.root}; "
-                  "run the same command again to resume (running cells continue from their "
-                  "last epoch)", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @contextlib.contextmanager

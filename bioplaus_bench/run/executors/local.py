@@ -58,8 +58,12 @@ def _run_pool(todo: list[tuple[int, Cell]], context: RunContext, jobs: int,
                     except Exception as error:  # the worker could not start or load the cell
                         record = context.lost(cell, error)
                     context.finish(index, cell, record)
-        except BaseException:
+        except BaseException as error:
+            workers = list((pool._processes or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            if isinstance(error, KeyboardInterrupt):  # SIGTERM, or Ctrl-C sent to bench alone:
+                for worker in workers:  # exiting would wait for the cells they run; a cell's
+                    worker.terminate()  # last checkpoint is kept, so a re-run goes on from it
             raise
     return lost
 
