@@ -1,4 +1,4 @@
-"""Backpropagation (spec §4.1): the proposed update is autograd's gradient of the batch-mean loss."""
+"""Backpropagation (algorithms.md §4.1): the proposed update is autograd's gradient of the batch-mean loss."""
 
 from __future__ import annotations
 

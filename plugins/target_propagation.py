@@ -1,5 +1,5 @@
 """The target-propagation family of Meulemans et al. 2020 and DFA, each a short declaration of a
-feedback path and a feedback loss (spec §4.2–§4.8). Written against the public API only.
+feedback path and a feedback loss (algorithms.md §4.2–§4.8). Written against the public API only.
 
 | method            | feedback path                          | feedback loss                      |
 |-------------------|----------------------------------------|------------------------------------|
@@ -40,8 +40,8 @@ def _conv_layers(spec: ArchitectureSpec) -> set[int]:
 
 class _LastHiddenBiasQuirk:
     """The original builds DDTP-linear's and DFA's MLP last hidden layer, and its feedback map,
-    without a bias (spec §4.6, §13.5): reproduced unless ``last_hidden_bias`` is true. Conv
-    layers' direct feedback maps have no bias (spec §4.10)."""
+    without a bias (algorithms.md §4.6, §13.5): reproduced unless ``last_hidden_bias`` is true. Conv
+    layers' direct feedback maps have no bias (algorithms.md §4.10)."""
 
     @classmethod
     def adapt_architecture(cls, spec: ArchitectureSpec, params) -> ArchitectureSpec:
@@ -89,7 +89,7 @@ class DTPDRL(TargetPropagation):
 
 @dataclass(frozen=True)
 class DDTPLinearParams(TPParams):
-    last_hidden_bias: bool = False  # False reproduces the original (spec §4.6)
+    last_hidden_bias: bool = False  # False reproduces the original (algorithms.md §4.6)
 
 
 class DDTPLinear(_LastHiddenBiasQuirk, TargetPropagation):
@@ -134,12 +134,12 @@ class DDTPControl(TargetPropagation):
 @dataclass(frozen=True)
 class DFAParams:
     target_stepsize: PositiveFloat = 1.0  # η̂; the paper's DFA configs use 1
-    last_hidden_bias: bool = False  # False reproduces the original (spec §4.2)
+    last_hidden_bias: bool = False  # False reproduces the original (algorithms.md §4.2)
 
 
 class DFA(_LastHiddenBiasQuirk, TargetPropagation):
     """Direct feedback alignment, built as the original does: DDTP-linear with frozen feedback,
-    so ``ĥ_i = h_i − η̂ B_i e`` (spec §4.2)."""
+    so ``ĥ_i = h_i − η̂ B_i e`` (algorithms.md §4.2)."""
 
     name = "dfa"
     label = "DFA"

@@ -1,4 +1,4 @@
-"""The small CNN of spec §4.10 with BP, DDTP-linear, DDTP-control and DFA (float64)."""
+"""The small CNN of algorithms.md §4.10 with BP, DDTP-linear, DDTP-control and DFA (float64)."""
 
 import dataclasses
 import json

@@ -8,7 +8,7 @@ CNN then trained worse than the public code. Two guards now prevent it: ``ConvBl
 feeds each convolution its input in the weight's layout (so updates come out in the parameters'
 layout), and ``optim.Adam`` copies any differently laid-out gradient before a step.
 These tests run the suite's own pieces (table3.yaml, data loading, network, per-layer Adams)
-against an independent float64 computation written from the public code and spec §4.10.
+against an independent float64 computation written from the public code and algorithms.md §4.10.
 """
 
 import dataclasses

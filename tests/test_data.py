@@ -1,4 +1,4 @@
-"""``bioplaus_bench.data`` against tiny datasets written in torchvision's own formats (spec §7, §10).
+"""``bioplaus_bench.data`` against tiny datasets written in torchvision's own formats (algorithms.md §7, §10).
 
 Never touches the real datasets and never downloads. ``data._load_images`` is cached per
 (name, settings), so every test uses its own ``tmp_path`` root and cache folder.
@@ -53,7 +53,7 @@ def snapshot(folder) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-# --- Normalisation (spec §7) ------------------------------------------------------------------
+# --- Normalisation (algorithms.md §7) ------------------------------------------------------------------
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
 def test_mnist_is_normalised_with_mnist_mean_and_std(tmp_path, make_idx_dataset, gz):
@@ -185,7 +185,7 @@ def test_decompression_cache_is_not_stale_across_data_folders(tmp_path, make_idx
         assert data.train.y.tolist() == raw.train_y.tolist()
 
 
-# --- Train / validation split (spec §7) -------------------------------------------------------
+# --- Train / validation split (algorithms.md §7) -------------------------------------------------------
 
 def test_split_sizes_and_train_union_val_is_the_training_set(tmp_path, make_idx_dataset):
     raw = make_idx_dataset(tmp_path / "data", "MNIST", n_train=50, n_test=9, seed=10)
@@ -351,10 +351,10 @@ def test_split_to_converts_inputs_and_keeps_integer_labels():
     assert regression.y.dtype == torch.float64
 
 
-# --- Teacher regression task (spec §10) -------------------------------------------------------
+# --- Teacher regression task (algorithms.md §10) -------------------------------------------------------
 
 def reference_teacher(options: TeacherOptions, seed: int, n_val: int):
-    """Spec §10 from scratch: Glorot-normal (gain 3) bias-free ReLU MLP with weights from a torch
+    """algorithms.md §10 from scratch: Glorot-normal (gain 3) bias-free ReLU MLP with weights from a torch
     generator seeded with the run seed, inputs U(−1, 1) from numpy's RandomState(seed), drawn
     for train, test and validation in that order."""
     generator = torch.Generator().manual_seed(seed)

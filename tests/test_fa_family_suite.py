@@ -1,5 +1,5 @@
 """suites/fa_family.yaml: BP and DFA with the paper's shipped hyper-parameters (the values of
-table1.yaml's MNIST and table3.yaml's CNN, spec §11), the feedback-alignment family with BP's
+table1.yaml's MNIST and table3.yaml's CNN, algorithms.md §11), the feedback-alignment family with BP's
 MNIST forward optimiser on both datasets and its own default parameters; every algorithm is
 registered and runs on both architectures."""
 
@@ -20,7 +20,7 @@ from .paper_suites import SUITES
 SUITE = SUITES / "fa_family.yaml"
 ROWS = ["bp", "dfa", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
 FAMILY = ROWS[2:]
-# BP's shipped configs (spec §11): mnist_BP (the family's on both datasets) and cifar10_BPConv.
+# BP's shipped configs (algorithms.md §11): mnist_BP (the family's on both datasets) and cifar10_BPConv.
 BP_MNIST_LR = 0.0002970474733093798
 BP_CNN_LR = (0.000592992422167547, 0.00038001447767611315, 7.373656030831236e-06,
              1.0011818742335523e-06)

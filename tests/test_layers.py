@@ -2,6 +2,7 @@
 imported by no one, and the core imports no plugin by name."""
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bioplaus_bench"
@@ -132,3 +133,30 @@ def test_every_built_in_algorithm_module_is_listed_in_the_one_place_they_are_fou
     modules = {p.stem for p in PLUGINS.glob("*.py") if p.name != "__init__.py"}
     assert set(bioplaus_bench_plugins.MODULES) == modules
     assert len(bioplaus_bench_plugins.MODULES) == len(modules)  # none listed twice
+
+
+ROOT = PACKAGE.parent
+SECTION_REFERENCE = re.compile(r"§ ?(\d+(?:\.\d+)*)")
+
+
+def documented_sections() -> set[str]:
+    text = (ROOT / "docs" / "algorithms.md").read_text()
+    return set(re.findall(r"^#{2,4} (\d+(?:\.\d+)*)\.? ", text, flags=re.MULTILINE))
+
+
+def test_every_section_reference_names_a_section_of_the_algorithms_page():
+    sections = documented_sections()
+    assert {"1", "4.10", "9.2", "13.1", "15.10"} <= sections  # the reader sees the headings
+    files = [p for pattern in ("*.py", "*.md", "*.yaml", "*.toml")
+             for folder in ("bioplaus_bench", "plugins", "tests", "docs", "suites", "benchmarks")
+             for p in (ROOT / folder).rglob(pattern)] + [ROOT / "README.md"]
+    missing = [f"{p.relative_to(ROOT)}: §{n}" for p in files
+               for n in SECTION_REFERENCE.findall(p.read_text()) if n.rstrip(".") not in sections]
+    assert not missing, missing
+
+
+def test_no_reference_points_to_the_specification_outside_the_repository():
+    files = [p for folder in ("bioplaus_bench", "plugins", "tests", "docs", "suites")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".md", ".yaml")]
+    stale = [str(p.relative_to(ROOT)) for p in files if re.search(r"\b[Ss]pec §", p.read_text())]
+    assert not stale, stale

@@ -1,4 +1,4 @@
-"""Alignment metrics (spec §9, §10) against explicit autograd Jacobians (float64)."""
+"""Alignment metrics (algorithms.md §9, §10) against explicit autograd Jacobians (float64)."""
 
 import copy
 import dataclasses

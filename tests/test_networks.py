@@ -99,7 +99,7 @@ def test_output_target_is_logits_minus_stepsize_times_mean_loss_gradient():
 
 
 def test_dense_local_update_is_autograd_of_batch_mean_squared_distance():
-    """Spec §3: the gradient of (1/B) Σ_b ‖h_i − ĥ_i‖² with h_{i-1} and the target constant."""
+    """algorithms.md §3: the gradient of (1/B) Σ_b ‖h_i − ĥ_i‖² with h_{i-1} and the target constant."""
     net = small_mlp()
     x, y = torch.randn(9, 6), torch.randint(0, 3, (9,))
     fwd = forward_pass(net, Classification(3), x, y)

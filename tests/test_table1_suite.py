@@ -1,4 +1,4 @@
-"""suites/table1.yaml holds every Table-1 method with the shipped hyper-parameters (spec §11).
+"""suites/table1.yaml holds every Table-1 method with the shipped hyper-parameters (algorithms.md §11).
 
 The expected numbers are typed from the spec's tables, not read from the suite file.
 """
@@ -91,7 +91,7 @@ CASES = [
     ("dfa", "cifar10", "opt", "eps", 2.5157431832952267e-05),
 ]
 
-# CIFAR-10 DDTP-control: the figure-script DDTPControl config (spec §11, §13.1), not
+# CIFAR-10 DDTP-control: the figure-script DDTPControl config (algorithms.md §11, §13.1), not
 # final_configs/cifar10_DDTPControl.py, which selects DDTP-linear's network.
 CIFAR_CONTROL = [
     ("opt", "lr", 0.00013475123387594138),

@@ -1,4 +1,5 @@
-"""suites/table2.yaml holds every Table-2 method with the shipped `*_train` hyper-parameters (spec §11).
+"""suites/table2.yaml holds every Table-2 method with the shipped `*_train` hyper-parameters
+(algorithms.md §11).
 
 The expected numbers are typed from the spec's "training-loss (Table 2)" tables, not read from the suite file.
 """
@@ -35,7 +36,7 @@ def test_rows_labels_and_datasets(suite):
 
 
 def test_no_validation_split_full_training_set(suite):
-    """Table-2 configs set no_val_set=True: train on all 60 000 / 50 000 images (spec §7)."""
+    """Table-2 configs set no_val_set=True: train on all 60 000 / 50 000 images (algorithms.md §7)."""
     for d in DATASETS:
         protocol = suite.datasets[d].protocol
         assert protocol.validation is None

@@ -1,4 +1,4 @@
-"""The target-propagation family against hand-written computations of spec §4.3–§4.8 (float64)."""
+"""The target-propagation family against hand-written computations of algorithms.md §4.3–§4.8 (float64)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The training loop (spec §5, §6, §7): schedules, frozen layers, optimisers, selection, pruning."""
+"""The training loop (algorithms.md §5, §6, §7): schedules, frozen layers, optimisers, selection, pruning."""
 
 from dataclasses import dataclass
 

@@ -49,7 +49,7 @@ def damping(
     set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
-    """Search the GNT damping λ of every hidden layer (spec §9.2) and print it for the suite."""
+    """Search the GNT damping λ of every hidden layer (algorithms.md §9.2) and print it for the suite."""
     with input_errors():
         registry, loaded = load_suite_with_plugins(suite, set_, plugin)
         try:

@@ -3,7 +3,7 @@
 Files are trusted only as far as their MD5s go: the originals load; any other files only with
 ``verify_checksums=False`` (--skip-checksums), which always warns, and the fingerprint tells the
 two apart. No code runs from a data file: CIFAR-10 pickles go through an unpickler that admits
-numpy arrays only. Images are decoded once per process and normalised as in spec §7 (MNIST
+numpy arrays only. Images are decoded once per process and normalised as in algorithms.md §7 (MNIST
 ``(x − 0.1307)/0.3081``, Fashion-MNIST none, CIFAR-10 ``(x − 0.5)/0.5``).
 """
 

@@ -1,4 +1,4 @@
-"""The synthetic teacher regression task of spec §10, generated from the seed."""
+"""The synthetic teacher regression task of algorithms.md §10, generated from the seed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .types import Data, Dataset, DataSettings, Split
 
 @dataclass(frozen=True)
 class TeacherOptions:
-    """The teacher network of spec §10 (validation size comes from the protocol)."""
+    """The teacher network of algorithms.md §10 (validation size comes from the protocol)."""
 
     n_train: PositiveInt = 400
     n_test: PositiveInt = 200
@@ -27,7 +27,7 @@ class TeacherOptions:
 
 
 def teacher_data(options: TeacherOptions, seed: int, n_val: int) -> tuple[Split, Split, Split]:
-    """Train, test and validation sets of the teacher regression task (spec §10): a ReLU MLP with
+    """Train, test and validation sets of the teacher regression task (algorithms.md §10): a ReLU MLP with
     Glorot-normal weights of gain ``options.gain`` and zero biases; inputs ``U(−1, 1)``, drawn
     from a numpy RNG seeded with ``seed``; the teacher's weights from a torch generator with it."""
     generator = torch.Generator().manual_seed(seed)
@@ -73,7 +73,7 @@ def _loader(normalize: bool):
 
 
 TEACHER = Dataset("teacher", "Teacher regression", "regression", _loader(False), TeacherOptions,
-                  summary="a ReLU teacher network's outputs (spec §10), generated from the seed")
+                  summary="a ReLU teacher network's outputs (algorithms.md §10), generated from the seed")
 
 TEACHER_NORMALIZED = Dataset(
     "teacher-normalized", "Teacher regression, normalised targets", "regression",

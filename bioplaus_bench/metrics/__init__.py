@@ -1,6 +1,6 @@
 """Metrics as plugins: computed by the core from any algorithm's proposed updates, every
 ``metrics.log_interval`` minibatches, and stored in the record. The built-in alignment metrics
-(spec §9, §10) register through the same hook as anyone's."""
+(algorithms.md §9, §10) register through the same hook as anyone's."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ class Metric:
 
 
 ALIGNMENT = Metric("alignment", alignment, "angles to the BP gradient and to the GNT update, "
-                   "nullspace ratio (spec §9, §10)")
+                   "nullspace ratio (algorithms.md §9, §10)")
 
 
 def logged(metrics: Sequence[Metric], network: Network, task: Task, fwd: ForwardPass,

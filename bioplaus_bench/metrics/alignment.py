@@ -1,4 +1,4 @@
-"""Alignment metrics computed by the core from any algorithm's proposed updates (spec §9, §10):
+"""Alignment metrics computed by the core from any algorithm's proposed updates (algorithms.md §9, §10):
 
 - the angle between each layer's proposed weight update and the BP gradient of the same minibatch;
 - the angle between each hidden layer's update and the Gauss-Newton-target (GNT) update, with

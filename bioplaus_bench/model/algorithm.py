@@ -115,7 +115,7 @@ class Algorithm(nn.Module):
 
     def lr_normalizer(self) -> float:
         """The forward learning rate is divided by this when the suite's optimiser sets
-        ``normalize_lr`` (target methods return their target step size η̂, spec §3)."""
+        ``normalize_lr`` (target methods return their target step size η̂, algorithms.md §3)."""
         return 1.0
 
     def backward_weights(self) -> Sequence[Tensor | None] | None:

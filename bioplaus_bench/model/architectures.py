@@ -1,6 +1,6 @@
 """Architectures as plugins: a name, how to build the network of an ``ArchitectureSpec``, and the
 kinds of layer it is made of, against which an algorithm's capabilities are checked. The built-in
-tanh MLP and small CNN of the paper (spec §1, §4.10) register through the same hook as anyone's.
+tanh MLP and small CNN of the paper (algorithms.md §1, §4.10) register through the same hook as anyone's.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def _cnn_check(spec: ArchitectureSpec) -> str | None:
 
 
 MLP = Architecture("mlp", _build_mlp, frozenset({"dense"}), _mlp_check,
-                   summary="fully connected layers (spec §1)")
+                   summary="fully connected layers (algorithms.md §1)")
 CNN = Architecture("cnn", _build_cnn, frozenset({"conv", "dense"}), _cnn_check,
-                   summary="conv → activation → max-pool blocks, then dense layers (spec §4.10)")
+                   summary="conv → activation → max-pool blocks, then dense layers (algorithms.md §4.10)")
 
 
 @hookimpl

@@ -1,4 +1,4 @@
-"""Forward architectures built from a spec: the tanh MLP and the small CNN (spec §1, §4.10).
+"""Forward architectures built from a spec: the tanh MLP and the small CNN (algorithms.md §1, §4.10).
 
 Layers are numbered 1..L as in the spec; layer L is the linear output layer. A forward pass returns
 every layer's pre-activation ``a[i]`` and activation ``h[i]`` (``h[0]`` is the input) instead of
@@ -140,7 +140,7 @@ class Dense(nn.Module):
 
     def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor,
                         graph: LayerGraph | None = None) -> list[Tensor]:
-        """Gradient of ``(1/B) Σ_b ‖h − ĥ‖²`` w.r.t. this layer's parameters (spec §3):
+        """Gradient of ``(1/B) Σ_b ‖h − ĥ‖²`` w.r.t. this layer's parameters (algorithms.md §3):
         ``δ = 2 s'(a) ⊙ (h − ĥ)``, ``∇W = δᵀ h_prev / B``, ``∇b = Σ_b δ / B``."""
         # δ/B before the matmul: one pass over the batch instead of one over the weight-sized
         # gradient (bitwise the same result for a power-of-two B).
@@ -157,7 +157,7 @@ class Dense(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """conv → activation → max-pool; its activation ``h`` is the pooled output (spec §4.10)."""
+    """conv → activation → max-pool; its activation ``h`` is the pooled output (algorithms.md §4.10)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, pool: tuple[int, int, int],
                  activation: Activation, bias: bool = True, **factory):
@@ -222,7 +222,7 @@ class ConvBlock(nn.Module):
     def local_gradients(self, h_prev: Tensor, a: Tensor, h: Tensor, target: Tensor,
                         graph: LayerGraph | None = None) -> list[Tensor]:
         """Autograd of the element-mean ``mse_loss(h, ĥ)`` through conv, activation and pool
-        (spec §3: conv layers are normalised over all B·C·H·W elements), through ``graph``
+        (algorithms.md §3: conv layers are normalised over all B·C·H·W elements), through ``graph``
         when the forward pass kept one, else through a second pass of the layer."""
         with torch.enable_grad():
             if graph is not None and graph.valid_for(self):

@@ -2,7 +2,7 @@
 
 The output error is written in closed form (not autograd) because every target-propagation method
 and DFA uses it as the starting point of its targets; note the ``1/B`` of the mean reduction
-(spec §1, §2, pitfall 1).
+(algorithms.md §1, §2, pitfall 1).
 
 With seeds stacked (``model.seeds``) the output is ``[S, B, n]`` and the targets ``[S, B, …]``:
 the loss is then one batch mean per seed (``[S]``), the error and the hits per seed.

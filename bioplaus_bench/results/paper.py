@@ -1,4 +1,4 @@
-"""The published numbers of Meulemans et al. 2020 (spec §12), keyed like the shipped suites:
+"""The published numbers of Meulemans et al. 2020 (algorithms.md §12), keyed like the shipped suites:
 (metric, dataset id, algorithm id) -> (mean, SD over 10 seeds). Test errors are in %. And the
 comparison of a table with them (``bench table --compare paper``)."""
 

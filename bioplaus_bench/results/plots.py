@@ -1,7 +1,7 @@
 """Figures from records (matplotlib, an optional extra: ``pip install 'bioplaus-bench[plots]'``):
 
 - ``angles``: Figure 4 — per method, the angle of a layer's update with the BP gradient and with
-  the GNT update, rolling mean ± rolling SD over 30 logged points (spec §9.2);
+  the GNT update, rolling mean ± rolling SD over 30 logged points (algorithms.md §9.2);
 - ``nullspace``: Figure 2 — the mean nullspace ratio of a layer's update per method, ± SD;
 - ``curves``: learning curves (test error, or test loss for regression) per dataset.
 """

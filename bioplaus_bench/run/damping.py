@@ -1,4 +1,4 @@
-"""The GNT damping search of spec §9.2: which λ makes each hidden layer's update closest to its
+"""The GNT damping search of algorithms.md §9.2: which λ makes each hidden layer's update closest to its
 Gauss-Newton-target update."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ DAMPING_GRID = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = None,
                    grid: tuple[float, ...] = DAMPING_GRID, log_interval: int | None = None
                    ) -> dict[str, Any]:
-    """The GNT damping search of spec §9.2: train the cell (the paper stops after 3 epochs),
+    """The GNT damping search of algorithms.md §9.2: train the cell (the paper stops after 3 epochs),
     then make one more pass over the training set with the forward weights frozen (the
     feedback still trains), logging the GNT angles every ``log_interval`` minibatches; per
     hidden layer keep the λ of ``grid`` with the smallest mean angle. Every λ is measured in

@@ -1,4 +1,4 @@
-"""The one minibatch step of the suite (spec §5, steps 1–5). Training, feedback-only epochs, the
+"""The one minibatch step of the suite (algorithms.md §5, steps 1–5). Training, feedback-only epochs, the
 GNT damping search, the conformance checks of ``bench check-plugin`` and the speed benchmark all
 step through ``Runner``, so what is checked and what is timed is what trains.
 
@@ -53,7 +53,7 @@ class StepResult:
 class ForwardOptimisers:
     """The forward Adam(s) the runner owns: one over all trainable layers, or one per layer when
     the learning rates are a list (the CNN configs). The learning rates are divided by the
-    algorithm's ``lr_normalizer`` when ``normalize_lr`` is set (spec §3). The feedback
+    algorithm's ``lr_normalizer`` when ``normalize_lr`` is set (algorithms.md §3). The feedback
     parameters the algorithm ties to a layer (``optimised_with_layers``) are stepped with it."""
 
     def __init__(self, network: Network, algorithm: Algorithm, config: OptimizerConfig,

@@ -1,4 +1,4 @@
-"""The training loop of one cell (spec §5): feedback pre-training, forward epochs of runner steps,
+"""The training loop of one cell (algorithms.md §5): feedback pre-training, forward epochs of runner steps,
 extra feedback epochs, evaluation, best-validation selection, divergence detection, optional
 pruning and a time limit. Nothing here knows any particular algorithm.
 

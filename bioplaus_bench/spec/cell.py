@@ -33,7 +33,7 @@ class MetricsConfig:
     gnt_angles: bool = True
     # λ per hidden layer (one value: every layer); 0 means the pseudo-inverse.
     gnt_damping: float | tuple[float, ...] = 0.0
-    # Damping search: GNT angles for every λ of this grid (spec §9.2).
+    # Damping search: GNT angles for every λ of this grid (algorithms.md §9.2).
     damping_grid: tuple[float, ...] = ()
     nullspace_layers: tuple[int, ...] = ()  # layers whose update's nullspace ratio is logged
     # Metric plugins also logged, by name; each one's result is stored under its name.
@@ -43,7 +43,7 @@ class MetricsConfig:
 @dataclass(frozen=True)
 class Pruning:
     """Stop a run whose training accuracy is below ``min_train_accuracy`` after epoch
-    ``from_epoch`` or later (spec §7: 0.40 for MNIST / Fashion-MNIST, 0.25 for CIFAR-10, from 6)."""
+    ``from_epoch`` or later (algorithms.md §7: 0.40 for MNIST / Fashion-MNIST, 0.25 for CIFAR-10, from 6)."""
 
     min_train_accuracy: Fraction
     from_epoch: int = 6
@@ -78,7 +78,7 @@ class OptimizerConfig:
     lr: PositiveFloat | tuple[PositiveFloat, ...]
     betas: tuple[Beta, Beta] = (0.99, 0.99)
     eps: PositiveFloat | tuple[PositiveFloat, ...] = 1e-4
-    normalize_lr: bool = True  # divide lr by the algorithm's target step size (spec §3)
+    normalize_lr: bool = True  # divide lr by the algorithm's target step size (algorithms.md §3)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Building blocks of the target-propagation family (spec §4.2–§4.8).
+"""Building blocks of the target-propagation family (algorithms.md §4.2–§4.8).
 
 A method is a *feedback path* (the maps g_1..g_{L-1} that carry targets down) and a *feedback
 loss* (how those maps are trained):
@@ -28,7 +28,7 @@ from ..model.seeds import linear, mse_per_seed, randn_like
 
 class FeedbackMap(nn.Module):
     """``g(v) = s(Q v + c)``, reshaped to the target layer's activation shape. ``Q`` is
-    Glorot-normal and ``c`` zero (spec §1)."""
+    Glorot-normal and ``c`` zero (algorithms.md §1)."""
 
     def __init__(self, n_in: int, out_shape: Sequence[int], activation: str = "linear",
                  bias: bool = True, dtype=None, device=None):
@@ -132,7 +132,7 @@ class FeedbackPath(nn.Module):
                     references: Sequence[Tensor | None]) -> Tensor:
         """Carry ``output`` (a value in the output space) down to layer ``i`` through every
         difference-corrected map on the way, with the real activations of ``fwd``; only
-        ``g_i`` itself is differentiated (spec §4.5 steps 3–4)."""
+        ``g_i`` itself is differentiated (algorithms.md §4.5 steps 3–4)."""
         chain = [i]
         while chain[-1] != self.depth:
             chain.append(self.source(chain[-1]))
@@ -144,7 +144,7 @@ class FeedbackPath(nn.Module):
 
 
 class LayerwisePath(FeedbackPath):
-    """``g_i(v) = s(Q_{i+1} v + c_{i+1})`` from layer i+1 (DTP's, tanh; spec §4.3)."""
+    """``g_i(v) = s(Q_{i+1} v + c_{i+1})`` from layer i+1 (DTP's, tanh; algorithms.md §4.3)."""
 
     def __init__(self, network: Network, activation: str = "tanh"):
         super().__init__(network)
@@ -160,7 +160,7 @@ class LayerwisePath(FeedbackPath):
 
 class DirectPath(FeedbackPath):
     """``g_i(v) = s(Q_i v + c_i)`` straight from the output (DDTP-linear, DDTP-control, DFA;
-    spec §4.6, §4.8). ``no_bias`` lists the layers whose map has no bias."""
+    algorithms.md §4.6, §4.8). ``no_bias`` lists the layers whose map has no bias."""
 
     def __init__(self, network: Network, activation: str = "linear",
                  no_bias: Sequence[int] = ()):
@@ -193,7 +193,7 @@ class DirectPath(FeedbackPath):
 
 
 class RandomHiddenLayerPath(DirectPath):
-    """DDTP-RHL (spec §4.7): ``g_i(v) = tanh(Q_i r(v) + c_i)`` with a fixed random expansion
+    """DDTP-RHL (algorithms.md §4.7): ``g_i(v) = tanh(Q_i r(v) + c_i)`` with a fixed random expansion
     ``r(v) = tanh(R v + ρ)`` of width ``width`` (PyTorch's default ``nn.Linear`` init, never
     trained); the last hidden layer bypasses ``r``: ``g_{L-1}(v) = tanh(Q_{L-1} v + c_{L-1})``."""
 
@@ -251,8 +251,8 @@ class _EveryLayerLoss:
 @dataclass(frozen=True)
 class ReconstructionLoss(_EveryLayerLoss):
     """``ℒ_i = scale · mean_{b,units}(g_i(f_{i→s}(h̃_i)) − h̃_i)²`` with ``s = source(i)``: DTP's
-    loss on a layer-wise path with ``scale = 1/max(σ, clip)²`` (spec §4.3), DDTP-control's on a
-    direct path with no scale (``scaled=False``, spec §4.8)."""
+    loss on a layer-wise path with ``scale = 1/max(σ, clip)²`` (algorithms.md §4.3), DDTP-control's on a
+    direct path with no scale (``scaled=False``, algorithms.md §4.8)."""
 
     scaled: bool = True
     clip: float = 0.02
@@ -268,7 +268,7 @@ class ReconstructionLoss(_EveryLayerLoss):
 
 @dataclass(frozen=True)
 class DifferenceReconstructionLoss(_EveryLayerLoss):
-    """The difference reconstruction loss (DRL, Eq. 10; spec §4.5–§4.7): propagate
+    """The difference reconstruction loss (DRL, Eq. 10; algorithms.md §4.5–§4.7): propagate
     ``h̃_i`` to the output, carry it back down through the difference-corrected maps, and
     ``ℒ_i = (1/σ²) · mean_{b,units}(r_i − h̃_i)²``."""
 

@@ -1,8 +1,8 @@
 """The target-propagation family as one composable algorithm: a feedback path plus a feedback loss.
 
-Per minibatch (spec §5): targets of every layer from the output target ``ŷ = a_L − η̂ e`` through
+Per minibatch (algorithms.md §5): targets of every layer from the output target ``ŷ = a_L − η̂ e`` through
 the path, with the feedback weights from before this minibatch's feedback step; every layer moves
-towards its target with the local rule of spec §3; then one feedback Adam step (weight decay
+towards its target with the local rule of algorithms.md §3; then one feedback Adam step (weight decay
 inside Adam, the stand-in for Eq. 10's λ-term) on all layers' losses, each computed on the same
 stored forward pass with its own noise sample.
 """

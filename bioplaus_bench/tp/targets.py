@@ -1,8 +1,8 @@
 """Building blocks shared by target-based algorithms (DFA and the target-propagation family).
 
-- the output target on the logits, ``ŷ = a_L − η̂ e`` (spec §2);
-- the local forward update that moves each layer towards its target (spec §3);
-- Glorot-normal initialisation for feedback matrices (spec §1).
+- the output target on the logits, ``ŷ = a_L − η̂ e`` (algorithms.md §2);
+- the local forward update that moves each layer towards its target (algorithms.md §3);
+- Glorot-normal initialisation for feedback matrices (algorithms.md §1).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def local_updates(network: Network, fwd: ForwardPass, targets: Sequence[Tensor |
 
     ``targets`` is indexed like the forward pass (``targets[0]`` is ignored); a layer whose target
     is None gets zero updates. Fully connected layers use ``(2/B) Σ_b [s'(a) ⊙ (h − ĥ)] h_prevᵀ``;
-    conv layers the autograd gradient of the element-mean MSE (spec §3). The result is aligned
+    conv layers the autograd gradient of the element-mean MSE (algorithms.md §3). The result is aligned
     with ``network.parameters()``.
     """
     if len(targets) != network.depth + 1:
