@@ -13,7 +13,8 @@ import pytest
 from scipy import stats
 
 from bioplaus_bench.results.numbers import CODE_NOTE
-from tests.test_cli import TINY_SUITE, invoke, write
+
+from .conftest import TINY_SUITE, invoke, write
 
 REFERENCE_SUITE = TINY_SUITE.replace("name: tiny", "name: ref").replace(
     "seeds: [0, 1]", "seeds: [0, 1, 2]")
