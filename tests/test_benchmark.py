@@ -10,7 +10,7 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "epoch_time.
 def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32,float64",
-        "--algorithms", "bp,dfa,ddtp-linear", "--data-dir", str(tmp_path)])
+        "--algorithms", "bp,dfa,ddtp-linear", "--data-dir", str(tmp_path), "--no-inference"])
     runpy.run_path(str(BENCHMARK), run_name="__main__")
     out = capsys.readouterr().out
     assert "### mnist (mlp), float32" in out and "### float64 time / float32 time" in out
@@ -26,13 +26,25 @@ def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypat
 def test_the_backward_rules_goal_is_checked_on_every_network_timed(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist,cnn", "--dtypes", "float32",
-        "--algorithms", "bp,usf,dfa", "--no-epoch"])
+        "--algorithms", "bp,usf,dfa", "--no-epoch", "--no-inference"])
     runpy.run_path(str(BENCHMARK), run_name="__main__")
     out = capsys.readouterr().out
     goal = out.split("### Goal: every backward-pass rule ≤ 1.3 × BP")[1]
     rows = [line for line in goal.splitlines() if line.startswith(("| mnist |", "| cnn |"))]
     assert len(rows) == 2 and all("| usf |" in row for row in rows)  # not BP, not DFA
     assert all("| met |" in row or "| missed by " in row for row in rows)
+
+
+def test_the_inference_rules_are_timed_against_bp_with_the_goal(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [
+        str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32",
+        "--algorithms", "bp", "--no-epoch", "--inference", "pc:T=20;ep:T_free=3,T_nudged=2"])
+    runpy.run_path(str(BENCHMARK), run_name="__main__")
+    out = capsys.readouterr().out
+    section = out.split("### Rules with an inference phase: mnist, float32")[1]
+    assert "| pc | T=20 |" in section and "| ep | T_free=3, T_nudged=2 |" in section
+    goal = section.split("Goal: pc at T = 20 ≤ 15 × BP: ")[1].splitlines()[0]
+    assert goal.endswith(", met") or ", missed by " in goal
 
 
 SEEDS_BENCHMARK = BENCHMARK.parent / "seed_batching.py"
