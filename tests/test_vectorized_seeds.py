@@ -18,7 +18,8 @@ from bioplaus_bench.suite import load_suite
 from tests.conftest import write_idx_dataset
 
 BUILT_INS = ["bp", "dfa", "dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl",
-             "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
+             "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp",
+             "pc", "ep"]
 CNN = ["bp", "dfa", "ddtp-linear", "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf",
        "kolen-pollack", "drtp"]
 
