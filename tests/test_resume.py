@@ -4,8 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,8 @@ import pytest
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.run.training import train_cell
 from bioplaus_bench.suite import load_suite
+
+from .conftest import HELD_PLUGIN, bench_process, wait_for, write
 
 SUITE = """\
 name: resume
@@ -65,33 +65,34 @@ def test_a_cell_interrupted_after_an_epoch_resumes_to_the_same_result(tmp_path, 
 
 
 def test_sigkilled_run_resumes_only_the_missing_cells(tmp_path):
-    suite = tmp_path / "s.yaml"
-    suite.write_text(SUITE.replace("EPOCHS", "3").replace("n_train: 3000", "n_train: 2000"))
-    out = tmp_path / "r"
-    bench = [sys.executable, "-m", "bioplaus_bench", "run", str(suite), "--out", str(out), "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(bench, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
+    # The held cell holds the run in its second epoch: SIGKILL comes after the BP records and the
+    # held cell's first checkpoint, inside that cell, however fast or loaded the machine is.
+    suite = write(tmp_path / "s.yaml", SUITE.replace("EPOCHS", "3").replace(
+        "n_train: 3000", "n_train: 200").replace("  dfa:\n", "  held:\n    algorithm: held-bp\n"))
+    held = write(tmp_path / "held.py", HELD_PLUGIN)
+    out, inside = tmp_path / "r", tmp_path / "inside"
+    command = ("run", suite, "--out", out, "--quiet", "--plugin", held)
+    checkpoint = out / "teacher" / "held" / "seed-0.ckpt"
+    process = bench_process(*command, env={"HOLD_AFTER": str(checkpoint),
+                                           "HOLD_INSIDE": str(inside)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # Kill in the middle of a cell: after the first record, once a later cell has checkpointed.
-        while time.time() < deadline:
-            if list(out.glob("*/*/seed-*.json")) and list(out.glob("*/*/seed-*.ckpt")):
-                break
-            assert process.poll() is None, "the run finished before it could be killed"
-            time.sleep(0.05)
-        else:
-            pytest.fail("no record and checkpoint appeared in time")
+        wait_for(inside.exists, process, "the held cell")
     finally:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
+    assert checkpoint.is_file()
     done_before = {p: p.read_text() for p in out.glob("*/*/seed-*.json")}
-    assert 1 <= len(done_before) < 6
+    assert sorted(str(p.relative_to(out)) for p in done_before) == [
+        "teacher/bp/seed-0.json", "teacher/bp/seed-1.json", "teacher/bp/seed-2.json"]
     for text in done_before.values():
         json.loads(text)  # every record on disk is whole
 
-    resumed = subprocess.run(bench, capture_output=True, text=True, timeout=300, env=env)
-    assert resumed.returncode == 0, resumed.stderr
-    assert f"{len(done_before)} from earlier runs" in resumed.stderr
+    resumed = bench_process(*command)
+    _, stderr = resumed.communicate()
+    assert resumed.returncode == 0, stderr
+    assert "6 cells (6 ok; 3 from earlier runs)" in stderr
+    assert "ignoring checkpoint" not in stderr  # the held cell went on from its checkpoint
     after = sorted(Path(p) for p in out.glob("*/*/seed-*.json"))
     assert len(after) == 6
     assert all(json.loads(p.read_text())["status"] == "ok" for p in after)

@@ -19,6 +19,7 @@ from ..run.executors import ExecutorOptions, SeedVectorization, run_cells
 from ..run.inputs import with_inputs
 from ..run.progress import LogReporter, RichReporter
 from ..run.setup import Environment
+from ..run.threads import set_torch_threads
 from .common import (
     DataDirOption,
     DeviceOption,
@@ -66,8 +67,13 @@ def run(
                      ] = False,
     plugin: PluginOption = [],  # noqa: B006
     jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", min=1, help="Run cells in N local worker processes (cpu_count // N torch "
-        "threads each); the display then shows cells done and ETA, not per-epoch progress.")] = 1,
+        "--jobs", "-j", min=1, help="Run cells in N local worker processes (each with "
+        "--threads torch threads); the display then shows cells done and ETA, not per-epoch "
+        "progress.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="Torch threads per process, -j workers included [default: $OMP_NUM_THREADS, "
+        "else 1: small networks on a shared machine run fastest so; -j uses more cores].")
+    ] = None,
     executor: Annotated[str, typer.Option(
         help="An executor plugin (bench list): local (this machine; see --jobs), ray (cells as "
         "Ray tasks), or one of yours.")] = "local",
@@ -92,6 +98,7 @@ def run(
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     with input_errors():
+        set_torch_threads(threads)
         registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only),
                                                    executor=executor)
         chosen = registry.executor(executor)

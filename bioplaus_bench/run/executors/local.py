@@ -1,9 +1,8 @@
 """The ``local`` executor: the cells in this process one after the other, or with ``-j N`` in N
-spawned worker processes, each with cpu_count // N torch threads."""
+spawned worker processes, each with this process's torch threads (``run/threads.py``)."""
 
 from __future__ import annotations
 
-import os
 import pickle
 
 from ...spec.cell import Cell
@@ -19,10 +18,6 @@ def run_local(todo: list[tuple[int, Cell]], context: RunContext) -> None:
         _run_pool([lost], context, 1, keep_lost=False)
 
 
-def worker_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
-
-
 def _run_pool(todo: list[tuple[int, Cell]], context: RunContext, jobs: int,
               keep_lost: bool = True) -> list[tuple[int, Cell]]:
     """Run ``todo`` in one pool of worker processes. Per-epoch progress is not reported; cells
@@ -34,11 +29,13 @@ def _run_pool(todo: list[tuple[int, Cell]], context: RunContext, jobs: int,
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
+    import torch
+
     lost: list[tuple[int, Cell]] = []
     files = context.plugin_files
     with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn"),
                              initializer=init_worker,
-                             initargs=(files, worker_threads(jobs))) as pool:
+                             initargs=(files, torch.get_num_threads())) as pool:
         futures = {pool.submit(execute_pickled, pickle.dumps(cell), files, context.env,
                                str(context.checkpoint(cell)), context.force): (index, cell)
                    for index, cell in todo}
