@@ -110,11 +110,15 @@ class Registry:
     # stopped early because every wanted name was found (``complete`` is then False).
     files: tuple[str, ...] = ()
     complete: bool = True
+    # Algorithm names that two installed plugins claim (name -> the error if one is used).
+    ambiguous: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def get(self, name: str) -> AlgorithmInfo:
         try:
             return self.algorithms[name]
         except KeyError:
+            if name in self.ambiguous:
+                raise PluginError(self.ambiguous[name]) from None
             raise PluginError(unknown_algorithm(name, self.algorithms)) from None
 
     def __contains__(self, name: str) -> bool:
@@ -180,8 +184,11 @@ def _check_hooks(manager: pluggy.PluginManager, module: ModuleType, file: str) -
 def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None = None
                   ) -> Registry:
     """Load every plugin and collect its algorithms. A broken entry point is reported as a
-    warning (other plugins still load); a broken ``--plugin`` file, or two plugins claiming one
-    algorithm name, is an error; so is a hook that raises (for an entry point: a warning).
+    warning (other plugins still load); a broken ``--plugin`` file, or two of them claiming one
+    algorithm name, is an error; so is a hook that raises (for an entry point: a warning). An
+    algorithm name claimed by a ``--plugin`` file and an installed plugin (a built-in one too)
+    is the file's, with a warning; one claimed by two installed plugins (a plugin named like a
+    built-in added later) is an error only where it is used, with a warning (``_Loading.claim``).
 
     With ``wanted``, the built-ins load, then the other plugins (the ``--plugin`` files first:
     the user named them, so an installed plugin never stands in for one; then entry points whose
@@ -243,6 +250,8 @@ class _Loading:
         self.warnings: list[str] = []
         self.files: list[str] = []
         self.algorithms: dict[str, AlgorithmInfo] = {}
+        self.clashes: dict[str, list[AlgorithmInfo]] = {}  # installed plugins only
+        self.ambiguous: dict[str, str] = {}
         self.kinds: dict[str, dict[str, Provided]] = {kind: {} for kind in KINDS}
 
     def add(self, module: ModuleType, name: str, origin: str, source: str,
@@ -254,12 +263,7 @@ class _Loading:
             _check_hooks(self.manager, module, file)
         for provided, where in self._called("bioplaus_bench_algorithms", name, origin, source):
             cls = _check_algorithm(provided, where)
-            other = self.algorithms.get(cls.name)
-            if other is not None and other.cls is not cls:
-                raise PluginError(f"two plugins claim the algorithm name '{cls.name}': "
-                                  f"{other.source} [{other.origin}] and {source} [{origin}]")
-            self.algorithms[cls.name] = AlgorithmInfo(cls.name, cls, origin,
-                                                      _defined_in(cls, module, source))
+            self.claim(AlgorithmInfo(cls.name, cls, origin, _defined_in(cls, module, source)))
         for kind, (hook, noun) in KINDS.items():
             found = self.kinds[kind]
             for item, where in self._called(hook, name, origin, source):
@@ -272,6 +276,40 @@ class _Loading:
                                       f"{claimed.source} [{claimed.origin}] and {source} "
                                       f"[{origin}]")
                 found[item_name] = Provided(item_name, item, origin, source)
+
+    def claim(self, info: AlgorithmInfo) -> None:
+        """Add an algorithm. A name that two plugins claim: a ``--plugin`` file's own clash is
+        an error at once (both were named on this command line); a file wins over an installed
+        plugin (it was named, and would otherwise stop every run after an upgrade that adds a
+        built-in of that name); two installed plugins make the name unusable, not the run."""
+        name, held = info.name, self.algorithms.get(info.name)
+        if held is not None and held.cls is info.cls:
+            return
+        claims = [*self.clashes.get(name, ()), *([held] if held else []), info]
+        if len(claims) == 1:
+            self.algorithms[name] = info
+            return
+        both = " and ".join(f"{c.source} [{c.origin}]" for c in claims)
+        files = [c for c in claims if c.origin == "file"]
+        if len(files) > 1:
+            raise PluginError(f"two plugins claim the algorithm name '{name}': {both}")
+        rename = "rename one (the `name` of its algorithm class)"
+        if files:
+            self.algorithms[name] = files[0]
+            self.clashes.pop(name, None)
+            self.ambiguous.pop(name, None)
+            self.warnings.append(f"two plugins claim the algorithm name '{name}': {both}; the "
+                                 f"--plugin file's is used; to run both, {rename}")
+            return
+        self.algorithms.pop(name, None)
+        self.clashes[name] = claims
+        self.ambiguous[name] = (f"two plugins claim the algorithm name '{name}': {both}; {rename}, "
+                                "uninstall one, or load the one to use from a file with --plugin "
+                                "FILE (a --plugin file is used over installed plugins)")
+        self.warnings[:] = [w for w in self.warnings if not w.startswith(
+            f"two plugins claim the algorithm name '{name}':")]
+        self.warnings.append(f"{self.ambiguous[name]}; '{name}' cannot run until then (other "
+                             "algorithms can)")
 
     def add_entry_point(self, entry_point) -> None:
         distribution = entry_point.dist.name if entry_point.dist else ""
@@ -324,4 +362,4 @@ class _Loading:
     def registry(self, complete: bool) -> Registry:
         return Registry(dict(sorted(self.algorithms.items())), self.warnings,
                         **{kind: dict(sorted(found.items())) for kind, found in self.kinds.items()},
-                        files=tuple(self.files), complete=complete)
+                        files=tuple(self.files), complete=complete, ambiguous=dict(self.ambiguous))

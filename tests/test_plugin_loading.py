@@ -218,24 +218,30 @@ def test_only_still_finds_an_entry_point_whose_name_tells_nothing(installed, tmp
     assert load_registry(wanted=Wanted(algorithms=frozenset({"bp"}))).complete is False
 
 
-def test_only_never_lets_an_installed_plugin_stand_in_for_a_plugin_file(monkeypatch, tmp_path):
-    """An installed entry point named after the algorithm would be tried first among entry
-    points; the file the user named still wins (without --only the two would clash)."""
-    site = tmp_path / "site"
+def install(monkeypatch, site: Path, source: str, entry_name: str) -> str:
+    """``source`` as an installed plugin: a module on the path with an entry point (its name)."""
     site.mkdir()
-    installed = unique("opaque_rule_package")
-    (site / f"{installed}.py").write_text(PROVIDER)
+    module = unique("installed_plugin")
+    (site / f"{module}.py").write_text(source)
     monkeypatch.syspath_prepend(str(site))
-    entry = importlib.metadata.EntryPoint(name="opaque-rule", value=installed,
+    entry = importlib.metadata.EntryPoint(name=entry_name, value=module,
                                           group=plugins.ENTRY_POINT_GROUP)
     real = plugins.entry_points
     monkeypatch.setattr(plugins, "entry_points", lambda **selection: [*real(**selection), entry])
+    return module
+
+
+def test_only_never_lets_an_installed_plugin_stand_in_for_a_plugin_file(monkeypatch, tmp_path):
+    """An installed entry point named after the algorithm would be tried first among entry
+    points; the file the user named still wins (without --only too, with a warning)."""
+    install(monkeypatch, tmp_path / "site", PROVIDER, "opaque-rule")
     mine = tmp_path / "mine.py"
     mine.write_text(PROVIDER)
     registry = load_registry([mine], Wanted(algorithms=frozenset({"opaque-rule"})))
     assert registry.get("opaque-rule").origin == "file" and not registry.complete
-    with pytest.raises(PluginError, match="two plugins claim the algorithm name 'opaque-rule'"):
-        load_registry([mine])
+    everything = load_registry([mine])
+    assert everything.get("opaque-rule").source == str(mine.resolve())
+    assert any("two plugins claim the algorithm name 'opaque-rule'" in w for w in everything.warnings)
 
 
 def test_a_worker_loads_only_what_its_cell_needs(installed, tmp_path):
@@ -270,3 +276,60 @@ def test_a_suite_read_for_only_needs_its_datasets_and_the_chosen_entries(tmp_pat
                             executors=frozenset({"local"}))
     suite.write_text("datasets: [1]\n")
     assert wanted_plugins(suite, [], ["x"]) is None
+
+
+# --- a plugin named like a built-in added later (an upgrade) -------------------------------------
+
+MY_DRTP = PROVIDER.replace('"opaque-rule"', '"drtp"')  # for every task, unlike the built-in
+CLASH = "two plugins claim the algorithm name 'drtp': bioplaus_bench_plugins.drtp"
+
+
+def test_a_plugin_file_named_like_a_built_in_is_used_and_the_warning_says_how_to_run_both(
+        tmp_path):
+    mine = tmp_path / "my_drtp.py"
+    mine.write_text(MY_DRTP)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  drtp: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    args = ["run", str(suite), "--plugin", str(mine), "--out", str(out), "--quiet"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert CLASH in result.stderr and f"{mine.resolve()} [file]" in result.stderr
+    assert "the --plugin file's is used; to run both, rename one" in result.stderr
+    # The built-in DRTP is for classification only: it would have skipped the teacher task.
+    record = json.loads((out / "teacher" / "drtp" / "seed-0.json").read_text())
+    assert record["status"] == "ok"
+    only = runner.invoke(app, [*args, "--only", "bp", "--force"])
+    assert only.exit_code == 0, only.output
+
+
+def test_an_installed_plugin_named_like_a_built_in_stops_only_what_uses_the_name(
+        monkeypatch, tmp_path):
+    site = tmp_path / "site"
+    module = install(monkeypatch, site, MY_DRTP, "my-drtp")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  drtp: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    args = ["run", str(suite), "--out", str(out), "--quiet"]
+
+    used = runner.invoke(app, args)
+    assert used.exit_code == 2
+    message = used.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ") and CLASH in message
+    assert f"{module} (unknown distribution) [entry point]" in message
+    for way in ("rename one (the `name` of its algorithm class)", "uninstall one",
+                "load the one to use from a file with --plugin FILE"):
+        assert way in message
+    assert not out.exists()
+
+    assert runner.invoke(app, [*args, "--only", "bp"]).exit_code == 0
+    alone = tmp_path / "bp.yaml"
+    alone.write_text(SUITE)
+    other = runner.invoke(app, ["run", str(alone), "--out", str(tmp_path / "b"), "--quiet"])
+    assert other.exit_code == 0, other.output  # every plugin loads: a warning, not an error
+    assert CLASH in other.stderr and "'drtp' cannot run until then (other algorithms can)" \
+        in other.stderr
+    # The way the message gives: the plugin's file, named with --plugin, is used.
+    chosen = runner.invoke(app, [*args, "--plugin", str(site / f"{module}.py")])
+    assert chosen.exit_code == 0, chosen.output
+    assert json.loads((out / "teacher" / "drtp" / "seed-0.json").read_text())["status"] == "ok"

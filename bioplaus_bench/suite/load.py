@@ -190,9 +190,10 @@ def load_suite(path: str | Path, registry: Registry, overrides: list[str] = (),
         if only is not None and a_id not in only:  # not run: its plugin may not be loaded
             algorithms[a_id], names[a_id], labels[a_id] = entry, name, entry.label or name
             continue
-        if name not in registry:
+        if name not in registry:  # unknown, or claimed by two installed plugins
             raise source.error((*where, "algorithm") if entry.algorithm else where,
-                               unknown_algorithm(name, registry.algorithms))
+                               registry.ambiguous.get(name)
+                               or unknown_algorithm(name, registry.algorithms))
         cls = registry.get(name).cls
         base = {k: v for k, v in raw.items() if k in _SETTINGS_KEYS}
         _check_settings(base, where, source, cls)
