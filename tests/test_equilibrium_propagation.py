@@ -4,11 +4,15 @@ independently by implicit differentiation (the energy written out, its Hessian a
 derivatives by autograd); the one-sided estimate's error falls like β, the symmetric one's
 like β²; sweeps never raise the free energy; prediction is the fixed point's read-out; checks."""
 
+import json
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from bioplaus_bench_plugins.equilibrium_propagation import EPParams, EquilibriumPropagation
 from torch.autograd.functional import jacobian
+from typer.testing import CliRunner
 
 from bioplaus_bench.api import (
     ArchitectureSpec,
@@ -17,6 +21,9 @@ from bioplaus_bench.api import (
     check_algorithm,
     forward_pass,
 )
+from bioplaus_bench.cli import app
+
+from .conftest import write_idx_dataset
 
 TASK = Classification(3)
 
@@ -100,7 +107,7 @@ def test_the_fixed_point_is_not_the_feed_forward_pass_and_predict_reads_it_out(t
     rule = EquilibriumPropagation(network, TASK, EPParams(T_free=400))
     fwd = forward_pass(network, TASK, x, y)
     free = rule.relax(fwd, rule.initial_state(fwd), 0.0, 400)
-    assert float((free[0] - fwd.h[1]).abs().max()) > 1e-2  # top-down coupling moved it
+    assert float((free[0] - fwd.h[1]).detach().abs().max()) > 1e-2  # top-down coupling moved it
     W3, b3 = network.layer(3).linear.weight, network.layer(3).linear.bias
     assert torch.allclose(rule.predict(x), free[1] @ W3.T + b3, rtol=1e-10, atol=1e-12)
 
@@ -123,3 +130,52 @@ def test_passes_the_conformance_checks():
     results = check_algorithm(EquilibriumPropagation)
     assert all(r.passed for r in results), [r.line() for r in results]
     assert {"relaxation [mlp]", "vectorised seeds [mlp]"} <= {r.check for r in results}
+
+
+CONSTANT = '''
+import torch
+from bioplaus_bench.api import Algorithm, hookimpl
+
+
+class ConstantPrediction(Algorithm):
+    name = "constant-prediction"
+    record_graph = True
+
+    def forward_updates(self, fwd):
+        return list(torch.autograd.grad(fwd.loss.sum(), list(self.network.parameters())))
+
+    def predict(self, x):
+        return torch.zeros(*x.shape[:-3], self.network.n_outputs, dtype=x.dtype)
+
+
+@hookimpl
+def bioplaus_bench_algorithms():
+    return [ConstantPrediction]
+'''
+
+
+@pytest.mark.parametrize("vectorised", [False, True])
+def test_the_evaluation_scores_what_predict_returns(tmp_path, vectorised):
+    """Evaluation scores ``predict``, not the feed-forward pass: zero logits from it give
+    every test sample's cross-entropy log 10, whatever the network learnt, serially and with
+    seeds stacked."""
+    write_idx_dataset(tmp_path / "data", "MNIST", n_train=40, n_test=10)
+    plugin = tmp_path / "constant.py"
+    plugin.write_text(CONSTANT)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: predict\nseeds: [0, 1]\nprecision: float64\ndatasets:\n  mnist:\n"
+                     "    source: mnist\n    architecture: {type: mlp, hidden: [8]}\n"
+                     "    protocol: {epochs: 1, batch_size: 10, validation: 10}\n"
+                     "algorithms:\n  constant-prediction:\n"
+                     "    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n")
+    args = ["run", str(suite), "--plugin", str(plugin), "--data-dir", str(tmp_path / "data"),
+            "--skip-checksums", "--out", str(tmp_path / "r"), "--quiet"]
+    result = CliRunner().invoke(app, args + (["--vectorize-seeds"] if vectorised else []))
+    assert result.exit_code == 0, result.output
+    for seed in (0, 1):
+        record = json.loads((tmp_path / "r" / "mnist" / "constant-prediction" /
+                             f"seed-{seed}.json").read_text())
+        row = record["history"][0]
+        assert row["test_loss"] == pytest.approx(math.log(10), rel=1e-12)
+        assert row["val_loss"] == pytest.approx(math.log(10), rel=1e-12)
+        assert row["train_loss"] != pytest.approx(math.log(10), rel=1e-6)  # fwd's, not predict's
