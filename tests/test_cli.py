@@ -197,7 +197,7 @@ def test_failing_cell_is_recorded_and_the_others_still_run(tiny, tmp_path):
 
 def test_diverging_cell_is_marked_with_its_reason_and_the_run_succeeds(tmp_path):
     # A huge step size blows the weights up until the training loss overflows. (A rule that
-    # proposes NaN updates is a fault of the rule, not divergence: see test_trust.)
+    # proposes NaN updates is a fault of the rule, not divergence: see test_run_trust.)
     sign_rule = write(tmp_path / "sign.py", PLUGIN)
     text = TINY_SUITE + "  sign-bp:\n    optimizer: {lr: 1.0e+200}\n"
     suite = write(tmp_path / "s.yaml", text.replace("epochs: 2", "epochs: 4"))
