@@ -103,11 +103,12 @@ CHROMIUM_FLAGS = ["--headless", "--disable-gpu", "--no-sandbox", "--no-first-run
 
 
 def _open_in_chromium(browser: str, page: Path, folder: Path) -> tuple[str, str, set[str]]:
-    """The DOM chromium builds from ``page``, its log, and every URL it requested (net log)."""
+    """The DOM chromium builds from ``page``, its log, and every URL it requested (net log).
+    The timeout only ends a chromium that hangs: on a busy machine it starts slowly."""
     net_log = folder / f"{page.stem}.netlog.json"
     shown = subprocess.run([browser, *CHROMIUM_FLAGS, f"--log-net-log={net_log}",
                             "--dump-dom", page.as_uri()],
-                           capture_output=True, text=True, timeout=90, check=True)
+                           capture_output=True, text=True, timeout=600, check=True)
     urls = set(re.findall(r'"url":"([^"?]+)', net_log.read_text()))
     return shown.stdout, shown.stderr, urls
 
