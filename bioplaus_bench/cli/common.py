@@ -1,5 +1,9 @@
 """What every ``bench`` command shares: the Typer app, the consoles, the option types and the
-one-line handling of bad input (exit code 2)."""
+one-line handling of bad input (exit code 2).
+
+The command modules import the layers below them (registry, suite, data, run, results) inside
+the commands, not at the top: those import torch, pandas and scipy, which ``bench --help`` and
+a mistyped option need not wait for (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +11,20 @@ import contextlib
 import enum
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from .. import data as data_module
 from ..errors import InputError
-from ..registry import Registry, Wanted, load_registry
-from ..results.report import FORMATS
-from ..suite import Suite, load_suite
-from ..suite.load import wanted_plugins
+from ..results.numbers import FORMATS
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
+if TYPE_CHECKING:
+    from ..data import DataSettings
+    from ..registry import Registry, Wanted
+    from ..suite import Suite
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
 out = Console()
 err = Console(stderr=True)
@@ -51,6 +56,8 @@ def write_text(path: Path, text: str) -> None:
 
 
 def load_plugins(plugins: list[Path], wanted: Wanted | None = None) -> Registry:
+    from ..registry import load_registry
+
     registry = load_registry(plugins, wanted)
     for warning in registry.warnings:
         err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -58,7 +65,9 @@ def load_plugins(plugins: list[Path], wanted: Wanted | None = None) -> Registry:
 
 
 def data_settings(data_dir: Path | None, download: bool, skip_checksums: bool
-                   ) -> data_module.DataSettings:
+                   ) -> DataSettings:
+    from .. import data as data_module
+
     return data_module.DataSettings(
         root=data_dir or data_module.default_data_dir(),
         download=download or os.environ.get("BIOPLAUS_DOWNLOAD") == "1",
@@ -69,8 +78,9 @@ TableFormat = enum.Enum("TableFormat", {name: name for name in FORMATS}, type=st
 Compare = enum.Enum("Compare", {"paper": "paper"}, type=str)
 
 SuiteArgument = Annotated[Path, typer.Argument(help="The suite file (YAML).")]
+# $BIOPLAUS_DATA is data.DATA_ENV, written out: the data layer imports torch (tested equal).
 DataDirOption = Annotated[Path | None, typer.Option(
-    help=f"Dataset root (torchvision layout) [default: ${data_module.DATA_ENV} or ./data].")]
+    help="Dataset root (torchvision layout) [default: $BIOPLAUS_DATA or ./data].")]
 DownloadOption = Annotated[bool, typer.Option(
     help="Allow downloading missing datasets (also BIOPLAUS_DOWNLOAD=1).")]
 SkipChecksumsOption = Annotated[bool, typer.Option(
@@ -84,6 +94,9 @@ def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Pat
     """The registry and the suite. With ``only`` (``--only``), only the plugins that the chosen
     entries, the suite's datasets and ``executor`` need are loaded, and only those entries are
     checked against their plugins."""
+    from ..suite import load_suite
+    from ..suite.load import wanted_plugins
+
     wanted = wanted_plugins(suite, overrides, only, executor) if only else None
     registry = load_plugins(plugins, wanted)
     return registry, load_suite(suite, registry, overrides, only=only)

@@ -12,8 +12,6 @@ import typer
 from rich.table import Table
 
 from ..kit.templates import TEMPLATES
-from ..registry import KINDS, load_registry
-from ..spec.schema import schema_fields
 from .common import (
     PluginOption,
     app,
@@ -30,6 +28,9 @@ def list_algorithms(
 ) -> None:
     """Every plugin: algorithms with their origin and capabilities (and hyper-parameters), then
     the datasets, architectures, metrics and executors."""
+    from ..registry import KINDS
+    from ..spec.schema import schema_fields
+
     with input_errors():
         registry = load_plugins(plugin)
     table = Table(title="algorithms")
@@ -101,6 +102,7 @@ def new_plugin(
     (entry point, conformance checks, example suite; they import only bioplaus_bench.api) and a
     suite on the teacher task; an installable package with its entry point, or one file."""
     from ..kit.scaffold import new_plugin as scaffold
+    from ..registry import load_registry
 
     target = directory or Path(name)
     chosen = TEMPLATES[template.value]

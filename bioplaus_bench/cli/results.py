@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from ..errors import InputError, did_you_mean
-from ..registry import Wanted
-from ..results.record import Record
-from ..results.reference import (
-    add_reference_statistics,
-    check_protocol,
-    combined_frame,
-    mark_changed_code,
-    reference_section,
-)
-from ..results.report import records_frame, render, summarise, unreadable_note
-from ..results.store import ResultStore
-from ..run.inputs import code_identity
 from .common import (
     Compare,
     TableFormat,
@@ -32,6 +19,12 @@ from .common import (
     write_text,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..results.record import Record
+    from ..results.store import ResultStore
+
 ReferenceOption = Annotated[Path | None, typer.Option(
     help="A reference results folder (e.g. results/reference/table1): its cells of your datasets "
     "stand beside yours, with Welch's p-value of each of your methods against each reference "
@@ -41,6 +34,9 @@ ReferenceOption = Annotated[Path | None, typer.Option(
 def _read_records(results: Path) -> tuple[ResultStore, list]:
     """The records of a results folder (its store says what it skipped); an InputError when
     there is no folder or no record."""
+    from ..results.report import unreadable_note
+    from ..results.store import ResultStore
+
     if not results.is_dir():
         raise InputError(f"results folder not found: {results}")
     store = ResultStore(results)
@@ -66,6 +62,9 @@ def table(
 ) -> None:
     """Aggregate the records of a results folder into the paper's table layout. Cells whose
     algorithm's source changed since they were run are marked with a dagger."""
+    from ..results.reference import reference_section
+    from ..results.report import render, unreadable_note
+
     with input_errors():
         store, records = _read_records(results)
         theirs = _read_records(reference)[1] if reference is not None else None
@@ -90,6 +89,9 @@ def _frame(records: list[Record], reference: list[Record] | None, name: Path | N
            ) -> pd.DataFrame:
     """The table's frame: your records, with the reference's cells beside them when there is a
     reference of the same protocol (an InputError naming what differs when not)."""
+    from ..results.reference import check_protocol, combined_frame
+    from ..results.report import records_frame
+
     if reference is None:
         return records_frame(records)
     check_protocol(records, reference, str(name))
@@ -99,6 +101,9 @@ def _frame(records: list[Record], reference: list[Record] | None, name: Path | N
 def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False
              ) -> pd.DataFrame:
     """The table's summary; cells run by code that has changed since are marked."""
+    from ..results.reference import add_reference_statistics, mark_changed_code
+    from ..results.report import summarise
+
     summary = summarise(frame, baseline)
     if with_reference:
         summary = add_reference_statistics(summary, frame)
@@ -108,6 +113,9 @@ def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference
 def _current_code(algorithms: set[str]) -> dict[str, str]:
     """The source digest of each installed algorithm among ``algorithms`` as a run would record
     it now (plugin files are not loaded here: their cells are not judged)."""
+    from ..registry import Wanted
+    from ..run.inputs import code_identity
+
     registry = load_plugins([], Wanted(algorithms=frozenset(algorithms)))
     return {name: digest for name in algorithms if name in registry
             if (digest := code_identity(registry.get(name).cls).get("source_sha256"))}

@@ -7,18 +7,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import data as data_module
 from ..errors import InputError, StorageError, Terminated
-from ..results.report import records_frame, render, summarise
-from ..results.store import ResultStore
-from ..run.executors import ExecutorOptions, SeedVectorization, run_cells
-from ..run.inputs import with_inputs
-from ..run.progress import LogReporter, RichReporter
-from ..run.setup import Environment
 from ..run.threads import set_torch_threads
 from .common import (
     DataDirOption,
@@ -36,6 +29,10 @@ from .common import (
     names,
     out,
 )
+
+if TYPE_CHECKING:
+    from ..results.store import ResultStore
+    from ..run.executors import SeedVectorization
 
 
 @app.command()
@@ -97,6 +94,14 @@ def run(
         "protocol.cell_timeout].")] = None,
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
+    from .. import data as data_module
+    from ..results.report import records_frame, render, summarise
+    from ..results.store import ResultStore
+    from ..run.executors import ExecutorOptions, run_cells
+    from ..run.inputs import with_inputs
+    from ..run.progress import LogReporter, RichReporter
+    from ..run.setup import Environment
+
     with input_errors():
         set_torch_threads(threads)
         registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only),
@@ -156,6 +161,8 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
             raise InputError("--seed-chunk needs --vectorize-seeds (or vectorize_seeds: true in "
                              "the suite)")
         return None
+    from ..run.executors import SeedVectorization
+
     if jobs != 1 or executor != "local":
         raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "
                          "use it with the local executor and without --jobs")

@@ -9,11 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .. import data as data_module
 from ..errors import InputError
-from ..run.damping import DAMPING_GRID, damping_search
-from ..run.setup import Environment
-from ..suite import fragment, fragment_yaml
 from .common import (
     DataDirOption,
     DeviceOption,
@@ -39,8 +35,9 @@ def damping(
     dataset: Annotated[str, typer.Option(help="The dataset entry.")],
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs before the search pass.")
                       ] = 3,
-    grid: Annotated[str, typer.Option(help="Comma-separated λ values.")] =
-        ",".join(str(d) for d in DAMPING_GRID),
+    grid: Annotated[str | None, typer.Option(
+        help="Comma-separated λ values [default: 0 and the powers of ten from 1e-5 to 10].")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed (default: the suite's first).")] = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
@@ -50,10 +47,15 @@ def damping(
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
     """Search the GNT damping λ of every hidden layer (algorithms.md §9.2) and print it for the suite."""
+    from .. import data as data_module
+    from ..run.damping import DAMPING_GRID, damping_search
+    from ..run.setup import Environment
+    from ..suite import fragment, fragment_yaml
+
     with input_errors():
         registry, loaded = load_suite_with_plugins(suite, set_, plugin)
         try:
-            values = tuple(float(v) for v in grid.split(","))
+            values = DAMPING_GRID if grid is None else tuple(float(v) for v in grid.split(","))
         except ValueError:
             raise InputError(f"--grid expects comma-separated numbers, got '{grid}'") from None
         cell = loaded.cell(algorithm, dataset, seed=seed, epochs=epochs, registry=registry)
@@ -104,6 +106,9 @@ def tune(
     """Search the hyper-parameters in the algorithm's `search:` mapping (Optuna TPE) on the
     validation error; stopped searches resume from the study file. Prints the best values as
     a suite fragment."""
+    from .. import data as data_module
+    from ..run.setup import Environment
+    from ..suite import fragment_yaml
     from ..suite.tune import tune as search
 
     with input_errors():

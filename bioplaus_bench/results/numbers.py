@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+FORMATS = ("markdown", "latex", "csv")  # bench table --format
 NO_VALUE = "–"
 CODE_MARK = "†"
 CODE_NOTE = ("† the algorithm's source has changed since these records were run (their code "

@@ -18,6 +18,7 @@ from scipy import stats
 
 from .numbers import (
     CODE_NOTE,
+    FORMATS,
     NO_VALUE,
     P_VS_REF,
     code_mark,
@@ -30,7 +31,6 @@ from .paper import PUBLISHED, paper_comparison
 from .record import Record
 
 BASELINE = "bp"  # the algorithm (and default baseline entry) never "best": the paper's BP row
-FORMATS = ("markdown", "latex", "csv")
 UNFINISHED = {"diverged": "diverged", "error": "failed", "timeout": "timed out"}  # status: word
 STATUSES = ("ok", *UNFINISHED, "skipped")
 
