@@ -9,6 +9,7 @@ from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_smoke_suite_runs_then_is_fully_cached_and_tables_render(tmp_path):
     out = tmp_path / "results"
     quick = ("--seeds", "2", "--epochs", "2")  # the demo's own size is checked by `make demo`

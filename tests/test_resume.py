@@ -64,6 +64,7 @@ def test_a_cell_interrupted_after_an_epoch_resumes_to_the_same_result(tmp_path, 
     assert without_timing(resumed) == without_timing(unbroken)
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_only_the_missing_cells(tmp_path):
     # The held cell holds the run in its second epoch: SIGKILL comes after the BP records and the
     # held cell's first checkpoint, inside that cell, however fast or loaded the machine is.

@@ -212,7 +212,7 @@ def test_a_second_run_on_a_folder_in_use_stops_naming_the_holder(tmp_path):
 
 # --- 6. a plugin cannot kill the run ---------------------------------------------------------------
 
-@pytest.mark.parametrize("jobs", [1, 2])
+@pytest.mark.parametrize("jobs", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_system_exit_in_a_plugin_is_an_error_record_and_the_run_goes_on(tmp_path, plugin, jobs):
     out = tmp_path / "out"
     result = invoke("run", suite_with(tmp_path, "exit"), "--out", out, "--plugin", plugin,
@@ -225,6 +225,7 @@ def test_system_exit_in_a_plugin_is_an_error_record_and_the_run_goes_on(tmp_path
     assert found["teacher/exit/seed-0.json"]["reason"] == "SystemExit: 3"
 
 
+@pytest.mark.slow
 def test_a_plugin_that_kills_its_worker_loses_no_other_cell_under_jobs(tmp_path, plugin):
     out = tmp_path / "out"
     result = invoke("run", suite_with(tmp_path, "os_exit"), "--out", out, "--plugin", plugin,
@@ -270,6 +271,7 @@ def test_the_processes_a_test_starts_get_the_default_signal_handlers():
     assert shown.stdout.split() == ["True", "True"], shown.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_and_sigterm_print_one_line_keep_what_is_done_and_the_run_resumes(
@@ -482,6 +484,7 @@ def test_a_file_where_a_cell_folder_belongs_is_one_line_before_any_training(tmp_
     assert "warning" not in result.output
 
 
+@pytest.mark.slow
 def test_a_record_with_any_field_of_the_wrong_type_is_skipped_never_a_traceback(tmp_path):
     suite, out = suite_with(tmp_path, seeds="[0]"), tmp_path / "out"
     assert invoke("run", suite, "--out", out, "--quiet").exit_code == 0

@@ -71,6 +71,7 @@ def serial(tmp_path_factory):
     return {k: comparable(v) for k, v in records(folder / "r").items()}
 
 
+@pytest.mark.slow
 def test_parallel_run_gives_the_records_of_a_serial_run(suite, tmp_path, serial, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the default: one thread per process
     out = tmp_path / "r"
@@ -99,6 +100,7 @@ CRASHING = PLUGIN.replace('"sign-bp"', '"crash-once"').replace("SignGradient", "
 ).replace("import torch\n", "import os\nfrom pathlib import Path\n\nimport torch\n", 1)
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_records_of_a_serial_run_and_reruns_lost_cells(suite, tmp_path,
                                                                               serial):
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'bioplaus-bench[ray]')")
@@ -133,6 +135,7 @@ def test_ray_executor_without_ray_is_a_one_line_error(suite, tmp_path, monkeypat
     assert invoke(*run_args(suite, tmp_path / "r", "-j", "0")).exit_code == 2
 
 
+@pytest.mark.slow
 def test_sigkilled_parallel_run_resumes_without_duplicates_or_gaps(tmp_path):
     # A held cell holds its worker in its second epoch: SIGKILL comes inside a cell, after a
     # record, however fast or loaded the machine is.
