@@ -117,19 +117,33 @@ def test_another_protocol_refuses_with_one_line_naming_it(folders, tmp_path, cha
         assert result.stdout == ""
 
 
-def test_no_dataset_in_common_refuses(folders, tmp_path):
-    other = tmp_path / "other"
-    shutil.copytree(folders / "mine", other)
-    for path in other.glob("teacher/*/seed-*.json"):
+def renamed_copy(source, target, dataset="mnist", keep=False):
+    """A copy of a results folder whose teacher records claim another dataset id."""
+    shutil.copytree(source, target)
+    for path in target.glob("teacher/*/seed-*.json"):
         record = json.loads(path.read_text())
-        record["dataset"] = "mnist"
-        (other / "mnist" / path.parent.name).mkdir(parents=True, exist_ok=True)
-        (other / "mnist" / path.parent.name / path.name).write_text(json.dumps(record))
-    shutil.rmtree(other / "teacher")
+        record.update(dataset=dataset, dataset_label="Other", order=[1, record["order"][1]])
+        (target / dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (target / dataset / path.parent.name / path.name).write_text(json.dumps(record))
+    if not keep:
+        shutil.rmtree(target / "teacher")
+    return target
+
+
+def test_no_dataset_in_common_refuses(folders, tmp_path):
+    other = renamed_copy(folders / "mine", tmp_path / "other")
     result = invoke("table", other, "--reference", folders / "ref")
     assert result.exit_code == 2
     assert result.stderr.strip() == (f"error: --reference {folders / 'ref'}: no dataset in "
                                      "common (yours: mnist; the reference's: teacher)")
+
+
+def test_a_dataset_the_reference_lacks_is_shown_and_said(folders, tmp_path):
+    both = renamed_copy(folders / "mine", tmp_path / "both", keep=True)
+    result = invoke("table", both, "--reference", folders / "ref")
+    assert result.exit_code == 0, result.output
+    assert "| Method | Teacher regression | Other |" in result.stdout
+    assert result.stdout.rstrip().endswith("No reference cells for: Other.")
 
 
 def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):

@@ -195,8 +195,18 @@ def comparison_heading(name: str) -> str:
 def reference_section(summary: pd.DataFrame, name: str) -> list[str]:
     """The markdown lines of the comparison with the reference, after the table."""
     rows = comparison_rows(summary)
-    return ["", comparison_heading(name), ""] + (
+    lines = ["", comparison_heading(name), ""] + (
         markdown_table(COMPARISON_HEADER, rows) if rows else ["(no cells to compare)"])
+    missing = unreferenced(summary)
+    return lines + (["", f"No reference cells for: {', '.join(missing)}."] if missing else [])
+
+
+def unreferenced(summary: pd.DataFrame) -> list[str]:
+    """The labels of your datasets that the reference does not have."""
+    reference = summary.algorithm.str.startswith(REF)
+    covered = set(summary.dataset[reference])
+    return [one_line(label) for label in
+            summary[~summary.dataset.isin(covered)].drop_duplicates("dataset").dataset_label]
 
 
 def mark_changed_code(summary: pd.DataFrame, frame: pd.DataFrame,
