@@ -1,4 +1,5 @@
-"""Seeds vectorised against seeds run one after the other, with the goals of issue 16 checked.
+"""Seeds vectorised against seeds run one after the other, with the goals checked (on a CPU, 10
+stacked seeds of a target-propagation method within 0.6 × 10 serial ones; on CUDA within 2 × one).
 
     .venv/bin/python benchmarks/seed_batching.py [--quick] [--models mnist,cifar,cnn]
         [--dtypes float32,float64] [--algorithms bp,dfa,...] [--seeds 1,2,5,10]

@@ -1,4 +1,4 @@
-"""Backward-pass rules (issue 15): ``BackwardRule`` and the built-in rules FA, uSF, brSF, frSF and
+"""Backward-pass rules: ``BackwardRule`` and the built-in rules FA, uSF, brSF, frSF and
 Kolen-Pollack, each against an independent computation on a small float64 network (an explicit δ
 recursion for the MLP; for both the MLP and the CNN, autograd through a hand-built functional
 forward pass in which the substitute enters only the path to the layer's input), the BP angle

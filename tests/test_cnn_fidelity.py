@@ -1,4 +1,4 @@
-"""Fidelity of the Table-3 CNN runs to the authors' code (issue 18).
+"""Fidelity of the Table-3 CNN runs to the authors' code.
 
 The images come out of ``data.py`` NHWC-strided (a permuted view of the decoded H×W×C array).
 Fed to the float64 CNN, whose weights are in the standard layout, they made autograd return the

@@ -1,4 +1,4 @@
-"""Data you can trust (issue 13): no code runs from a data file, checksums are enforced or the
+"""Data you can trust: no code runs from a data file, checksums are enforced or the
 skipping is said out loud, caches are checked before reuse, and ``data_fingerprint`` tells
 verified data from any other.
 

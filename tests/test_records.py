@@ -1,4 +1,4 @@
-"""Records as one typed value (issue 14): the JSON layout is stable, records written by earlier
+"""Records as one typed value: the JSON layout is stable, records written by earlier
 versions still load and table identically, a file that is not a record is refused with the
 reason, and the reported number is read in one place. Also ``bench tune``'s trial cells, built
 from the suite's cell with ``dataclasses.replace``."""

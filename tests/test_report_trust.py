@@ -1,4 +1,4 @@
-"""Tables you can trust (issue 13): every count shown, labels escaped, an explicit baseline,
+"""Tables you can trust: every count shown, labels escaped, an explicit baseline,
 reasons for cells that did not finish, odd records survived, honest intervals for small n."""
 
 import math

@@ -1,4 +1,4 @@
-"""One minibatch step (issue 14): training, the conformance checks of `bench check-plugin` and the
+"""One minibatch step: training, the conformance checks of `bench check-plugin` and the
 speed benchmark all step through ``Runner.step``, so a change there is seen by every one of them:
 what is checked and what is timed is what trains. ``Runner.step`` is patched to count its calls
 and, once broken, to raise a marker instead of stepping."""

@@ -1,4 +1,4 @@
-"""Validation before anything runs (issue 13): every bad input is one line `file:line: key: message`,
+"""Validation before anything runs: every bad input is one line `file:line: key: message`,
 exit code 2, and nothing is written. Plain names, ranges, hostile YAML, --set paths, --subset,
 the `baseline` key and broken plugins."""
 

@@ -181,8 +181,8 @@ class ConvBlock(nn.Module):
         # The input goes in the weight's layout, so that autograd returns the weight's gradient
         # in the weight's layout too. A channels-last gradient of a standard-layout weight (what
         # NHWC-strided images gave the float64 CNN) is read by torch's fused Adam in raw memory
-        # order, i.e. applied to the wrong elements of the weight (issue 18; ``optim.Adam`` now
-        # also guards against it, at the cost of a copy per step).
+        # order, i.e. applied to the wrong elements of the weight (tests/test_cnn_fidelity.py;
+        # ``optim.Adam`` also guards against it, at the cost of a copy per step).
         seeds = self.seeds
         if seeds is not None:
             return self._forward_stacked(h_prev, backward_weight, seeds)

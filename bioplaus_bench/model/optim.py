@@ -8,7 +8,8 @@ float32 (``benchmarks/epoch_time.py``). It differs from the per-parameter loop o
 The fused kernel reads a gradient in raw memory order: a gradient whose strides differ from its
 parameter's (a transposed view, or the channels-last weight gradient that a convolution returns
 for channels-last input) would be applied to the wrong elements. ``Adam.step`` therefore first
-copies such a gradient into its parameter's layout (issue 18: the float64 CNN's conv weights).
+copies such a gradient into its parameter's layout (NHWC-strided images once gave the float64
+CNN's conv weights such gradients: tests/test_cnn_fidelity.py).
 """
 
 from __future__ import annotations
