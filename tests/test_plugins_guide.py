@@ -198,6 +198,7 @@ def installed_templates(tmp_path_factory):
     return python, packages
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template", list(TEMPLATES))
 def test_a_generated_plugin_installs_and_passes_its_own_tests_and_check_plugin(installed_templates,
                                                                               template):
@@ -266,6 +267,7 @@ def test_the_templates_are_the_rules_they_say(tmp_path):
     assert result.exit_code == 2 and not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_a_single_file_plugin_of_every_template_passes_its_own_tests_and_check_plugin(tmp_path):
     folders = []
     for template in TEMPLATES:
