@@ -4,9 +4,12 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "epoch_time.py"
 
 
+@pytest.mark.slow
 def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32,float64",
@@ -23,6 +26,7 @@ def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypat
     assert all("| met |" in row or "| missed by " in row for row in rows)
 
 
+@pytest.mark.slow
 def test_the_backward_rules_goal_is_checked_on_every_network_timed(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist,cnn", "--dtypes", "float32",
