@@ -140,9 +140,9 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
                  on_epoch: Callable[[str, int, int], None] | None = None) -> Record:
     """Run one cell and return its record. It never raises for a failing cell: any exception of
     the plugin, ``SystemExit`` included, is an ``error`` record with the traceback, and a cell
-    past its time limit a ``timeout`` record. Only Ctrl-C (``KeyboardInterrupt``) stops the
-    run. ``plugins`` is a loaded registry, or the ``--plugin`` files to load one from (in a
-    worker process, where classes are not passed)."""
+    past its time limit a ``timeout`` record. Only Ctrl-C and SIGTERM (``KeyboardInterrupt``,
+    ``errors.Terminated``) stop the run. ``plugins`` is a loaded registry, or the ``--plugin``
+    files to load one from (in a worker process, where classes are not passed)."""
     if cell.skip_reason:
         return _record(cell, {"status": "skipped", "reason": cell.skip_reason}, env, plugins)
     if force and checkpoint is not None:
