@@ -50,9 +50,11 @@ def damping(
     from .. import data as data_module
     from ..run.damping import DAMPING_GRID, damping_search
     from ..run.setup import Environment
+    from ..run.threads import set_torch_threads
     from ..suite import fragment, fragment_yaml
 
     with input_errors():
+        set_torch_threads()  # as bench run: OMP_NUM_THREADS, else one
         registry, loaded = load_suite_with_plugins(suite, set_, plugin)
         try:
             values = DAMPING_GRID if grid is None else tuple(float(v) for v in grid.split(","))
@@ -108,10 +110,12 @@ def tune(
     a suite fragment."""
     from .. import data as data_module
     from ..run.setup import Environment
+    from ..run.threads import set_torch_threads
     from ..suite import fragment_yaml
     from ..suite.tune import tune as search
 
     with input_errors():
+        set_torch_threads()  # as bench run: OMP_NUM_THREADS, else one
         registry, loaded = load_suite_with_plugins(suite, set_, plugin)
         if algorithm not in loaded.algorithms or dataset not in loaded.datasets:
             loaded.cells(only=[algorithm], datasets=[dataset])  # raises the named error
