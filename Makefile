@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean reference reference-status
+.PHONY: install demo test lint clean reference reference-status reference-check readme-table
 
 # pip here is capped at torch 2.14.1 / torchvision 0.29.1, which lie on local disk.
 $(VENV)/.installed: pyproject.toml plugins/feedback_alignment/pyproject.toml
@@ -37,6 +37,18 @@ reference: install
 
 reference-status: install
 	$(BIN)/python benchmarks/reference.py status
+
+# Re-runs the first epoch of one seed of every reference cell on the real data and compares it
+# with its record (minutes; not part of CI). Data: DATA=... if given, else $$BIOPLAUS_DATA, else
+# ../shared/data if present.
+reference-check: install
+	$(BIN)/python benchmarks/reference_check.py \
+		$(if $(filter-out file default undefined,$(origin DATA)),--data-dir $(DATA))
+
+# The README's reference table, rewritten from the records in results/reference/table1 (a test
+# checks that it is current).
+readme-table: install
+	$(BIN)/python benchmarks/readme_table.py
 
 clean:
 	rm -rf $(VENV) results/smoke *.egg-info

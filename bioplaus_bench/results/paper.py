@@ -69,7 +69,7 @@ def paper_comparison(summary: pd.DataFrame) -> list[str]:
     lines += markdown_table(
         ["Dataset", "Method", "ours", "paper", "Δ / SD", f"within {WITHIN:g} SD"],
         [[r.dataset_label, r.label,
-          mean_sd(r.mean, r.sd, r, False) + f" (n={r.n})" + code_mark(r),
+          mean_sd(r.mean, r.sd, r, False) + code_mark(r) + f" (n={r.n})",
           mean_sd(r.paper_mean, r.paper_sd, r, False),
           NO_VALUE if math.isnan(r.paper_delta_sd) else f"{r.paper_delta_sd:+.1f}",
           _within(r.paper_delta_sd)]

@@ -181,7 +181,7 @@ def comparison_rows(summary: pd.DataFrame) -> list[list[str]]:
 
 
 def _value(row: pd.Series) -> str:
-    return mean_sd(row["mean"], row.sd, row, False) + f" (n={row.n})" + code_mark(row)
+    return mean_sd(row["mean"], row.sd, row, False) + code_mark(row) + f" (n={row.n})"
 
 
 COMPARISON_HEADER = ["Dataset", "Method", "here", "Reference method", "reference", "Δ mean", "p"]

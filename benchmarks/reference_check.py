@@ -1,0 +1,259 @@
+"""The reference stays true: re-run the first epoch of one seed of every reference cell and compare
+it with the first epoch stored in its record, so that a later change to the numerics is caught.
+
+    .venv/bin/python benchmarks/reference_check.py [--results results/reference] [--suites suites]
+        [--data-dir DIR] [--device cpu] [--suite table1] [--keep DIR]
+
+(`make reference-check`; not part of CI: it trains one epoch of every cell on the real data.)
+
+For every folder results/reference/<suite>/ and every (dataset, entry) in it, the lowest seed
+whose record is `ok` is run again through the normal runner, `bench run suites/<suite>.yaml
+--datasets D --only E --only-seeds S --epochs 1 --serial-seeds`, in a temporary folder. Its
+record must have the reference record's settings but for the epoch count (a suite edited since
+is a mismatch: the records are no longer its cells), and its epoch-1 figures (training loss,
+test and validation loss and error, the feedback losses, and every feedback pre-training
+epoch's loss) must equal the record's within the tolerance of its precision:
+
+  float64: relative 1e-9 on the losses, errors exact. Measured on MNIST at the table1
+           settings (epoch 1 after the feedback pre-training, one thread): a repeat is
+           bit-identical (BP, DFA, DDTP-linear); 2 threads instead of 1: identical (DFA); seeds
+           stacked as the campaign runs them (--vectorize-seeds) against serial: at most
+           1.9e-15 (DFA) and 3.5e-13 (DDTP-linear) relative, no error changed.
+  float32: relative 2e-3 on the losses, errors within 10 samples of their split. Measured:
+           BP, 2 threads or stacked against serial: at most 5.4e-8, no error changed;
+           DDTP-linear run in float32 (--set), stacked against serial: 1.9e-4 on the
+           validation loss, 1e-4 on the test loss, 2 samples on the training and validation
+           errors (target propagation amplifies float32 rounding: the tolerance is 10 times it).
+
+A record computed on another device (CUDA) is compared with 10 × those tolerances, which were
+not measured there, and its line says so. Cells whose algorithm source has changed since they
+were run (their code digest differs from the re-run's) are named: a mismatch there is the
+change, not a fault. One line per cell; the exit code is 1 when any cell differs or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bioplaus_bench.results.record import Record  # noqa: E402
+from bioplaus_bench.results.store import ResultStore  # noqa: E402
+
+# (relative tolerance of losses, samples an error may differ by) per precision; see above.
+TOLERANCE = {"float64": (1e-9, 0), "float32": (2e-3, 10)}
+OTHER_DEVICE = 10.0  # the factor for a record of another device (not measured)
+LOSSES = ("train_loss", "test_loss", "val_loss", "feedback_loss", "extra_feedback_loss")
+ACCURACIES = {"test_accuracy": "test", "val_accuracy": "val", "train_accuracy": "train"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One re-run: a reference record and the folder its suite's cell is run again into."""
+
+    suite_file: Path
+    record: Record
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("BIOPLAUS_DATA")
+    if env:
+        return Path(env)
+    shared = ROOT.parent / "shared" / "data"
+    return shared if shared.is_dir() else ROOT / "data"
+
+
+def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list[str]]:
+    """One job per reference cell (its lowest finished seed), and the cells that cannot be
+    checked, each as a line."""
+    found, problems = [], []
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        if only is not None and folder.name != only:
+            continue
+        first: dict[tuple[str, str], Record] = {}
+        for record in ResultStore(folder).records():
+            if record.status == "ok" and record.history:
+                key = (record.dataset, record.algorithm)
+                if key not in first or record.seed < first[key].seed:
+                    first[key] = record
+        for (dataset, entry), record in sorted(first.items()):
+            suite_file = suites / f"{record.suite or folder.name}.yaml"
+            if suite_file.is_file():
+                found.append(Job(suite_file, record))
+            else:
+                problems.append(f"{folder.name} {dataset}/{entry}: cannot check, no suite file "
+                                f"{suite_file}")
+    return found, problems
+
+
+def rerun(job: Job, out: Path, data_dir: Path, device: str) -> Record | str:
+    """The cell's first epoch through `bench run`; its record, or why there is none."""
+    r = job.record
+    command = [sys.executable, "-m", "bioplaus_bench", "run", str(job.suite_file),
+               "--datasets", r.dataset, "--only", r.algorithm, "--only-seeds", str(r.seed),
+               "--epochs", "1", "--serial-seeds", "--out", str(out), "--quiet",
+               "--data-dir", str(data_dir), "--device", device]
+    if (r.provenance.get("data") or {}).get("checksums") not in (None, "verified"):
+        command.append("--skip-checksums")  # the reference read other files: so must we
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    path = out / r.dataset / r.algorithm / f"seed-{r.seed}.json"
+    if done.returncode != 0 or not path.is_file():
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"bench run failed (exit {done.returncode}): {tail}"
+    return Record.from_json(json.loads(path.read_text()))
+
+
+def settings_differences(reference: Record, new: Record) -> list[str]:
+    """The settings paths that differ, but for the epoch count and the code digest."""
+    def flat(value, path=""):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from flat(item, f"{path}.{key}" if path else key)
+        else:
+            yield path, value
+    ignored = {"dataset.protocol.epochs"}
+    a, b = dict(flat(reference.config)), dict(flat(new.config))
+    return sorted(path for path in a.keys() | b.keys() if path not in ignored
+                  and not path.startswith("inputs.code") and a.get(path) != b.get(path))
+
+
+def figures(record: Record) -> dict[str, float]:
+    """The first epoch's numbers: losses, and errors counted in samples of their split."""
+    row = record.history[0]
+    found = {}
+    for key, value in [*((key, row.get(key)) for key in LOSSES),
+                       ("pretraining_feedback_loss", record.pretraining_feedback_loss)]:
+        for name, number in _numbers(key, value):
+            found[name] = number
+    return found
+
+
+def _numbers(name: str, value) -> list[tuple[str, float]]:
+    """A figure, or each number of a list of them (a loss per layer, per pre-training epoch)."""
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _numbers(f"{name}[{i}]", v)]
+    return [] if value is None else [(name, float(value))]
+
+
+def accuracies(record: Record) -> dict[str, float]:
+    row = record.history[0]
+    return {key: row[key] for key in ACCURACIES if row.get(key) is not None}
+
+
+def compare(reference: Record, new: Record, samples: dict[str, int] | None = None
+            ) -> tuple[float, str, list[str]]:
+    """The largest relative difference of the losses (and its name), and the figures outside
+    the tolerance. ``samples``: the size of each split, to count error differences in samples
+    (None: compared as losses)."""
+    rel_tol, sample_tol = TOLERANCE.get(reference.config.get("precision"), TOLERANCE["float32"])
+    if reference.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
+        rel_tol, sample_tol = rel_tol * OTHER_DEVICE, math.ceil(sample_tol * OTHER_DEVICE)
+    ours, theirs = figures(new), figures(reference)
+    worst, worst_name, bad = 0.0, "", []
+    for key in sorted(ours.keys() | theirs.keys()):
+        a, b = theirs.get(key), ours.get(key)
+        if a is None or b is None:
+            bad.append(f"{key} {a} in the record, {b} now")
+            continue
+        rel = abs(a - b) / max(abs(a), abs(b), 1e-300)
+        if rel > worst:
+            worst, worst_name = rel, key
+        if rel > rel_tol:
+            bad.append(f"{key} {a!r} in the record, {b!r} now (relative {rel:.1e})")
+    old, now = accuracies(reference), accuracies(new)
+    for key in sorted(old.keys() | now.keys()):
+        a, b = old.get(key), now.get(key)
+        n = (samples or {}).get(ACCURACIES[key])
+        if a is None or b is None:
+            bad.append(f"{key} {a} in the record, {b} now")
+        elif n is not None and round(abs(a - b) * n) > sample_tol:
+            bad.append(f"{key} {a!r} in the record, {b!r} now ({round(abs(a - b) * n)} samples)")
+        elif n is None and abs(a - b) > rel_tol * max(abs(a), abs(b), 1e-300):
+            bad.append(f"{key} {a!r} in the record, {b!r} now")
+    return worst, worst_name, bad
+
+
+def split_sizes(record: Record) -> dict[str, int] | None:
+    """The sizes of the splits of the shipped image datasets, to count errors in samples."""
+    dataset = record.config.get("dataset") or {}
+    sizes = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
+             "cifar10": (50_000, 10_000)}.get(dataset.get("source"))
+    if sizes is None:
+        return None
+    validation = (dataset.get("protocol") or {}).get("validation") or 0
+    train = record.config.get("subset") or sizes[0] - validation
+    return {"train": train, "val": validation, "test": sizes[1]}
+
+
+def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str]:
+    r = job.record
+    name = f"{r.suite or job.suite_file.stem} {r.dataset}/{r.algorithm} seed {r.seed}"
+    new = rerun(job, out, data_dir, device)
+    if isinstance(new, str):
+        return False, f"{name}: FAILED, {new}"
+    if new.status != "ok":
+        return False, f"{name}: FAILED, the re-run ended '{new.status}' ({new.explanation})"
+    notes = []
+    if (r.provenance.get("code") or {}).get("source_sha256") != \
+            (new.provenance.get("code") or {}).get("source_sha256"):
+        notes.append("the algorithm's source has changed since the record")
+    if r.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
+        notes.append(f"record from {r.provenance.get('device')}, checked on "
+                     f"{new.provenance.get('device')}: tolerance ×{OTHER_DEVICE:g}, not measured")
+    differing = settings_differences(r, new)
+    if differing:
+        return False, (f"{name}: MISMATCH, the suite's settings are not the record's: "
+                       + ", ".join(differing))
+    worst, worst_name, bad = compare(r, new, split_sizes(r))
+    note = f" ({'; '.join(notes)})" if notes else ""
+    if bad:
+        return False, f"{name}: MISMATCH at epoch 1: {'; '.join(bad)}{note}"
+    return True, (f"{name}: ok (largest relative difference {worst:.1e}"
+                  + (f", {worst_name}" if worst_name else "") + f"){note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "results" / "reference")
+    parser.add_argument("--suites", type=Path, default=ROOT / "suites")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="default: $BIOPLAUS_DATA, else ../shared/data if present, else ./data")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--suite", default=None, help="only this reference suite (e.g. table1)")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the re-runs' records here instead of a temporary folder")
+    args = parser.parse_args(argv)
+    if not args.results.is_dir():
+        print(f"no reference folder {args.results}: nothing to check", file=sys.stderr)
+        return 1
+    found, problems = jobs(args.results, args.suites, args.suite)
+    for line in problems:
+        print(line, flush=True)
+    if not found:
+        print(f"no finished reference record in {args.results}", file=sys.stderr)
+        return 1
+    data_dir = args.data_dir or default_data_dir()
+    failures = len(problems)
+    with tempfile.TemporaryDirectory(prefix="reference-check-") as temporary:
+        for i, job in enumerate(found):
+            out = (args.keep or Path(temporary)) / f"{job.record.suite}-{i}"
+            ok, line = check(job, out, data_dir, args.device)
+            failures += not ok
+            print(line, flush=True)
+    differing = failures - len(problems)
+    print(f"{len(found) - differing} of {len(found)} reference cells reproduce their first epoch"
+          + (f"; {failures} cells fail the check" if failures else ""), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

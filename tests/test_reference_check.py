@@ -1,0 +1,57 @@
+"""benchmarks/reference_check.py (`make reference-check`) on a tiny reference of its own: the first
+epoch of every cell re-run through `bench run` reproduces its record; a changed number, or a
+suite whose settings are no longer the record's, is a mismatch with exit code 1."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from .conftest import TINY_SUITE, invoke, write
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("reference_check",
+                                                  ROOT / "benchmarks" / "reference_check.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# A third entry, whose settings the suite file changes after the reference was run.
+SUITE = TINY_SUITE + """\
+  dfa-fast:
+    algorithm: dfa
+    optimizer: {lr: 2.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+"""
+
+
+def test_the_first_epoch_of_every_reference_cell_is_reproduced_and_changes_are_caught(
+        tmp_path, capsys):
+    script = load_script()
+    suites, results = tmp_path / "suites", tmp_path / "reference"
+    suites.mkdir()
+    suite = write(suites / "tiny.yaml", SUITE)
+    # as the campaign runs: seeds stacked, the suite's protocol (two epochs)
+    run = invoke("run", suite, "--out", results / "tiny", "--quiet", "--vectorize-seeds")
+    assert run.exit_code == 0, run.output
+    path = results / "tiny" / "teacher" / "bp" / "seed-0.json"
+    record = json.loads(path.read_text())
+    changed = record["history"][0]["test_loss"] * (1 + 1e-6)  # beyond float64's 1e-9
+    record["history"][0]["test_loss"] = changed
+    path.write_text(json.dumps(record))
+    suite.write_text(SUITE.replace("{lr: 2.0e-3", "{lr: 3.0e-3"))
+
+    assert script.main(["--results", str(results), "--suites", str(suites),
+                        "--data-dir", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"tiny teacher/bp seed 0: MISMATCH at epoch 1: test_loss "
+                               f"{changed!r} in the record, ")
+    assert lines[0].endswith("(relative 1.0e-06)")
+    assert lines[1].startswith("tiny teacher/dfa seed 0: ok (largest relative difference ")
+    assert lines[2] == ("tiny teacher/dfa-fast seed 0: MISMATCH, the suite's settings are not "
+                        "the record's: optimizer.lr")
+    assert lines[3] == "1 of 3 reference cells reproduce their first epoch; 2 cells fail the check"
