@@ -1,4 +1,5 @@
-"""benchmarks/epoch_time.py runs end to end (a quick pass; its figures are not checked here)."""
+"""The speed benchmarks (epoch_time.py, seed_batching.py, design_choices.py) run end to end (a
+quick pass; their figures are not checked here)."""
 
 import runpy
 import sys
@@ -65,3 +66,26 @@ def test_the_seed_benchmark_prints_serial_against_vectorised_and_the_goal(monkey
     rows = [line for line in goal.splitlines() if line.startswith("| mnist |")]
     assert len(rows) == 1 and "| ddtp-linear |" in rows[0]  # TP methods only
     assert "| met |" in rows[0] or "| missed by " in rows[0]
+
+
+CHOICES_BENCHMARK = BENCHMARK.parent / "design_choices.py"
+
+
+def run_design_choices(monkeypatch, capsys, sections: str) -> str:
+    monkeypatch.setattr(sys, "argv", [str(CHOICES_BENCHMARK), "--rounds", "1", "--only", sections])
+    runpy.run_path(str(CHOICES_BENCHMARK), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_the_design_choices_benchmark_prints_adam_graphs_and_magnitudes(monkeypatch, capsys):
+    out = run_design_choices(monkeypatch, capsys, "adam,graphs,magnitudes")
+    assert "(model/optim.py)" in out and "| per-parameter loop |" in out
+    assert "(model/networks.py, forward_pass)" in out and "kept / none" in out
+    assert "(backward/rule.py)" in out and "| torch.rand |" in out and "(model/arch" not in out
+
+
+@pytest.mark.slow
+def test_the_design_choices_benchmark_prints_both_cnn_layouts(monkeypatch, capsys):
+    out = run_design_choices(monkeypatch, capsys, "layout")
+    rows = [line for line in out.splitlines() if line.startswith(("| float32 |", "| float64 |"))]
+    assert len(rows) == 6 and "(model/architectures.py)" in out

@@ -1,8 +1,8 @@
 """Start-up: the command line imports nothing heavy that a command may not need. ``bench
---help`` (and every command's) imports neither torch nor pandas nor scipy (together 2-4 s); the
-commands import them when they run, ``list`` and ``validate`` only torch (for the registry's
-algorithm classes); torchvision (about a second and a half) only when image data is read. The
-times themselves are measured by benchmarks/startup.py, not here."""
+--help`` (and every command's) imports neither torch nor pandas nor scipy; the commands import
+them when they run, ``list`` and ``validate`` only torch (for the registry's algorithm classes);
+torchvision only when image data is read. The times themselves are measured by
+benchmarks/startup.py, not here."""
 
 import json
 import subprocess

@@ -50,9 +50,10 @@ def glorot_uniform_magnitude(weight: Tensor, generator: torch.Generator | None =
     """``|M|`` for ``M`` Glorot-uniform (``U(−a, a)``, ``a = sqrt(3)·glorot_std``) of ``weight``'s
     shape, dtype and device (standard layout): ``U(0, a)``, drawn from the global RNG with 16
     random bits a value (the midpoints of 2¹⁶ equal bins of ``[0, a)``). brSF draws a value for
-    every weight every step: four values from each 64 random bits cost about a quarter of
-    ``torch.rand``'s one per value (about 8 ns each on a CPU), a tenth of a BP step of the MNIST
-    MLP. ``generator``: draw from it instead (one seed's stream, ``seeds.draw``)."""
+    every weight every step: four values from each 64 random bits cost a fraction of
+    ``torch.rand``'s one per value, which would add a noticeable share to a BP step of the MNIST
+    MLP (``benchmarks/design_choices.py`` prints both). ``generator``: draw from it instead (one
+    seed's stream, ``seeds.draw``)."""
     count = weight.numel()
     bits = torch.empty((count + 3) // 4, dtype=torch.int64, device=weight.device)
     bits.random_(-2 ** 63, None, generator=generator)  # the full 64 bits

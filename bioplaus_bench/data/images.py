@@ -67,7 +67,7 @@ CIFAR_REBUILT_MD5: dict[str, str] = {
 }
 
 # torchvision's dataset classes, by their names: torchvision is imported only when data is read
-# (importing it costs about a second and a half, which every `bench` command would pay).
+# (an import every `bench` command would otherwise pay: benchmarks/startup.py times it).
 IDX_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 

@@ -63,8 +63,8 @@ def _build_cnn(spec: ArchitectureSpec, input_shape: tuple[int, ...], n_outputs: 
     network = Network(spec, layers, input_shape, n_outputs)
     if network.dtype != torch.float64:
         # oneDNN's convolutions, their backward and the pooling run faster on channels-last
-        # weights (a CIFAR-10 CNN step on CPU: BP −10%, DFA −16%, DDTP −14…18%); oneDNN has
-        # no float64 kernels, and the fallback is a little slower on them (1–8%).
+        # weights; oneDNN has no float64 kernels, and the fallback gains nothing from them
+        # (a CIFAR-10 CNN step in either layout and dtype: benchmarks/design_choices.py).
         network.to(memory_format=torch.channels_last)
     return network
 

@@ -371,7 +371,7 @@ def forward_pass(network: Network, task, x: Tensor, y: Tensor, record_graph: boo
     """Run ``x`` through ``network`` and keep every layer's activations and the batch-mean loss.
     ``record_graph`` keeps the autograd graph (needed by backprop); otherwise only the conv
     layers' own graphs are kept, for local updates, unless ``layer_graphs`` is false (a pass
-    for a feedback step alone: recording costs a CNN forward pass about a fifth more).
+    for a feedback step alone, which then records nothing: benchmarks/design_choices.py).
     ``backward_weights`` (indexed 0..L): what each layer uses in place of its weight in the
     backward pass of the recorded graph (``Algorithm.backward_weights``); None: backprop's."""
     graphs: dict[int, LayerGraph] = {}

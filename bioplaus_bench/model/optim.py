@@ -1,9 +1,9 @@
 """The Adam every optimiser of the suite uses: torch's, on its fused kernel.
 
 The fused kernel computes Adam's update in one pass over all parameters instead of about a dozen
-tensor operations per parameter; on the MNIST MLP that is 0.45 ms instead of 1.75 ms a step in
-float32 (``benchmarks/epoch_time.py``). It differs from the per-parameter loop only in rounding
-(at most a few ulps), not in the update rule.
+tensor operations per parameter; on the MNIST MLP that is a fraction of the loop's time a step
+(``benchmarks/design_choices.py`` prints both). It differs from the per-parameter loop only in
+rounding (at most a few ulps), not in the update rule.
 
 The fused kernel reads a gradient in raw memory order: a gradient whose strides differ from its
 parameter's (a transposed view, or the channels-last weight gradient that a convolution returns

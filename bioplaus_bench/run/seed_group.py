@@ -147,10 +147,9 @@ def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
     return result
 
 
-# Measured with benchmarks/seed_batching.py on a 2-core CPU (issue 16's closing note): stacked
-# seeds of the MNIST MLP (3.7 MB of float64 weights a seed) cost 0.5-0.7 of serial seeds, those
-# of the CIFAR-10 MLP (21-42 MB) 1.1-1.5, and those of the CNN 1.2-1.8 (a grouped convolution
-# costs more than the seeds' own convolutions).
+# On a CPU stacking pays for the MNIST MLP (3.7 MB of float64 weights a seed), not for the
+# CIFAR-10 MLP (21-42 MB) nor the CNN (a grouped convolution costs more than the seeds' own
+# convolutions): benchmarks/seed_batching.py prints stacked against serial for all three.
 CPU_STACKING_MAX_BYTES = 8 * 2 ** 20
 
 
