@@ -167,3 +167,18 @@ def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):
     rows = list(csv.DictReader(io.StringIO(invoke("table", ref, "--format", "csv").stdout)))
     assert {row["algorithm"]: row["code_changed"] for row in rows} == {"bp": "True",
                                                                         "dfa": "False"}
+
+
+def test_a_plugin_that_fails_to_load_leaves_the_table_unjudged_not_broken(folders, monkeypatch):
+    from bioplaus_bench.cli import results as command
+    from bioplaus_bench.errors import PluginError
+
+    def clash(*args, **kwargs):
+        raise PluginError("two plugins claim the algorithm name 'bp'")
+
+    monkeypatch.setattr(command, "load_plugins", clash)
+    result = invoke("table", folders / "ref")
+    assert result.exit_code == 0, result.output
+    assert "| BP |" in result.stdout and "†" not in result.stdout
+    assert result.stderr.strip() == ("warning: cells not checked against the current code: two "
+                                     "plugins claim the algorithm name 'bp'")
