@@ -246,8 +246,9 @@ Layer = Dense | ConvBlock
 class Network(nn.Module):
     """A feed-forward network whose layers are addressed 1..L, as in the spec. Each layer maps
     the previous activation to its pre-activation and activation (``Dense``, ``ConvBlock``, or
-    any module with the same interface: ``forward(h_prev) -> (a, h)`` and
-    ``local_gradients(h_prev, target, graph)``); an architecture plugin builds the list."""
+    any module with the same interface: ``forward(h_prev, backward_weight=None) -> (a, h)`` and
+    ``local_gradients(h_prev, a, h, target, graph=None)``); an architecture plugin builds the
+    list."""
 
     def __init__(self, spec: ArchitectureSpec, layers: Sequence[nn.Module],
                  input_shape: Sequence[int], n_outputs: int):
