@@ -189,7 +189,7 @@ import sys, time
 from bioplaus_bench.results.store import ResultStore
 with ResultStore(sys.argv[1]).lock():
     print("held", flush=True)
-    time.sleep(60)
+    time.sleep(600)  # killed by the test: never a race with how long the test takes
 """
 
 
