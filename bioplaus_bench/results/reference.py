@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -102,9 +103,10 @@ def check_protocol(records: list[Record], reference: list[Record], name: str) ->
             for ours in _distinct([r for r in ran if r.dataset == dataset]):
                 found += [d for d in _differences(protocol_of(ours), protocol_of(theirs))
                           if d not in found]
-        precisions = sorted({r.config.get("precision") for r in by_dataset[dataset]} - {None})
-        for precision in sorted({r.config.get("precision") for r in ran
-                                 if r.dataset == dataset} - {None} - set(precisions)):
+        precisions = sorted({str(r.config["precision"]) for r in by_dataset[dataset]
+                             if r.config.get("precision")})
+        for precision in sorted({str(r.config["precision"]) for r in ran if r.dataset == dataset
+                                 and r.config.get("precision")} - set(precisions)):
             found.append(f"precision {precision} here, {' or '.join(precisions)} in the reference")
         if found:
             problems.append(f"{dataset}: " + ", ".join(found))
@@ -157,9 +159,10 @@ def add_reference_statistics(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.D
         summary.loc[i, ["paper_mean", "paper_sd"]] = mean, sd
     summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
     values = finished_values(frame)
+    none = np.array([])
     for entry in sorted(set(summary.algorithm[reference])):
         summary[P_VS_REF + entry[len(REF):]] = [
-            welch_p(values.get((d, a), ()), values.get((d, entry), ())) if not ref else math.nan
+            welch_p(values.get((d, a), none), values.get((d, entry), none)) if not ref else math.nan
             for d, a, ref in zip(summary.dataset, summary.algorithm, reference, strict=True)]
     return summary
 
