@@ -30,9 +30,17 @@ is a result too), at the suite's protocol and with the settings the suite has no
 older code still counts (`bench table` marks it when the algorithm's source has changed since),
 while one of other settings is stale and is run again.
 
-The time left is estimated from the records of the same group (wall time per seed), else from a
-rough prior for this machine type (2 CPU cores, one thread per process, seeds stacked), printed
-with a '~'.
+`status` reads the work folder's checkpoints too: a running or stopped cell shows the epoch it
+has reached and whether it resumes there, that is whether its checkpoint belongs to the cell as
+this code and data give it (the config hash, as `bench run` decides). Checkpoints survive
+commits that leave the algorithm's code alone, so a campaign spread over several working
+sessions keeps running from one checkout; a change to an algorithm's module (or its base
+classes) makes its running cells start over, and `status` says so before anything is lost.
+
+The time left of a cell under way is its own pace so far (seconds per epoch of its checkpoint);
+of a cell not started, the wall time per seed of its group's records, else a rough prior for
+this machine type (2 CPU cores, one thread per process, seeds stacked), scaled by how fast the
+groups with records ran against their priors, and printed with a '~'.
 """
 
 from __future__ import annotations
@@ -45,14 +53,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bioplaus_bench.data.types import default_cache_dir  # noqa: E402
+from bioplaus_bench.data.types import DataSettings, default_cache_dir  # noqa: E402
+from bioplaus_bench.errors import InputError  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.run.checkpoint import CHECKPOINT_KEYS  # noqa: E402
+from bioplaus_bench.run.inputs import with_inputs  # noqa: E402
 from bioplaus_bench.suite.load import load_suite  # noqa: E402
 
 FINISHED = ("ok", "diverged")
@@ -110,9 +125,28 @@ PRIOR = {"bp": 4, "dfa": 7, "ddtp-linear": 22, "dtp": 23, "ddtp-control": 30, "d
 DATASET_FACTOR = {"cifar10": 5, "cifar10_cnn": 40}
 
 
+@dataclass(frozen=True)
+class Partial:
+    """The last checkpoint of a cell under way."""
+
+    done: int  # epochs finished, feedback pre-training ones included
+    total: int
+    elapsed: float  # the cell's seconds so far
+    resumes: bool | None  # whether `bench run` would resume it (None: unknown, see `why`)
+    why: str = ""
+
+    def seconds_left(self) -> float | None:
+        """At the cell's own pace so far; None before its first epoch."""
+        return self.elapsed * (self.total - self.done) / self.done if self.done else None
+
+
 class Campaign:
-    def __init__(self, out: Path, work: Path, seeds: int | None):
+    def __init__(self, out: Path, work: Path, seeds: int | None,
+                 data: DataSettings | None = None):
+        """``data``: where the datasets are, to tell whether checkpoints resume (their config
+        hash names the data); default: ``bench run``'s."""
         self.out, self.work, self.seeds = out, work, seeds
+        self.data = data or DataSettings()
         self.registry = load_registry()
         self.suites = {}
 
@@ -147,14 +181,52 @@ class Campaign:
 
     def seconds_per_seed(self, group: Group) -> tuple[float, bool]:
         """(estimate, measured?) of one seed's wall time for the group's full protocol."""
+        measured = self._measured(group)
+        if measured is not None:
+            return measured, True
+        return self._prior(group) * self._pace(), False
+
+    def _measured(self, group: Group) -> float | None:
+        """The mean wall time per seed of the group's finished records."""
         folder = self.out / group.suite / group.dataset / group.algorithm
         times = [r["wall_time"] for p in folder.glob("seed-*.json")
                  if (r := _read(p)) and r.get("status") in FINISHED and r.get("wall_time")]
-        if times:
-            return sum(times) / len(times), True
+        return sum(times) / len(times) if times else None
+
+    def _prior(self, group: Group) -> float:
         epochs = self.suite(group.suite).datasets[group.dataset].protocol.epochs
-        return (PRIOR.get(group.algorithm, 40) * DATASET_FACTOR.get(group.dataset, 1) * epochs,
-                False)
+        return PRIOR.get(group.algorithm, 40) * DATASET_FACTOR.get(group.dataset, 1) * epochs
+
+    def _pace(self) -> float:
+        """How fast this machine ran the groups with records, against their priors (median)."""
+        groups = {group for stage in STAGES for group in stage.groups}
+        ratios = [measured / self._prior(group) for group in sorted(groups, key=str)
+                  if (measured := self._measured(group)) is not None]
+        return median(ratios) if ratios else 1.0
+
+    def partial(self, group: Group, cell) -> Partial | None:
+        """The cell's checkpoint in the work folder, if one there can be read."""
+        path = (self.work / group.name / cell.dataset_id / cell.algorithm_id
+                / f"seed-{cell.seed}.ckpt")
+        if not path.is_file():
+            return None
+        try:  # plain data only, as `bench run` reads it; anything else is no progress
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not state.keys() >= CHECKPOINT_KEYS:
+                return None  # `bench run` would not resume it either
+            progress = state["state"]
+            done = int(progress["pretrained"]) + int(progress["epoch"])
+            elapsed, config_hash = float(progress["elapsed"]), state["config_hash"]
+        except Exception:
+            return None
+        trains_feedback = self.registry.get(cell.algorithm).cls.capabilities.trainable_feedback
+        pretraining = cell.settings.schedule.feedback_pretraining_epochs if trains_feedback else 0
+        total = pretraining + cell.dataset.protocol.epochs
+        try:
+            resolved, = with_inputs([cell], self.registry, self.data)
+        except InputError as error:
+            return Partial(done, total, elapsed, None, str(error))
+        return Partial(done, total, elapsed, config_hash == resolved.config_hash())
 
     def missing(self, stage: Stage, group: Group) -> list:
         return [cell for cell in self.cells(stage, group) if self.state(cell) != "done"]
@@ -168,18 +240,33 @@ class Campaign:
                 if not cells:
                     continue
                 states = [self.state(cell) for cell in cells]
-                left = [c.seed for c, s in zip(cells, states, strict=True) if s != "done"]
-                seconds, measured = self.seconds_per_seed(group)
-                estimate = seconds * len(left)
-                total_left += estimate
-                any_prior |= bool(left) and not measured
-                mark = "" if measured else "~"
-                detail = (f"missing seeds {','.join(map(str, left))}, {mark}{_hours(estimate)} left"
-                          + (f" ({states.count('stale')} stale)" if "stale" in states else ""))
-                print(f"  {group.name:40} {states.count('done')}/{len(cells)} done"
-                      + (f"; {detail}" if left else ""))
+                left = [c for c, s in zip(cells, states, strict=True) if s != "done"]
+                line = f"  {group.name:40} {states.count('done')}/{len(cells)} done"
+                if left:
+                    estimate, guessed, under_way = self._left(group, left)
+                    total_left += estimate
+                    any_prior |= guessed
+                    line += (f"; missing seeds {','.join(str(c.seed) for c in left)}"
+                             + (f" ({states.count('stale')} stale)" if "stale" in states else "")
+                             + f", {'~' if guessed else ''}{_hours(estimate)} left"
+                             + (f"; {under_way}" if under_way else ""))
+                print(line)
         print(f"time left: {'~' if any_prior else ''}{_hours(total_left)} of one process "
               "(one thread, seeds stacked); --jobs N divides it, roughly, up to the cores")
+
+    def _left(self, group: Group, cells: list) -> tuple[float, bool, str]:
+        """The time the missing cells still need, whether a prior went into it, and where
+        those under way stand."""
+        seconds, measured = self.seconds_per_seed(group)
+        total, guessed, partials = 0.0, False, []
+        for cell in cells:
+            partial = self.partial(group, cell)
+            left = partial.seconds_left() if partial and partial.resumes is not False else None
+            total += seconds if left is None else left
+            guessed |= left is None and not measured
+            if partial is not None:
+                partials.append(partial)
+        return total, guessed, _under_way(partials)
 
     def collect(self) -> int:
         """Copy the finished records of the work folder into the reference folder."""
@@ -199,16 +286,25 @@ class Campaign:
         return copied
 
     def command(self, group: Group, seeds: list[int], args) -> list[str]:
-        command = [sys.executable, "-m", "bioplaus_bench", "run",
-                   str(ROOT / "suites" / f"{group.suite}.yaml"),
-                   "--datasets", group.dataset, "--only", group.algorithm,
-                   "--only-seeds", ",".join(map(str, seeds)), "--vectorize-seeds",
-                   "--out", str(self.work / group.name), "--quiet", "--device", args.device]
-        if args.data_dir:
-            command += ["--data-dir", str(args.data_dir)]
-        if args.skip_checksums:
-            command.append("--skip-checksums")
-        return command
+        return bench_run(ROOT / "suites" / f"{group.suite}.yaml", group.dataset,
+                         group.algorithm, seeds, self.work / group.name, device=args.device,
+                         data_dir=args.data_dir, skip_checksums=args.skip_checksums,
+                         extra=["--vectorize-seeds"])
+
+
+def bench_run(suite_file: Path, dataset: str, entry: str, seeds: Sequence[int], out: Path, *,
+              device: str, data_dir: Path | None, skip_checksums: bool,
+              extra: Sequence[str] = ()) -> list[str]:
+    """The `bench run` of some seeds of one (dataset, entry) of a suite, at its protocol but
+    for what ``extra`` says, into ``out``."""
+    command = [sys.executable, "-m", "bioplaus_bench", "run", str(suite_file),
+               "--datasets", dataset, "--only", entry, "--only-seeds", ",".join(map(str, seeds)),
+               *extra, "--out", str(out), "--quiet", "--device", device]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    if skip_checksums:
+        command.append("--skip-checksums")
+    return command
 
 
 def run(campaign: Campaign, stages: list[Stage], args) -> int:
@@ -257,6 +353,24 @@ def run(campaign: Campaign, stages: list[Stage], args) -> int:
     return 1 if failed else 0
 
 
+def _under_way(partials: list[Partial]) -> str:
+    """Where a group's checkpoints stand: their epoch, and whether they resume there."""
+    if not partials:
+        return ""
+    at = ", ".join(sorted({f"{p.done}/{p.total}" for p in partials}))
+    resumes = {p.resumes for p in partials}
+    unknown = next((p.why for p in partials if p.resumes is None), None)
+    if unknown is not None:
+        verdict = f"cannot tell whether it resumes ({unknown})"
+    elif resumes == {True}:
+        verdict = "resumes there"
+    elif resumes == {False}:
+        verdict = "checkpoints of other code or settings: starts over"
+    else:
+        verdict = "some checkpoints of other code or settings: those start over"
+    return f"checkpoint at epoch {at} (pre-training included), {verdict}"
+
+
 def _settings(config: dict) -> dict:
     """A cell's settings without the code and data identities (the record keeps those in its
     provenance; older code still gives a reference cell, which the table marks)."""
@@ -298,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [s for s in STAGES if args.stages is None or s.name in args.stages.split(",")]
     if not chosen:
         parser.error(f"--stages: expected some of {','.join(s.name for s in STAGES)}")
-    campaign = Campaign(args.out, args.work, args.seeds)
+    data = DataSettings(verify_checksums=not args.skip_checksums,
+                        **({"root": args.data_dir} if args.data_dir else {}))
+    campaign = Campaign(args.out, args.work, args.seeds, data)
     if args.action == "status":
         campaign.status(chosen)
         return 0

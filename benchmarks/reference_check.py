@@ -44,7 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from reference import bench_run  # noqa: E402  (the campaign's own command line)
 
 from bioplaus_bench.results.record import Record  # noqa: E402
 from bioplaus_bench.results.store import ResultStore  # noqa: E402
@@ -98,12 +100,11 @@ def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list
 def rerun(job: Job, out: Path, data_dir: Path, device: str) -> Record | str:
     """The cell's first epoch through `bench run`; its record, or why there is none."""
     r = job.record
-    command = [sys.executable, "-m", "bioplaus_bench", "run", str(job.suite_file),
-               "--datasets", r.dataset, "--only", r.algorithm, "--only-seeds", str(r.seed),
-               "--epochs", "1", "--serial-seeds", "--out", str(out), "--quiet",
-               "--data-dir", str(data_dir), "--device", device]
-    if (r.provenance.get("data") or {}).get("checksums") not in (None, "verified"):
-        command.append("--skip-checksums")  # the reference read other files: so must we
+    # The reference read other files than the verified ones: so must we.
+    skip_checksums = (r.provenance.get("data") or {}).get("checksums") not in (None, "verified")
+    command = bench_run(job.suite_file, r.dataset, r.algorithm, [r.seed], out, device=device,
+                        data_dir=data_dir, skip_checksums=skip_checksums,
+                        extra=["--epochs", "1", "--serial-seeds"])
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     path = out / r.dataset / r.algorithm / f"seed-{r.seed}.json"
     if done.returncode != 0 or not path.is_file():

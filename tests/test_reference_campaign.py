@@ -86,3 +86,70 @@ def test_a_group_runs_the_shipped_suite_for_its_missing_seeds_only(reference, tm
         assert option in command
     assert command[command.index("--only-seeds") + 1] == "1,2"
     assert "--epochs" not in command and "--set" not in command and "--subset" not in command
+
+
+def test_status_reads_the_checkpoints_of_cells_under_way_and_whether_they_resume(
+        reference, tmp_path, capsys):
+    """A checkpoint written as `bench run` writes it (its config hash from the cell's code and
+    data) resumes, and its own pace gives its time left; one of other settings starts over;
+    a file that is no checkpoint is no progress."""
+    from bioplaus_bench.run.checkpoint import Checkpoint
+    from bioplaus_bench.run.inputs import with_inputs
+
+    from .conftest import write_idx_dataset
+
+    write_idx_dataset(tmp_path / "data")
+    data = reference.DataSettings(root=tmp_path / "data", verify_checksums=False)
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None, data=data)
+    stage = reference.STAGES[0]
+    group = reference.Group("table1", "mnist", "ddtp-linear")
+    cells = campaign.cells(stage, group)
+    pretraining = cells[0].settings.schedule.feedback_pretraining_epochs
+    assert pretraining > 0  # so that the totals below count it
+    total = pretraining + cells[0].dataset.protocol.epochs
+
+    def save(cell, config_hash: str) -> Path:
+        path = (campaign.work / group.name / cell.dataset_id / cell.algorithm_id
+                / f"seed-{cell.seed}.ckpt")
+        state = {"epoch": 10, "pretrained": pretraining, "elapsed": 160.0, "history": []}
+        Checkpoint(path, config_hash).save({"network": {}, "algorithm": {}, "optimisers": {},
+                                            "rng": {}, "state": state})
+        return path
+
+    resolved = with_inputs(cells, campaign.registry, data)
+    save(cells[0], resolved[0].config_hash())
+    save(cells[1], "0" * 16)  # other code or settings
+    save(cells[2], resolved[2].config_hash()).write_bytes(b"not a checkpoint")
+
+    first = campaign.partial(group, cells[0])
+    assert (first.done, first.total, first.resumes) == (pretraining + 10, total, True)
+    assert first.seconds_left() == pytest.approx(160.0 * (total - 10 - pretraining)
+                                                 / (10 + pretraining))
+    assert campaign.partial(group, cells[1]).resumes is False
+    assert campaign.partial(group, cells[2]) is None
+    # Without the data its hash names, whether it resumes is unknown, and the line says why.
+    elsewhere = reference.Campaign(campaign.out, campaign.work, seeds=None,
+                                   data=reference.DataSettings(root=tmp_path / "nothing"))
+    unknown = elsewhere.partial(group, cells[0])
+    assert unknown.resumes is None and "nothing" in unknown.why
+
+    seconds, measured = campaign.seconds_per_seed(group)
+    left, guessed, note = campaign._left(group, cells)
+    assert left == pytest.approx(first.seconds_left() + 2 * seconds) and guessed == (not measured)
+    assert "some checkpoints of other code or settings" in note
+    campaign.status([stage])
+    line = next(line for line in capsys.readouterr().out.splitlines() if group.name in line)
+    assert f"checkpoint at epoch {pretraining + 10}/{total}" in line
+
+
+def test_the_prior_of_a_group_without_records_follows_this_machine_s_pace(reference, tmp_path):
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    stage = reference.STAGES[0]
+    bp, dtp = reference.Group("table1", "mnist", "bp"), reference.Group("table1", "mnist", "dtp")
+    prior, measured = campaign.seconds_per_seed(dtp)
+    assert not measured
+    cell = campaign.cells(stage, bp)[0]
+    twice = 2 * campaign.seconds_per_seed(bp)[0]  # BP ran at half the prior's speed
+    write(campaign.record_path(campaign.out, cell), record(cell, wall_time=twice))
+    assert campaign.seconds_per_seed(bp) == (twice, True)
+    assert campaign.seconds_per_seed(dtp) == (pytest.approx(2 * prior), False)
