@@ -138,6 +138,18 @@ def test_no_dataset_in_common_refuses(folders, tmp_path):
                                      "common (yours: mnist; the reference's: teacher)")
 
 
+@pytest.mark.parametrize("make, expected", [
+    (lambda path: path, "results folder not found: {path}"),
+    (lambda path: write(path, "{}"), "not a results folder: {path} is a file; expected a folder "
+                                     "of records (<dataset>/<algorithm>/seed-N.json)")])
+def test_a_reference_that_is_no_results_folder_refuses_with_one_line(folders, tmp_path, make,
+                                                                     expected):
+    path = make(tmp_path / "ref.json")
+    result = invoke("table", folders / "mine", "--reference", path)
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {expected.format(path=path)}\n"
+
+
 def test_a_dataset_the_reference_lacks_is_shown_and_said(folders, tmp_path):
     both = renamed_copy(folders / "mine", tmp_path / "both", keep=True)
     result = invoke("table", both, "--reference", folders / "ref")

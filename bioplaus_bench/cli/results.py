@@ -38,7 +38,10 @@ def _read_records(results: Path) -> tuple[ResultStore, list]:
     from ..results.store import ResultStore
 
     if not results.is_dir():
-        raise InputError(f"results folder not found: {results}")
+        raise InputError(
+            f"not a results folder: {results} is a file; expected a folder of records "
+            "(<dataset>/<algorithm>/seed-N.json)" if results.exists()
+            else f"results folder not found: {results}")
     store = ResultStore(results)
     records = list(store.records())
     if not records:
