@@ -30,20 +30,20 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 # The reference campaign (benchmarks/reference.py): the paper's tables at the full protocol, into
-# results/reference/ (hours; resumable; not part of CI). DATA: the datasets' root folder.
-DATA ?= $(or $(BIOPLAUS_DATA),data)
+# results/reference/ (hours; resumable; not part of CI). DATA: the datasets' root folder, by
+# default $$BIOPLAUS_DATA, else ../shared/data if present, else ./data. `reference-status` needs
+# it too: whether a checkpoint resumes depends on the data it names.
+DATA ?= $(or $(BIOPLAUS_DATA),$(if $(wildcard ../shared/data),../shared/data,data))
 reference: install
 	$(BIN)/python benchmarks/reference.py run --data-dir $(DATA)
 
 reference-status: install
-	$(BIN)/python benchmarks/reference.py status
+	$(BIN)/python benchmarks/reference.py status --data-dir $(DATA)
 
 # Re-runs the first epoch of one seed of every reference cell on the real data and compares it
-# with its record (minutes; not part of CI). Data: DATA=... if given, else $$BIOPLAUS_DATA, else
-# ../shared/data if present.
+# with its record (minutes; not part of CI).
 reference-check: install
-	$(BIN)/python benchmarks/reference_check.py \
-		$(if $(filter-out file default undefined,$(origin DATA)),--data-dir $(DATA))
+	$(BIN)/python benchmarks/reference_check.py --data-dir $(DATA)
 
 # The README's reference table, rewritten from the records in results/reference/table1 (a test
 # checks that it is current).
