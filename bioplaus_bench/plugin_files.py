@@ -45,6 +45,8 @@ def import_plugin_file(path: Path | str) -> ModuleType:
     folder = path.parent
     _check_helper_names(path, folder)
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # a suffix Python does not import, such as .txt
+        raise PluginError(f"plugin file {path} cannot be imported: expected a Python (.py) file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     before = set(sys.modules)
@@ -112,7 +114,7 @@ def _imported_names(path: Path) -> set[str]:
         tree = ast.parse(path.read_bytes(), str(path))
     except (SyntaxError, ValueError, OSError):
         return set()
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.partition(".")[0] for alias in node.names)

@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from ..errors import DataMissingError, InputError
 from ..model.tasks import Classification
 from .pickles import read_cifar_batch
 from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
+
+if TYPE_CHECKING:  # torchvision is imported when a dataset is first read
+    from torchvision.datasets import MNIST
 
 LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 
@@ -164,7 +167,7 @@ def _located(name: str, settings: DataSettings) -> dict[Path, str]:
 
 # --- MNIST and Fashion-MNIST: IDX files, plain or .gz -----------------------------------------
 
-def _idx_located(cls: type, settings: DataSettings) -> dict[Path, str]:
+def _idx_located(cls: type[MNIST], settings: DataSettings) -> dict[Path, str]:
     raw = settings.root / cls.__name__ / "raw"
     files = _idx_files_in(raw, cls)
     if files is None and settings.download:
@@ -178,7 +181,7 @@ def _idx_located(cls: type, settings: DataSettings) -> dict[Path, str]:
     return files
 
 
-def _idx_files_in(raw: Path, cls: type) -> dict[Path, str] | None:
+def _idx_files_in(raw: Path, cls: type[MNIST]) -> dict[Path, str] | None:
     """Each IDX file of ``cls`` in ``raw`` with its original's MD5: the decompressed file where
     there is one (as torchvision reads it), else the .gz; None when one is missing."""
     files = {}
@@ -212,7 +215,7 @@ def _idx_paths(name: str, settings: DataSettings) -> dict[str, Path]:
     return paths
 
 
-def _unpacked_md5(cls: type, gz: Path, md5: str) -> str | None:
+def _unpacked_md5(cls: type[MNIST], gz: Path, md5: str) -> str | None:
     """The MD5 of what ``gz`` decompresses to, where it is known: for the original .gz files."""
     return IDX_MD5[cls.__name__][gz.stem] if dict(cls.resources).get(gz.name) == md5 else None
 
@@ -354,8 +357,9 @@ def _load_images(name: str, settings: DataSettings) -> tuple[Split, Split]:
 def _image_source(name: str, mean: float | None, std: float | None):
     def load(settings: DataSettings) -> tuple[Split, Split]:
         # Fresh tensors every time: a cell may modify its data without touching the cache.
-        return tuple(Split(s.x.clone() if mean is None else (s.x - mean) / std, s.y.clone())
-                     for s in _load_images(name, settings))
+        return cast("tuple[Split, Split]", tuple(
+            Split(s.x.clone() if mean is None else (s.x - mean) / std, s.y.clone())
+            for s in _load_images(name, settings)))
     return load
 
 

@@ -64,7 +64,7 @@ def _loader(normalize: bool):
     """Load the teacher task, with its targets standardised (``standardize``) or as drawn."""
     def load(settings: DataSettings, options: TeacherOptions, *, seed: int,
              validation: int | None) -> Data:
-        splits = teacher_data(options, seed, validation or 0)
+        splits: tuple[Split, ...] = teacher_data(options, seed, validation or 0)
         if normalize:
             splits = standardize(*splits)
         train, test, val = (Split(s.x.float(), s.y.float()) for s in splits)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -106,7 +106,8 @@ def split_validation(full: Split, validation: int | None, label: str) -> tuple[S
     if validation >= len(full):
         raise InputError(f"validation split of {validation} needs more than the "
                          f"{len(full)} training samples of {label}")
-    train_idx, val_idx = torch.utils.data.random_split(
-        range(len(full)), [len(full) - validation, validation])
-    train_idx, val_idx = torch.tensor(train_idx.indices), torch.tensor(val_idx.indices)
+    # A range stands in for a Dataset here: random_split only takes its length.
+    train_subset, val_subset = torch.utils.data.random_split(
+        cast("torch.utils.data.Dataset[int]", range(len(full))), [len(full) - validation, validation])
+    train_idx, val_idx = torch.tensor(train_subset.indices), torch.tensor(val_subset.indices)
     return Split(full.x[train_idx], full.y[train_idx]), Split(full.x[val_idx], full.y[val_idx])
