@@ -18,7 +18,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +125,10 @@ def sum_per_seed(values: Tensor, seeds: int | None) -> Tensor:
 
 # --- stacking modules and their states -------------------------------------------------------
 
-def stack_modules(modules: Sequence[nn.Module], memo: dict[int, Any] | None = None) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def stack_modules(modules: Sequence[ModuleT], memo: dict[int, Any] | None = None) -> ModuleT:
     """One module holding ``modules`` (the same structure, one per seed) stacked: a copy of the
     first whose every parameter and buffer is the stack of theirs. Parameters keep their
     identity in the copy (``.data`` is replaced), so optimisers and lists that refer to them

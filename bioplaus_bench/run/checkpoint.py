@@ -8,7 +8,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -73,7 +73,9 @@ def warn(message: str) -> None:
 
 def rng_state() -> dict[str, Any]:
     """Every generator's state as plain data (tensors, numbers, tuples)."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # The legacy state is a tuple (numpy's stubs also allow the dict of legacy=False).
+    kind, keys, position, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]",
+                                                  np.random.get_state())
     state = {"torch": torch.get_rng_state(),
              "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
              "python": random.getstate()}

@@ -43,7 +43,9 @@ def damping_search(cell: Cell, cls: type[Algorithm], env: Environment | None = N
                     logged[damping].append(angles)
         means = {d: np.mean(rows, axis=0).tolist() for d, rows in logged.items()}
         layers = runner.network.depth - 1
-        best = [min(grid, key=lambda d, i=i: means[str(d)][i]) for i in range(layers)]
+        # mypy cannot infer a lambda with a default argument (the loop's i, bound per layer).
+        best = [min(grid, key=lambda d, i=i: means[str(d)][i])  # type: ignore[misc]
+                for i in range(layers)]
         return {"grid": list(grid), "mean_angle": means, "best": best}
 
     result = train_cell(cell, cls, env, probe=probe)

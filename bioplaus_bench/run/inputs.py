@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from functools import cache
 from importlib.metadata import packages_distributions, version
 from pathlib import Path
@@ -56,7 +56,7 @@ def plugin_identity(function: Any) -> dict[str, Any] | None:
                      | plugin_file_sources(module), module)
 
 
-def _identity(files: set[Path], module: str) -> dict[str, Any]:
+def _identity(files: Collection[Path], module: str) -> dict[str, Any]:
     # In the order of their names, so that the digest does not depend on where the code lies.
     files = sorted(files, key=lambda path: (path.name, str(path)))
     identity: dict[str, Any] = {}
@@ -144,7 +144,7 @@ def code_text(source: bytes) -> bytes:
 
 
 @cache
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     return packages_distributions()
 
 

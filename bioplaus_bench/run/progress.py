@@ -10,6 +10,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -53,7 +54,8 @@ class RichReporter(LogReporter):
                                  MofNCompleteColumn(), TimeElapsedColumn(),
                                  TextColumn("ETA"), TimeRemainingColumn(),
                                  console=self.console)
-        self.cells = self.current = None
+        self.cells: TaskID | None = None
+        self.current: TaskID | None = None
 
     def start(self, total: int) -> None:
         super().start(total)
@@ -62,21 +64,27 @@ class RichReporter(LogReporter):
         self.current = self.progress.add_task("", total=1, visible=False)
         self._started = time.perf_counter()
 
+    @staticmethod
+    def _task(task: TaskID | None) -> TaskID:
+        if task is None:
+            raise RuntimeError("RichReporter: a cell was reported before start()")
+        return task
+
     def log(self, message: str) -> None:
         self.progress.console.print(message, markup=False, highlight=False)
 
     def cell_started(self, cell: Cell, index: int) -> None:
-        self.progress.update(self.current, description=cell.key, completed=0, total=1,
+        self.progress.update(self._task(self.current), description=cell.key, completed=0, total=1,
                              visible=True)
 
     def epoch(self, cell: Cell, phase: str, done: int, total: int) -> None:
-        self.progress.update(self.current, description=f"{cell.key} {phase}",
+        self.progress.update(self._task(self.current), description=f"{cell.key} {phase}",
                              completed=done, total=total)
 
     def cell_finished(self, cell: Cell, index: int, status: str, detail: str = "") -> None:
         super().cell_finished(cell, index, status, detail)
-        self.progress.update(self.cells, advance=1)
-        self.progress.update(self.current, visible=False)
+        self.progress.update(self._task(self.cells), advance=1)
+        self.progress.update(self._task(self.current), visible=False)
 
     def close(self) -> None:
         if self.cells is not None:

@@ -9,6 +9,7 @@ from its own generator, which continues the serial run's stream (``model.seeds``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -50,6 +51,8 @@ class SamplePool:
             self.x, self.y = split.x, split.y
             self._sorted, self._order = torch.sort(fingerprint)
             return torch.arange(len(split), device=split.x.device)
+        # All four are set together, with the first split.
+        assert self.y is not None and self._sorted is not None and self._order is not None
         position = torch.searchsorted(self._sorted, fingerprint).clamp_(max=len(self._sorted) - 1)
         rows = self._order[position]
         found = (self._sorted[position] == fingerprint) \
@@ -87,9 +90,10 @@ class SeedData:
                 for seed in splits}) != 1:
             return None
 
-        def stacked(which: int) -> Tensor | None:
-            return None if splits[0][which] is None else torch.stack([s[which] for s in splits])
-        return cls(pool, stacked(0), stacked(1), stacked(2), task)
+        def stacked(which: int) -> Tensor:
+            # A split is there for every seed or for none (their sizes agree, checked above).
+            return torch.stack([cast(Tensor, s[which]) for s in splits])
+        return cls(pool, stacked(0), None if splits[0][1] is None else stacked(1), stacked(2), task)
 
     def seeds(self, chosen: Sequence[int]) -> SeedData:
         """The data of the seeds ``chosen`` (positions in this stack)."""
@@ -107,9 +111,12 @@ class SeedData:
             orders = torch.stack([torch.randperm(rows.shape[1], generator=g, device=rows.device)
                                   for g in generators])
             rows = rows.gather(1, orders)
+        x, y = self.pool.x, self.pool.y
+        if x is None or y is None:
+            raise RuntimeError("SeedData.batches: the sample pool holds no samples")
         for start in range(0, rows.shape[1], batch_size):
             chosen = rows[:, start:start + batch_size]
-            yield self.pool.x[chosen], self.pool.y[chosen]
+            yield x[chosen], y[chosen]
 
 
 @torch.no_grad()

@@ -110,6 +110,8 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     say = note or (lambda message: None)
     group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
     with deadline(time_limit) as out_of_time:
+        runs: list[SeedRun]
+        splits: list[SplitRows]
         pool, runs, splits = SamplePool(), [], []
         for cell, path in zip(cells, checkpoints, strict=True):
             run, rows, task = set_up_seed(cell, cls, env, path, pool)
@@ -307,9 +309,8 @@ def _training_epoch(runner: StackedRunner, runs: Sequence[SeedRun], data: SeedDa
                 state["reason"] = f"{fault} non-finite at epoch {epoch}, minibatch {index + 1}"
                 running[s] = False
                 counting[s] = False
-            elif step.metrics[s] is not None:
-                runs[s].state["metrics"].append({"epoch": epoch, "batch": index,
-                                                 **step.metrics[s]})
+            elif (logged := step.metrics[s]) is not None:
+                runs[s].state["metrics"].append({"epoch": epoch, "batch": index, **logged})
         fwd = step.proposal.fwd
         loss_sum += torch.where(counting, fwd.loss.detach().double(), 0.0) * y.shape[1]
         hits = task.correct(fwd.output.detach(), y)

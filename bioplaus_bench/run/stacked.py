@@ -49,7 +49,7 @@ class StackedRunner(Runner):
         gets its fault (its run ends there, as a serial run does: ``on_fault(s)`` sees it
         before the forward step); the others are unaffected: nothing mixes seeds."""
         proposal = self.propose(x, y)
-        faults = [None] * len(self.views)
+        faults: list[str | None] = [None] * len(self.views)
         for s in _faulty(proposal.fwd.loss, proposal.updates, self.trainable):
             if active[s]:
                 faults[s] = non_finite(proposal.fwd.loss[s], [u[s] for u in proposal.updates],
@@ -71,14 +71,17 @@ class StackedRunner(Runner):
         return logged(self.metrics, view, self.algorithm.task, proposal.fwd.seed(s),
                       [u[s] for u in proposal.updates], config)
 
-    def feedback_step(self, x: Tensor, y: Tensor) -> list[float] | None:
+    # One loss per seed where the serial runner has one loss.
+    def feedback_step(self, x: Tensor, y: Tensor) -> list[float] | None:  # type: ignore[override]
         """A minibatch of a feedback-only epoch; each seed's feedback loss."""
         fwd = forward_pass(self.network, self.algorithm.task, x, y, layer_graphs=False)
         return _per_seed(self.algorithm.feedback_step(fwd))
 
 
-def _per_seed(loss: Tensor | None) -> list[float] | None:
+def _per_seed(loss: float | Tensor | None) -> list[float] | None:
     """A stacked feedback loss (one per seed) as numbers."""
+    if isinstance(loss, (int, float)):
+        raise TypeError(f"a stacked algorithm's feedback loss is a tensor, one per seed; got {loss!r}")
     return None if loss is None else [float(v) for v in loss]
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import StorageError
 from ...plugin_files import import_plugin_file
 from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
@@ -116,7 +117,10 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
         for index, cell in enumerate(cells):
             if not force and store.is_finished(cell):
                 summary.cached += 1
-                summary.statuses[store.load(cell).status] += 1
+                record = store.load(cell)
+                if record is None:  # removed since is_finished read it
+                    raise StorageError(f"{store.path(cell)}: the record vanished while it was read")
+                summary.statuses[record.status] += 1
                 reporter.cell_finished(cell, index, "cached")
             else:
                 todo.append((index, cell))
@@ -323,9 +327,10 @@ def _detail(record: Record) -> str:
         return record.reason
     final = record.final or {}
     parts = []
-    if "test_error" in final:
-        parts.append(f"test error {100 * final['test_error']:.2f}%")
-    elif "test_loss" in final:
-        parts.append(f"test loss {final['test_loss']:.4g}")
+    # A non-finite metric is stored as null: it is left out of the line, not a crash.
+    if (error := final.get("test_error")) is not None:
+        parts.append(f"test error {100 * error:.2f}%")
+    elif (loss := final.get("test_loss")) is not None:
+        parts.append(f"test loss {loss:.4g}")
     parts.append(f"{record.wall_time or 0:.1f} s")
     return ", ".join(parts)

@@ -33,7 +33,9 @@ def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
             num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell,
             max_retries=MAX_RETRIES, retry_exceptions=False)
         threads = max(1, int(options.cpus_per_cell))
-        refs = {remote.remote(pickle.dumps(cell), context.plugin_files, context.env,
+        # ray's overloads take execute_pickled's optional last argument for 5 of them: it has 6.
+        refs = {remote.remote(pickle.dumps(cell), context.plugin_files,  # type: ignore[call-arg]
+                              context.env,
                               str(context.checkpoint(cell)), context.force, threads):
                 (index, cell) for index, cell in todo}
         remaining = list(refs)
