@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -39,7 +40,8 @@ def output_jacobians(network: Network, fwd: ForwardPass) -> dict[int, Tensor]:
     """``J_i[b] = ∂a_L^(b)/∂h_i^(b)`` (B × n_out × numel(h_i)) for every hidden layer i."""
     jacobians: dict[int, Tensor] = {}
     top = network.depth
-    weight = network.layer(top).linear.weight
+    # The output layer is fully connected: a Dense, or a plugin's module with its ``linear``.
+    weight = cast(Dense, network.layer(top)).linear.weight
     jacobian = weight.expand(fwd.batch_size, *weight.shape)  # ∂a_L/∂h_{L-1}
     for i in range(top - 1, 0, -1):
         jacobians[i] = jacobian

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +50,11 @@ class FeedbackMap(nn.Module):
         return out.view(*out.shape[:lead + 1], *self.out_shape)
 
 
+def _reference(per_layer: Sequence[Tensor | None], i: int) -> Tensor:
+    """Hidden layer ``i``'s entry of a list of ``g_i`` values: only index 0 (no map) is None."""
+    return cast(Tensor, per_layer[i])
+
+
 def _difference_corrected(reached: Tensor, h: Tensor, reference: Tensor) -> Tensor:
     """``g_i(ĥ_s) + h_i − g_i(h_s)`` from ``reached = g_i(ĥ_s)`` and ``reference = g_i(h_s)``."""
     return reached + h - reference
@@ -58,6 +64,7 @@ class FeedbackPath(nn.Module):
     """The feedback maps ``g_1..g_{L-1}``; ``maps[i - 1]`` is ``g_i``."""
 
     maps: nn.ModuleList
+    network: Network  # set with object.__setattr__ below
 
     def __init__(self, network: Network):
         super().__init__()
@@ -124,8 +131,9 @@ class FeedbackPath(nn.Module):
         targets: list[Tensor | None] = [None] * (self.depth + 1)
         targets[self.depth] = output_target
         with torch.no_grad():
-            for i in range(self.depth - 1, 0, -1):
-                targets[i] = self.correct(i, targets[self.source(i)], fwd, references[i].detach())
+            for i in range(self.depth - 1, 0, -1):  # a source's target is set before its layer's
+                targets[i] = self.correct(i, cast(Tensor, targets[self.source(i)]), fwd,
+                                          _reference(references, i).detach())
         return targets
 
     def reconstruct(self, i: int, output: Tensor, fwd: ForwardPass,
@@ -139,8 +147,9 @@ class FeedbackPath(nn.Module):
         values = {self.depth: output}
         with torch.no_grad():
             for k in reversed(chain[1:-1]):
-                values[k] = self.correct(k, values[self.source(k)], fwd, references[k].detach())
-        return self.correct(i, values[self.source(i)], fwd, references[i])
+                values[k] = self.correct(k, values[self.source(k)], fwd,
+                                         _reference(references, k).detach())
+        return self.correct(i, values[self.source(i)], fwd, _reference(references, i))
 
 
 class LayerwisePath(FeedbackPath):
@@ -148,7 +157,7 @@ class LayerwisePath(FeedbackPath):
 
     def __init__(self, network: Network, activation: str = "tanh"):
         super().__init__(network)
-        factory = {"dtype": network.dtype, "device": network.device}
+        factory: dict[str, Any] = {"dtype": network.dtype, "device": network.device}
         self.maps = nn.ModuleList(
             FeedbackMap(math.prod(network.activation_shape(i + 1)), network.activation_shape(i),
                         activation, **factory)
@@ -165,7 +174,7 @@ class DirectPath(FeedbackPath):
     def __init__(self, network: Network, activation: str = "linear",
                  no_bias: Sequence[int] = ()):
         super().__init__(network)
-        factory = {"dtype": network.dtype, "device": network.device}
+        factory: dict[str, Any] = {"dtype": network.dtype, "device": network.device}
         self.maps = nn.ModuleList(
             FeedbackMap(network.n_outputs, network.activation_shape(i), activation,
                         bias=i not in no_bias, **factory)
@@ -188,7 +197,8 @@ class DirectPath(FeedbackPath):
         references = self._references_for_targets(fwd)
         with torch.no_grad():
             reached = self.g_each(output_target)
-            return [None, *(_difference_corrected(reached[i], fwd.h[i], references[i].detach())
+            return [None, *(_difference_corrected(_reference(reached, i), fwd.h[i],
+                                                  _reference(references, i).detach())
                             for i in range(1, self.depth)), output_target]
 
 
@@ -197,9 +207,12 @@ class RandomHiddenLayerPath(DirectPath):
     ``r(v) = tanh(R v + ρ)`` of width ``width`` (PyTorch's default ``nn.Linear`` init, never
     trained); the last hidden layer bypasses ``r``: ``g_{L-1}(v) = tanh(Q_{L-1} v + c_{L-1})``."""
 
+    R: Tensor  # buffers, registered in __init__
+    rho: Tensor
+
     def __init__(self, network: Network, width: int):
         FeedbackPath.__init__(self, network)
-        factory = {"dtype": network.dtype, "device": network.device}
+        factory: dict[str, Any] = {"dtype": network.dtype, "device": network.device}
         random_layer = nn.Linear(network.n_outputs, width, **factory)  # U(±1/sqrt(fan_in))
         self.register_buffer("R", random_layer.weight.detach().clone())
         self.register_buffer("rho", random_layer.bias.detach().clone())

@@ -33,11 +33,11 @@ def local_updates(network: Network, fwd: ForwardPass, targets: Sequence[Tensor |
         raise ValueError(f"expected {network.depth + 1} targets (index 0..L), got {len(targets)}")
     updates: list[Tensor] = []
     for i in range(1, network.depth + 1):
-        layer = network.layer(i)
-        if targets[i] is None:
+        layer, target = network.layer(i), targets[i]
+        if target is None:
             updates.extend(torch.zeros_like(p) for p in layer.parameters())
         else:
-            updates.extend(layer.local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], targets[i],
+            updates.extend(layer.local_gradients(fwd.h[i - 1], fwd.a[i], fwd.h[i], target,
                                                  fwd.layer_graphs.get(i)))
     return updates
 
