@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/bench run suites/smoke.yaml
 	$(BIN)/bench report results/smoke
 
-# mypy checks the files pyproject.toml's [tool.mypy] names (added as they are made clean).
+# mypy checks what pyproject.toml's [tool.mypy] names: the whole package.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -80,7 +80,9 @@ def check_plugin(
         raise typer.Exit(1)
 
 
-TemplateChoice = enum.Enum("TemplateChoice", {name: name for name in TEMPLATES}, type=str)
+# Members from one list, the templates' (so mypy knows them by name only: TemplateChoice["direct"]).
+TemplateChoice = enum.Enum("TemplateChoice", {name: name for name in TEMPLATES},  # type: ignore[misc]
+                           type=str)
 
 
 @app.command("new-plugin")
@@ -93,7 +95,7 @@ def new_plugin(
         "TargetPropagation subclass, a feedback path and loss (DDTP); backward-rule: a "
         "BackwardRule subclass, backprop with backward_weight(i, weight) in place of each "
         "weight (feedback alignment); inference: an InferenceRule written as its energy, value "
-        "nodes relaxed before it learns (predictive coding).")] = TemplateChoice.direct,
+        "nodes relaxed before it learns (predictive coding).")] = TemplateChoice["direct"],
     single_file: Annotated[bool, typer.Option(
         "--single-file", help="One module to use with --plugin FILE, with its tests and suite "
         "beside it, instead of an installable package.")] = False,

@@ -53,7 +53,7 @@ def _read_records(results: Path) -> tuple[ResultStore, list]:
 @app.command()
 def table(
     results: Annotated[Path, typer.Argument(help="A results folder written by `bench run`.")],
-    fmt: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.markdown,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat["markdown"],
     output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")
                       ] = None,
     compare: Annotated[Compare | None, typer.Option(
@@ -78,13 +78,13 @@ def table(
         summary = _summary(frame, baseline, with_reference=reference is not None)
     text = render(summary, fmt.value, compare=compare is Compare.paper,
                   unreadable=len(store.skipped))
-    if reference is not None and fmt is TableFormat.markdown:
+    if reference is not None and fmt is TableFormat["markdown"]:
         text += "\n".join(reference_section(summary, str(reference))) + "\n"
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         write_text(output, text)
-    if store.skipped and fmt is TableFormat.csv:  # a CSV holds data only: the note goes to stderr
+    if store.skipped and fmt is TableFormat["csv"]:  # a CSV holds data only: the note goes to stderr
         err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
 
 

@@ -152,7 +152,8 @@ def check_algorithm(info: AlgorithmInfo | type[Algorithm],
                     result = CheckResult(label, False, f"not run: {', '.join(failed)} did not "
                                          "pass", skipped=True)
                 else:
-                    result = _run(label, lambda f=function, k=kind: f(cls, k))
+                    # mypy cannot infer a lambda with default arguments (bound per check).
+                    result = _run(label, lambda f=function, k=kind: f(cls, k))  # type: ignore[misc]
                 done[name] = result.passed
                 add(result)
     finally:

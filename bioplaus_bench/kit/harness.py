@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -171,7 +172,8 @@ def describe_settings(cls: type[Algorithm], kinds: Sequence[str]) -> str:
     text = (f"{'; '.join(shapes)}; task: {N_OUTPUTS}-class classification of random inputs, "
             f"batches of {BATCH}, float32 and float64")
     if "mlp" in kinds and cls.capabilities.supports_task("regression"):
-        options = teacher_cell(cls).dataset.options
+        # A DatasetConfig's options are its dataset's Options once built (declared: the YAML).
+        options = cast(TeacherOptions, teacher_cell(cls).dataset.options)
         text += (f"; frozen layers [mlp] also: one epoch of train_cell on the teacher "
                  f"regression task ({options.n_train} training samples, float64)")
     return text
@@ -204,7 +206,8 @@ def teacher_cell(cls: type[Algorithm], frozen_layers: Sequence[int] = ()) -> Cel
         source="teacher", architecture=spec, label="teacher",
         protocol=Protocol(epochs=1, batch_size=16, validation=16,
                           frozen_layers=tuple(frozen_layers)),
-        options=TeacherOptions(n_train=48, n_test=16, hidden=(16,)))
+        # The dataset's Options, as suite/load.py puts there (declared: the YAML mapping).
+        options=TeacherOptions(n_train=48, n_test=16, hidden=(16,)))  # type: ignore[arg-type]
     return Cell(suite="conformance", dataset_id="teacher", dataset=dataset,
                 algorithm_id="candidate", algorithm=cls.name, label=cls.label,
                 settings=Settings(optimizer=OPTIMIZER, schedule=schedule), params=cls.Params(),

@@ -30,7 +30,9 @@ def check_loads(cls: type[Algorithm]) -> str:
         if not isinstance(getattr(cls, attribute), str):
             raise Failure(f"{attribute} must be a string, got {getattr(cls, attribute)!r}")
     params = cls.Params
-    if not dataclasses.is_dataclass(params) or not params.__dataclass_params__.frozen:
+    # typeshed's DataclassInstance declares only __dataclass_fields__, not the params.
+    if not dataclasses.is_dataclass(params) \
+            or not params.__dataclass_params__.frozen:  # type: ignore[attr-defined]
         raise Failure(f"Params ({params.__name__}) must be a frozen dataclass: "
                       "@dataclass(frozen=True)")
     missing = [f.name for f in dataclasses.fields(params)

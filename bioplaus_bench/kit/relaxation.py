@@ -65,10 +65,10 @@ def _energy(rule: InferenceRule, fwd, state: Sequence[Tensor], beta: float, wher
     if not isinstance(value, Tensor) or value.numel() != 1:
         raise Failure(f"{where}: energy() must return a scalar tensor for one seed, got "
                       f"{type(value).__name__}{tuple(getattr(value, 'shape', ()))}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise Failure(f"{where}: the energy after {step} steps is {value}")
-    return value
+    scalar = float(value)
+    if not math.isfinite(scalar):
+        raise Failure(f"{where}: the energy after {step} steps is {scalar}")
+    return scalar
 
 
 def _distance(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

@@ -242,8 +242,8 @@ def _curves(plt, records: list[Record]) -> str:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for method, runs in _by_label(trained).items():
-            _band(axes[0], [[_float(row.get("train_loss")) for row in r.history] for r in runs],
-                  method)
+            _band(axes[0], [[_float(row.get("train_loss")) for row in r.history or ()]
+                             for r in runs], method)  # every run here has a history
             _band(axes[1], [r.test_curve() for r in runs], method)
         axes[0].set_ylabel("training loss")
         axes[1].set_ylabel(_metric_name(trained[0]).replace("training loss", "test loss"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, SuiteError, did_you_mean
 from ..registry import Registry, Wanted, unknown_algorithm
@@ -25,6 +26,9 @@ from ..spec.schema import (
     load_yaml,
 )
 from .document import AlgorithmEntry, SearchSpace, Suite, SuiteHeader
+
+if TYPE_CHECKING:  # the model imports torch, which validating a suite need not
+    from ..model.algorithm import Algorithm
 
 # Mappings whose keys are ids chosen by the suite, not names from the schema.
 _ID_MAPPINGS = {"datasets": "dataset", "algorithms": "algorithm"}
@@ -120,6 +124,7 @@ def wanted_plugins(path: str | Path, overrides: list[str], only: list[str],
                             for key in ("datasets", "algorithms"))
     if not isinstance(datasets, dict) or not isinstance(algorithms, dict):
         return None
+    metrics: set[Any]  # unchecked YAML values until the str check below
     names, metrics, sources, types = set(), set(), set(), set()
     for a_id in only:
         entry = algorithms.get(a_id)
@@ -147,7 +152,7 @@ def wanted_plugins(path: str | Path, overrides: list[str], only: list[str],
     return Wanted(*(frozenset(group) for group in found))
 
 
-def load_suite(path: str | Path, registry: Registry, overrides: list[str] = (),
+def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = (),
                only: list[str] | None = None) -> Suite:
     """Read and validate a suite file. Every problem is a ``SuiteError`` with file and line.
     ``only``: the algorithm entries to be run (``--only``); the others are not checked against
@@ -314,7 +319,7 @@ def _check_metrics(metrics: MetricsConfig, depth: int, where: Path_, source: Sou
                                f"layer {layer} does not exist: the network has layers 1..{depth}")
 
 
-def _check_settings(raw: Any, where: Path_, source: Source, cls: type) -> None:
+def _check_settings(raw: Any, where: Path_, source: Source, cls: type[Algorithm]) -> None:
     """Type-check (part of) a Settings mapping where it stands in the file, so that errors
     point at the line that holds the bad value."""
     if not isinstance(raw, dict):

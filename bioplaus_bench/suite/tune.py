@@ -46,6 +46,7 @@ def _optuna():
 def _suggest(trial: Any, key: str, space: SearchSpace) -> Any:
     if space.choices is not None:
         return trial.suggest_categorical(key, list(space.choices))
+    assert space.low is not None and space.high is not None  # load_suite requires them
     if all(isinstance(v, int) for v in (space.low, space.high)) \
             and not isinstance(space.step, float):
         return trial.suggest_int(key, space.low, space.high, step=space.step or 1, log=space.log)
@@ -133,7 +134,7 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in values.items())
 
-        def pruned(status: str, why: str | None = None) -> optuna.TrialPruned:
+        def pruned(status: str, why: str | None = None) -> Exception:  # optuna.TrialPruned
             trial.set_user_attr("status", status)
             if why is not None:
                 trial.set_user_attr("error", why)
