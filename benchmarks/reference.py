@@ -327,12 +327,16 @@ def run(campaign: Campaign, stages: list[Stage], args) -> int:
     while (pending or running) and not stopping:
         while pending and len(running) < args.jobs and not stopping:
             stage, group = pending.pop(0)
-            seeds = [cell.seed for cell in campaign.missing(stage, group)]
-            if not seeds:
+            missing = campaign.missing(stage, group)
+            if not missing:
                 continue
+            seeds = [cell.seed for cell in missing]
+            under_way = _under_way([p for cell in missing
+                                    if (p := campaign.partial(group, cell)) is not None])
             log = open(logs / f"{group.name.replace('/', '-')}.log", "a")  # noqa: SIM115
             print(f"{_now()} start {group.name} seeds {','.join(map(str, seeds))} (list "
-                  f"{stage.name}; log {log.name})", flush=True)
+                  f"{stage.name}; log {log.name})" + (f"; {under_way}" if under_way else ""),
+                  flush=True)
             running[group] = subprocess.Popen(campaign.command(group, seeds, args), stdout=log,
                                               stderr=subprocess.STDOUT, env=environment)
         time.sleep(2)

@@ -37,6 +37,32 @@ def write(path: Path, data: dict) -> Path:
     return path
 
 
+def campaign_on_tiny_mnist(reference, tmp_path):
+    """A campaign whose data settings read a tiny MNIST (checksums skipped), for config hashes."""
+    from .conftest import write_idx_dataset
+
+    write_idx_dataset(tmp_path / "data")
+    data = reference.DataSettings(root=tmp_path / "data", verify_checksums=False)
+    return reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None, data=data)
+
+
+def save_checkpoint(campaign, group, cell, *, epoch: int, pretrained: int, elapsed: float,
+                    config_hash: str | None = None) -> Path:
+    """A checkpoint as `bench run` writes it, of the cell as this code and data give it unless
+    ``config_hash`` says otherwise."""
+    from bioplaus_bench.run.checkpoint import Checkpoint
+    from bioplaus_bench.run.inputs import with_inputs
+
+    if config_hash is None:
+        config_hash = with_inputs([cell], campaign.registry, campaign.data)[0].config_hash()
+    path = (campaign.work / group.name / cell.dataset_id / cell.algorithm_id
+            / f"seed-{cell.seed}.ckpt")
+    state = {"epoch": epoch, "pretrained": pretrained, "elapsed": elapsed, "history": []}
+    Checkpoint(path, config_hash).save({"network": {}, "algorithm": {}, "optimisers": {},
+                                        "rng": {}, "state": state})
+    return path
+
+
 def test_a_cell_is_done_only_with_a_finished_record_of_the_suite_s_settings(reference, tmp_path):
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
     stage = reference.STAGES[0]
@@ -93,33 +119,17 @@ def test_status_reads_the_checkpoints_of_cells_under_way_and_whether_they_resume
     """A checkpoint written as `bench run` writes it (its config hash from the cell's code and
     data) resumes, and its own pace gives its time left; one of other settings starts over;
     a file that is no checkpoint is no progress."""
-    from bioplaus_bench.run.checkpoint import Checkpoint
-    from bioplaus_bench.run.inputs import with_inputs
-
-    from .conftest import write_idx_dataset
-
-    write_idx_dataset(tmp_path / "data")
-    data = reference.DataSettings(root=tmp_path / "data", verify_checksums=False)
-    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None, data=data)
+    campaign = campaign_on_tiny_mnist(reference, tmp_path)
     stage = reference.STAGES[0]
     group = reference.Group("table1", "mnist", "ddtp-linear")
     cells = campaign.cells(stage, group)
     pretraining = cells[0].settings.schedule.feedback_pretraining_epochs
     assert pretraining > 0  # so that the totals below count it
     total = pretraining + cells[0].dataset.protocol.epochs
-
-    def save(cell, config_hash: str) -> Path:
-        path = (campaign.work / group.name / cell.dataset_id / cell.algorithm_id
-                / f"seed-{cell.seed}.ckpt")
-        state = {"epoch": 10, "pretrained": pretraining, "elapsed": 160.0, "history": []}
-        Checkpoint(path, config_hash).save({"network": {}, "algorithm": {}, "optimisers": {},
-                                            "rng": {}, "state": state})
-        return path
-
-    resolved = with_inputs(cells, campaign.registry, data)
-    save(cells[0], resolved[0].config_hash())
-    save(cells[1], "0" * 16)  # other code or settings
-    save(cells[2], resolved[2].config_hash()).write_bytes(b"not a checkpoint")
+    progress = {"epoch": 10, "pretrained": pretraining, "elapsed": 160.0}
+    save_checkpoint(campaign, group, cells[0], **progress)
+    save_checkpoint(campaign, group, cells[1], **progress, config_hash="0" * 16)  # other code
+    save_checkpoint(campaign, group, cells[2], **progress).write_bytes(b"not a checkpoint")
 
     first = campaign.partial(group, cells[0])
     assert (first.done, first.total, first.resumes) == (pretraining + 10, total, True)
@@ -153,3 +163,32 @@ def test_the_prior_of_a_group_without_records_follows_this_machine_s_pace(refere
     write(campaign.record_path(campaign.out, cell), record(cell, wall_time=twice))
     assert campaign.seconds_per_seed(bp) == (twice, True)
     assert campaign.seconds_per_seed(dtp) == (pytest.approx(2 * prior), False)
+
+
+def test_the_campaign_log_says_where_a_group_under_way_resumes(reference, tmp_path, monkeypatch,
+                                                               capsys):
+    campaign = campaign_on_tiny_mnist(reference, tmp_path)
+    group = reference.Group("table1", "mnist", "bp")
+    stage = reference.Stage("t", "one group", (group,), 2)
+    save_checkpoint(campaign, group, campaign.cells(stage, group)[0], epoch=40, pretrained=0,
+                    elapsed=100.0)
+    started = []
+
+    class Finished:  # a `bench run` that ends at once
+        returncode = 0
+
+        def __init__(self, command, **kwargs):
+            started.append(command)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(reference.subprocess, "Popen", Finished)
+    monkeypatch.setattr(reference.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(reference.signal, "signal", lambda *handler: None)  # pytest keeps its own
+    args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "skip_checksums": True,
+                             "jobs": 1, "threads": 1})
+    assert reference.run(campaign, [stage], args) == 0
+    assert len(started) == 1 and started[0][started[0].index("--only-seeds") + 1] == "0,1"
+    line = next(line for line in capsys.readouterr().out.splitlines() if " start " in line)
+    assert line.endswith("; checkpoint at epoch 40/100 (pre-training included), resumes there")
