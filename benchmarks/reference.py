@@ -179,12 +179,13 @@ class Campaign:
             return "stale"
         return "done"
 
-    def seconds_per_seed(self, group: Group) -> tuple[float, bool]:
-        """(estimate, measured?) of one seed's wall time for the group's full protocol."""
+    def seconds_per_seed(self, group: Group, pace: float | None = None) -> tuple[float, bool]:
+        """(estimate, measured?) of one seed's wall time for the group's full protocol.
+        ``pace``: this machine's, if already known (it reads every group's records)."""
         measured = self._measured(group)
         if measured is not None:
             return measured, True
-        return self._prior(group) * self._pace(), False
+        return self._prior(group) * (self._pace() if pace is None else pace), False
 
     def _measured(self, group: Group) -> float | None:
         """The mean wall time per seed of the group's finished records."""
@@ -232,7 +233,7 @@ class Campaign:
         return [cell for cell in self.cells(stage, group) if self.state(cell) != "done"]
 
     def status(self, stages: list[Stage]) -> None:
-        total_left, any_prior = 0.0, False
+        total_left, any_prior, pace = 0.0, False, self._pace()
         for stage in stages:
             print(f"list {stage.name}: {stage.title} (seeds: first {self.seeds or stage.seeds})")
             for group in stage.groups:
@@ -243,7 +244,7 @@ class Campaign:
                 left = [c for c, s in zip(cells, states, strict=True) if s != "done"]
                 line = f"  {group.name:40} {states.count('done')}/{len(cells)} done"
                 if left:
-                    estimate, guessed, under_way = self._left(group, left)
+                    estimate, guessed, under_way = self._left(group, left, pace)
                     total_left += estimate
                     any_prior |= guessed
                     line += (f"; missing seeds {','.join(str(c.seed) for c in left)}"
@@ -254,10 +255,11 @@ class Campaign:
         print(f"time left: {'~' if any_prior else ''}{_hours(total_left)} of one process "
               "(one thread, seeds stacked); --jobs N divides it, roughly, up to the cores")
 
-    def _left(self, group: Group, cells: list) -> tuple[float, bool, str]:
+    def _left(self, group: Group, cells: list, pace: float | None = None
+              ) -> tuple[float, bool, str]:
         """The time the missing cells still need, whether a prior went into it, and where
         those under way stand."""
-        seconds, measured = self.seconds_per_seed(group)
+        seconds, measured = self.seconds_per_seed(group, pace)
         total, guessed, partials = 0.0, False, []
         for cell in cells:
             partial = self.partial(group, cell)
