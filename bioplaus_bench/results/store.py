@@ -89,9 +89,14 @@ class ResultStore:
     def load(self, cell: Cell) -> Record | None:
         return _read(self.path(cell))
 
-    def is_finished(self, cell: Cell) -> bool:
+    def finished(self, cell: Cell) -> Record | None:
+        """The cell's record if it is finished and of this very configuration, else None."""
         record = self.load(cell)
-        return record is not None and record.config_hash == cell.config_hash() and record.finished
+        return record if record is not None and record.config_hash == cell.config_hash() \
+            and record.finished else None
+
+    def is_finished(self, cell: Cell) -> bool:
+        return self.finished(cell) is not None
 
     def write(self, record: Record, cell: Cell) -> Path:
         """Write atomically, with the user's umask. A failed write leaves nothing behind and

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import StorageError
 from ...plugin_files import import_plugin_file
 from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
@@ -115,11 +114,9 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
     try:
         todo = []
         for index, cell in enumerate(cells):
-            if not force and store.is_finished(cell):
+            record = None if force else store.finished(cell)
+            if record is not None:
                 summary.cached += 1
-                record = store.load(cell)
-                if record is None:  # removed since is_finished read it
-                    raise StorageError(f"{store.path(cell)}: the record vanished while it was read")
                 summary.statuses[record.status] += 1
                 reporter.cell_finished(cell, index, "cached")
             else:
