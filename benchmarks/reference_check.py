@@ -18,7 +18,7 @@ epoch's loss) must equal the record's within the tolerance of its precision:
            settings (epoch 1 after the feedback pre-training, one thread): a repeat is
            bit-identical (BP, DFA, DDTP-linear); 2 threads instead of 1: identical (DFA); seeds
            stacked as the campaign runs them (--vectorize-seeds) against serial: at most
-           1.9e-15 (DFA) and 3.5e-13 (DDTP-linear) relative, no error changed.
+           1.9e-15 (DFA), 3.5e-13 (DDTP-linear) and 1.7e-11 (DTP-DRL) relative, no error changed.
   float32: relative 2e-3 on the losses, errors within 10 samples of their split. Measured:
            BP, 2 threads or stacked against serial: at most 5.4e-8, no error changed;
            DDTP-linear run in float32 (--set), stacked against serial: 1.9e-4 on the
