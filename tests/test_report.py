@@ -52,6 +52,13 @@ def test_markdown_table_layout():
     assert "not the paper protocol" not in text
 
 
+def test_caption_names_the_range_of_seeds_when_cells_ran_different_numbers():
+    records = synthetic() + [record("mnist", "bp", s, value=0.02) for s in range(3, 10)]
+    text = render(summarise(records_frame(records)), "markdown")
+    assert "Mean ± SD over 3 to 10 seeds (n: seeds that finished)" in text
+    assert "| BP | 2.00 ± 0.05 (n=10) |" in text
+
+
 def test_latex_table_layout():
     text = render(summarise(records_frame(synthetic())), "latex")
     assert text.splitlines()[:9] == [

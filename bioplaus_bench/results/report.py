@@ -214,9 +214,12 @@ def caption(summary: pd.DataFrame) -> str:
                          f"{within} (the last epoch without a validation split)")
         if "regression" in tasks:
             parts.append("test loss (MSE) at the epoch of lowest validation loss")
-    seeds = int(summary.n.max()) if len(summary) else 0
+    runs = summary[["ok", *UNFINISHED]].sum(axis=1)  # seeds run per cell; skipped: never run
+    runs = runs[runs > 0]
+    low, high = (int(runs.min()), int(runs.max())) if len(runs) else (0, 0)
+    seeds = _plural(high, "seed") if low == high else f"{low} to {high} seeds"
     text = "; ".join(parts)
-    text = text[0].upper() + text[1:] + f". Mean ± SD over {_plural(seeds, 'seed')} (n: seeds " \
+    text = text[0].upper() + text[1:] + f". Mean ± SD over {seeds} (n: seeds " \
         "that finished); best non-BP method in bold."
     deviations = sorted({d for texts in summary.deviations for d in texts.split("; ") if d})
     if deviations:
