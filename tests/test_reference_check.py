@@ -1,6 +1,7 @@
 """benchmarks/reference_check.py (`make reference-check`) on a tiny reference of its own: the first
-epoch of every cell re-run through `bench run` reproduces its record; a changed number, or a
-suite whose settings are no longer the record's, is a mismatch with exit code 1."""
+epoch of every cell re-run through `bench run`, its seeds stacked as they were run, reproduces its
+records; a changed number in any seed of the stack, or a suite whose settings are no longer the
+record's, is a mismatch with exit code 1."""
 
 import importlib.util
 import json
@@ -38,7 +39,7 @@ def test_the_first_epoch_of_every_reference_cell_is_reproduced_and_changes_are_c
     # as the campaign runs: seeds stacked, the suite's protocol (two epochs)
     run = invoke("run", suite, "--out", results / "tiny", "--quiet", "--vectorize-seeds")
     assert run.exit_code == 0, run.output
-    path = results / "tiny" / "teacher" / "bp" / "seed-0.json"
+    path = results / "tiny" / "teacher" / "bp" / "seed-1.json"  # the stack's second seed
     record = json.loads(path.read_text())
     changed = record["history"][0]["test_loss"] * (1 + 1e-6)  # beyond float64's 1e-9
     record["history"][0]["test_loss"] = changed
@@ -48,10 +49,22 @@ def test_the_first_epoch_of_every_reference_cell_is_reproduced_and_changes_are_c
     assert script.main(["--results", str(results), "--suites", str(suites),
                         "--data-dir", str(tmp_path)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"tiny teacher/bp seed 0: MISMATCH at epoch 1: test_loss "
+    assert lines[0].startswith(f"tiny teacher/bp seed 1: MISMATCH at epoch 1: test_loss "
                                f"{changed!r} in the record, ")
     assert lines[0].endswith("(relative 1.0e-06)")
-    assert lines[1].startswith("tiny teacher/dfa seed 0: ok (largest relative difference ")
+    # re-run stacked as the campaign ran it, a seed's arithmetic is the record's, bit for bit
+    assert lines[1] == "tiny teacher/dfa seeds 0,1 stacked as run: ok (largest relative " \
+        "difference 0.0e+00)"
     assert lines[2] == ("tiny teacher/dfa-fast seed 0: MISMATCH, the suite's settings are not "
                         "the record's: optimizer.lr")
     assert lines[3] == "1 of 3 reference cells reproduce their first epoch; 2 cells fail the check"
+
+    # a seed that finished at another moment ran in a run of its own: it is not of the stack
+    other = results / "tiny" / "teacher" / "dfa" / "seed-1.json"
+    record = json.loads(other.read_text())
+    record["provenance"]["finished_at"] = "2026-01-01T00:00:00+00:00"
+    other.write_text(json.dumps(record))
+    found, problems = script.jobs(results, suites, None)
+    assert problems == []
+    assert {job.records[0].algorithm: job.seeds for job in found} == \
+        {"bp": [0, 1], "dfa": [0], "dfa-fast": [0, 1]}
