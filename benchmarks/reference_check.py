@@ -100,9 +100,8 @@ def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list
             if record.status == "ok" and record.history:
                 cells.setdefault((record.dataset, record.algorithm), []).append(record)
         for (dataset, entry), records in sorted(cells.items()):
-            first = min(records, key=lambda r: r.seed)
-            stack = tuple(sorted((r for r in records if _run(r) == _run(first)),
-                                 key=lambda r: r.seed))
+            first, *others = sorted(records, key=lambda r: r.seed)
+            stack = (first, *(r for r in others if _run(r) == _run(first)))
             suite_file = suites / f"{first.suite or folder.name}.yaml"
             if suite_file.is_file():
                 found.append(Job(suite_file, stack))
@@ -224,14 +223,13 @@ def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str]:
     news = rerun(job, out, data_dir, device)
     if isinstance(news, str):
         return False, f"{name}: FAILED, {news}"
-    notes = []
-    new = news[r.seed]
+    notes, again = [], news[r.seed]  # the stack shares its code and device
     if (r.provenance.get("code") or {}).get("source_sha256") != \
-            (new.provenance.get("code") or {}).get("source_sha256"):
+            (again.provenance.get("code") or {}).get("source_sha256"):
         notes.append("the algorithm's source has changed since the record")
-    if r.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
+    if r.provenance.get("device", "cpu") != again.provenance.get("device", "cpu"):
         notes.append(f"record from {r.provenance.get('device')}, checked on "
-                     f"{new.provenance.get('device')}: tolerance ×{OTHER_DEVICE:g}, not measured")
+                     f"{again.provenance.get('device')}: tolerance ×{OTHER_DEVICE:g}, not measured")
     note = f" ({'; '.join(notes)})" if notes else ""
     worst, worst_name = 0.0, ""
     for reference in job.records:
