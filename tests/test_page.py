@@ -2,6 +2,7 @@
 and in headless Chromium where it is installed."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -117,6 +118,9 @@ def test_the_page_renders_in_headless_chromium_without_errors_or_requests(page, 
                                                                           tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
+        # .ci/run installs chromium and sets this: there a missing browser fails, never skips.
+        if os.environ.get("BIOPLAUS_REQUIRE_BROWSER") == "1":
+            pytest.fail("chromium is not installed but BIOPLAUS_REQUIRE_BROWSER=1 (.ci/run)")
         pytest.skip("chromium is not installed: apt-get install chromium")
     report = results / "report.html"
     dom, log, urls = _open_in_chromium(browser, report, tmp_path)
