@@ -99,6 +99,14 @@ MISMATCHES = [  # (what the user's run changes, the one line's account of it)
 ]
 
 
+def remedy(ref, epochs, subset=None):
+    """The `bench run` a refusal names, for a run of ``epochs`` (on ``subset`` images)."""
+    tail = f" --subset {subset} --out {ref}-{epochs}-epochs-subset-{subset}" if subset \
+        else f" --out {ref}-{epochs}-epochs"
+    return (f"; a reference at your protocol: bench run suites/ref.yaml --datasets teacher "
+            f"--only bp,dfa --only-seeds 0,1,2 --epochs {epochs}" + tail)
+
+
 @pytest.mark.parametrize(("change", "account"), MISMATCHES,
                          ids=["epochs", "split", "subset", "precision", "network"])
 def test_another_protocol_refuses_with_one_line_naming_it(folders, tmp_path, change, account):
@@ -109,12 +117,81 @@ def test_another_protocol_refuses_with_one_line_naming_it(folders, tmp_path, cha
     ref = folders / "ref"
     expected = f"error: --reference {ref}: not the same protocol, so no comparison: teacher: " \
                f"{account}"
+    if "--epochs" in change:  # longer than the reference: the run that makes one is named
+        expected += remedy(ref, 3)
+    elif "--subset" in change:
+        expected += remedy(ref, 2, subset=20)
     for command in (["table", out, "--reference", ref],
                     ["report", out, "--reference", ref, "--out", tmp_path / "p.html"]):
         result = invoke(*command)
         assert result.exit_code == 2
         assert result.stderr.strip() == expected
         assert result.stdout == ""
+
+
+def comparable(record: dict) -> dict:
+    """A record's result without what a run's timing and provenance make differ."""
+    return {"status": record["status"], "selected_epoch": record["selected_epoch"],
+            "final": record["final"], "pruned_at_epoch": record.get("pruned_at_epoch"),
+            "history": [{k: v for k, v in row.items() if k != "seconds"}
+                        for row in record["history"]],
+            "epochs": record["config"]["dataset"]["protocol"]["epochs"]}
+
+
+def test_a_shorter_run_meets_the_reference_truncated_to_its_epochs(folders, tmp_path):
+    """The reference (2 epochs) cut to 1 epoch is, record for record, a fresh 1-epoch run of the
+    same cells: the table compares your 1-epoch run with it and says so."""
+    from bioplaus_bench.results.record import Record
+
+    fresh = tmp_path / "fresh"
+    run = invoke("run", folders / "ref.yaml", "--out", fresh, "--quiet", "--epochs", "1")
+    assert run.exit_code == 0, run.output
+    paths = sorted((folders / "ref").glob("teacher/*/seed-*.json"))
+    assert len(paths) == 6
+    for path in paths:
+        full = Record.from_json(json.loads(path.read_text()))
+        assert full.epochs == 2 and len(full.history) == 2
+        cut = full.truncated(1).to_json()
+        again = json.loads((fresh / path.relative_to(folders / "ref")).read_text())
+        assert comparable(cut) == comparable(again)  # bit for bit: == on floats
+        assert cut["paper_protocol"] is False and "truncated to its first 1 of 2 epochs" in \
+            cut["deviations"][-1]
+
+    short = tmp_path / "short"
+    run = invoke("run", write(tmp_path / "mine.yaml", USER_SUITE), "--out", short, "--quiet",
+                 "--only", "my-rule", "--epochs", "1")
+    assert run.exit_code == 0, run.output
+    ref = folders / "ref"
+    table = invoke("table", short, "--reference", ref)
+    assert table.exit_code == 0, table.output
+    assert f"Against the reference {ref} (reference truncated to 1 epoch" in table.stdout
+    rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(
+        invoke("table", short, "--reference", ref, "--format", "csv").stdout))}
+    expected = np.array([json.loads(p.read_text())["final"]["test_loss"]
+                         for p in sorted((fresh / "teacher" / "bp").glob("seed-*.json"))])
+    assert float(rows["ref:bp"]["mean"]) == pytest.approx(expected.mean(), rel=1e-12)
+    assert rows["ref:bp"]["epochs"] == "1"
+    page = invoke("report", short, "--reference", ref, "--out", tmp_path / "p.html")
+    assert page.exit_code == 0, page.output
+    assert "reference truncated to 1 epoch" in (tmp_path / "p.html").read_text()
+
+
+def test_the_named_run_makes_a_reference_that_compares(folders, tmp_path):
+    """A trial longer than the reference refuses with a `bench run`; that run's folder then
+    compares."""
+    mine = tmp_path / "mine"
+    run = invoke("run", write(tmp_path / "mine.yaml", USER_SUITE), "--out", mine, "--quiet",
+                 "--only", "my-rule", "--only-seeds", "0,1", "--epochs", "3")
+    assert run.exit_code == 0, run.output
+    refused = invoke("table", mine, "--reference", folders / "ref")
+    assert refused.exit_code == 2
+    command = refused.stderr.strip().split("a reference at your protocol: bench ", 1)[1].split()
+    command[1] = str(folders / "ref.yaml")  # suites/ref.yaml is where the suite lives here
+    made = invoke(*command, "--quiet")
+    assert made.exit_code == 0, made.output
+    table = invoke("table", mine, "--reference", command[command.index("--out") + 1])
+    assert table.exit_code == 0, table.output
+    assert "| DFA (reference) |" in table.stdout
 
 
 def renamed_copy(source, target, dataset="mnist", keep=False):
@@ -156,6 +233,21 @@ def test_a_dataset_the_reference_lacks_is_shown_and_said(folders, tmp_path):
     assert result.exit_code == 0, result.output
     assert "| Method | Teacher regression | Other |" in result.stdout
     assert result.stdout.rstrip().endswith("No reference cells for: Other.")
+
+
+def test_the_papers_numbers_never_stand_beside_a_truncated_reference(folders, tmp_path):
+    ref = renamed_copy(folders / "ref", tmp_path / "ref")  # as if the paper's MNIST column
+    full = renamed_copy(folders / "mine", tmp_path / "full")
+    run = invoke("run", write(tmp_path / "mine.yaml", USER_SUITE), "--out", tmp_path / "s",
+                 "--quiet", "--only", "my-rule", "--epochs", "1")
+    assert run.exit_code == 0, run.output
+    short = renamed_copy(tmp_path / "s", tmp_path / "short")
+    for folder, shown in ((full, True), (short, False)):
+        result = invoke("table", folder, "--reference", ref, "--format", "csv",
+                        "--compare", "paper")
+        assert result.exit_code == 0, result.output
+        rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+        assert (rows["ref:bp"]["paper_mean"] != "") is shown
 
 
 def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):

@@ -71,7 +71,7 @@ def table(
     with input_errors():
         store, records = _read_records(results)
         theirs = _read_records(reference)[1] if reference is not None else None
-        frame = _frame(records, theirs, reference)
+        frame, reference_name = _frame(records, theirs, reference)
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
@@ -79,26 +79,31 @@ def table(
     text = render(summary, fmt.value, compare=compare is Compare.paper,
                   unreadable=len(store.skipped))
     if reference is not None and fmt is TableFormat["markdown"]:
-        text += "\n".join(reference_section(summary, str(reference))) + "\n"
+        text += "\n".join(reference_section(summary, reference_name)) + "\n"
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         write_text(output, text)
     if store.skipped and fmt is TableFormat["csv"]:  # a CSV holds data only: the note goes to stderr
         err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
+    if reference_name != str(reference) and fmt is not TableFormat["markdown"]:
+        err.print(f"note: --reference {reference_name}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def _frame(records: list[Record], reference: list[Record] | None, name: Path | None
-           ) -> pd.DataFrame:
+           ) -> tuple[pd.DataFrame, str]:
     """The table's frame: your records, with the reference's cells beside them when there is a
-    reference of the same protocol (an InputError naming what differs when not)."""
-    from ..results.reference import check_protocol, combined_frame
+    reference of the same protocol, cut to your epoch count where you ran fewer (an InputError
+    naming what differs when not); and the reference's name as the table shows it."""
+    from ..results.reference import at_your_protocol, combined_frame, horizon_note
     from ..results.report import records_frame
 
     if reference is None:
-        return records_frame(records)
-    check_protocol(records, reference, str(name))
-    return combined_frame(records, reference)
+        return records_frame(records), ""
+    theirs, horizons = at_your_protocol(records, reference, str(name))
+    note = horizon_note(horizons)
+    return combined_frame(records, theirs), f"{name} ({note})" if note else str(name)
 
 
 def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False
@@ -160,9 +165,10 @@ def report(
     with input_errors():
         store, records = _read_records(results)
         theirs = _read_records(reference)[1] if reference is not None else None
-        summary = _summary(_frame(records, theirs, reference), with_reference=theirs is not None)
+        frame, reference_name = _frame(records, theirs, reference)
+        summary = _summary(frame, with_reference=theirs is not None)
         text = build(records, unreadable=len(store.skipped), summary=summary,
-                     reference=str(reference) if reference is not None else None)
+                     reference=reference_name or None)
     path = output if output is not None else results / "report.html"
     write_text(path, text)
     err.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)

@@ -122,6 +122,37 @@ class Record:
                     if "test_accuracy" in row]
         return [_number(row["test_loss"]) for row in rows if "test_loss" in row]
 
+    def truncated(self, epochs: int) -> Record:
+        """The record this cell's run would have given had it stopped after ``epochs`` epochs:
+        the history cut there and the selection rule re-applied to it. Exact because the
+        protocol has no schedule that depends on the epoch count (algorithms.md §12): the first
+        N epochs of a longer run are an N-epoch run (same initialisation, data order, noise).
+        A divergence or pruning after epoch N did not happen yet; the wall time is not known
+        (None); ``deviations`` says what was done."""
+        if not 0 < epochs <= self.epochs:
+            raise ValueError(f"cannot truncate a {self.epochs}-epoch record to {epochs} epochs")
+        if epochs == self.epochs or self.history is None:
+            return self
+        history = [row for row in self.history if row["epoch"] <= epochs]
+        ran_on = len(history) < len(self.history)  # epochs 1..N all finished
+        status, reason = ("ok", None) if ran_on else (self.status, self.reason)
+        selected_epoch, final = select_epoch(history, self.task, any(
+            "val_loss" in row for row in history))
+        dataset = self.config["dataset"]
+        config = {**self.config, "dataset": {**dataset, "protocol": {
+            **dataset["protocol"], "epochs": epochs}}}
+        return dataclasses.replace(
+            self, config=config, history=history, status=status, reason=reason,
+            error=None if ran_on else self.error, traceback=None if ran_on else self.traceback,
+            pruned_at_epoch=self.pruned_at_epoch if (self.pruned_at_epoch or 0) <= epochs
+            else None,
+            selected_epoch=selected_epoch, final=final, wall_time=None,
+            metrics=None if self.metrics is None
+            else [entry for entry in self.metrics if entry.get("epoch", 0) <= epochs],
+            paper_protocol=False,
+            deviations=(*self.deviations, f"truncated to its first {epochs} of {self.epochs} "
+                        "epochs"))
+
     # --- JSON ----------------------------------------------------------------------------------
 
     @classmethod
@@ -205,6 +236,34 @@ def _check_values(data: Mapping[str, Any]) -> None:
                 _is(v, (*_NUMBER, _NULL)) or (isinstance(v, list) and all(
                     _is(x, (*_NUMBER, _NULL)) for x in v)) for v in row.values()):
             raise RecordError("field 'history' is not a list of rows of numbers")
+
+
+def select_epoch(history: list[dict[str, Any]], kind: str, has_val: bool
+                 ) -> tuple[int | None, dict[str, float | None]]:
+    """The selection rule (algorithms.md §7): the epoch a run reports and its final metrics.
+    With a validation split, the first epoch of best validation accuracy (classification) or
+    least validation loss (regression); without one, the last evaluated epoch. Epochs whose test
+    or validation loss is not finite are never chosen. ``(None, {})`` when none was evaluated."""
+    evaluated = [row for row in history if "test_loss" in row
+                 and all(math.isfinite(row[key]) for key in ("test_loss", "val_loss") if key in row)]
+    if not evaluated:
+        return None, {}
+    if has_val:
+        if kind == "classification":  # the first epoch of maximal validation accuracy
+            best = max(evaluated, key=lambda row: (row["val_accuracy"], -row["epoch"]))
+        else:
+            best = min(evaluated, key=lambda row: (row["val_loss"], row["epoch"]))
+    else:
+        best = evaluated[-1]
+    final = {"test_loss": best["test_loss"], "train_loss_last": history[-1]["train_loss"]}
+    if kind == "classification":
+        final["test_error"] = 1.0 - best["test_accuracy"]
+        final["test_accuracy"] = best["test_accuracy"]
+    if has_val:
+        final["val_loss"] = best["val_loss"]
+        if kind == "classification":
+            final["val_accuracy"] = best["val_accuracy"]
+    return best["epoch"], final
 
 
 def _number(value: float | None, scale: float = 1.0) -> float:

@@ -82,10 +82,16 @@ def _has_data(fields: dict[str, Any]) -> bool:
     return any(path.partition(".")[0] == "data" for path in fields)
 
 
-def check_protocol(records: list[Record], reference: list[Record], name: str) -> None:
-    """Raise ``InputError`` (one line) unless every record of a dataset the reference also has
-    shares the protocol of every reference record of that dataset, and a precision the reference
-    uses there; or when the two have no dataset in common."""
+def at_your_protocol(records: list[Record], reference: list[Record], name: str
+                     ) -> tuple[list[Record], dict[str, int]]:
+    """The reference records to set beside ``records``, and per dataset the epoch count the
+    reference was truncated to. Where your runs are shorter than the reference's but otherwise
+    of its protocol, the reference's records are cut to your epoch count and the selection rule
+    re-applied (``Record.truncated``: exactly the shorter run). Raise ``InputError`` (one line)
+    unless every record of a dataset the reference also has then shares the protocol of every
+    reference record of that dataset, and a precision the reference uses there; or when the two
+    have no dataset in common. Where only the epoch count (longer than the reference's) or the
+    subset differ, the line gives the ``bench run`` that makes a reference at your protocol."""
     ran = [r for r in records if r.status != "skipped"]
     by_dataset: dict[str, list[Record]] = {}
     for record in reference:
@@ -96,23 +102,68 @@ def check_protocol(records: list[Record], reference: list[Record], name: str) ->
         raise InputError(f"--reference {name}: no dataset in common (yours: "
                          f"{', '.join(sorted({r.dataset for r in ran})) or 'none'}; the "
                          f"reference's: {', '.join(sorted(by_dataset)) or 'none'})")
-    problems = []
+    problems, horizons, remedies = [], {}, []
     for dataset in common:
+        ours = [r for r in ran if r.dataset == dataset]
+        lengths = {r.epochs for r in ours}
+        if len(lengths) == 1 and all(min(lengths) < r.epochs for r in by_dataset[dataset]):
+            horizons[dataset] = min(lengths)
+            by_dataset[dataset] = [r.truncated(horizons[dataset]) for r in by_dataset[dataset]]
         found: list[str] = []
+        quick_trial_only = True
         for theirs in _distinct(by_dataset[dataset]):
-            for ours in _distinct([r for r in ran if r.dataset == dataset]):
-                found += [d for d in _differences(protocol_of(ours), protocol_of(theirs))
-                          if d not in found]
+            for mine in _distinct(ours):
+                differences = _differences(protocol_of(mine), protocol_of(theirs))
+                found += [d for d in differences if d not in found]
+                quick_trial_only &= all(d.startswith(("epochs ", "subset ")) for d in differences)
         precisions = sorted({str(r.config["precision"]) for r in by_dataset[dataset]
                              if r.config.get("precision")})
-        for precision in sorted({str(r.config["precision"]) for r in ran if r.dataset == dataset
-                                 and r.config.get("precision")} - set(precisions)):
+        for precision in sorted({str(r.config["precision"]) for r in ours
+                                 if r.config.get("precision")} - set(precisions)):
             found.append(f"precision {precision} here, {' or '.join(precisions)} in the reference")
+            quick_trial_only = False
         if found:
             problems.append(f"{dataset}: " + ", ".join(found))
+            if quick_trial_only:
+                remedies.append(_same_protocol_run(ours, by_dataset[dataset], name))
     if problems:
         raise InputError(f"--reference {name}: not the same protocol, so no comparison: "
-                         + "; ".join(problems))
+                         + "; ".join(problems) + "".join(
+                             f"; a reference at your protocol: {command}" for command in remedies))
+    return [r for dataset in sorted(by_dataset) for r in by_dataset[dataset]], horizons
+
+
+def _same_protocol_run(ours: list[Record], theirs: list[Record], name: str) -> str:
+    """The `bench run` of the reference's suite that gives its cells at your epoch count and
+    subset (a reference is cut to a shorter run, never extended or subsampled)."""
+    mine = ours[0]
+    suites = sorted({r.suite for r in theirs if r.suite}) or ["SUITE"]
+    entries = sorted({r.algorithm for r in theirs}, key=lambda a: min(
+        r.order[1] for r in theirs if r.algorithm == a))
+    seeds = sorted({r.seed for r in theirs})
+    tag = f"{mine.epochs}-epochs" + (f"-subset-{mine.config['subset']}"
+                                     if mine.config.get("subset") else "")
+    command = (f"bench run suites/{suites[0]}.yaml --datasets {mine.dataset} "
+               f"--only {','.join(entries)} --only-seeds {','.join(map(str, seeds))} "
+               f"--epochs {mine.epochs}")
+    if mine.config.get("subset"):
+        command += f" --subset {mine.config['subset']}"
+    return command + f" --out {name.rstrip('/')}-{tag}"
+
+
+def horizon_note(horizons: Mapping[str, int]) -> str:
+    """What a truncated reference is, for the table and the page ("" when none was cut)."""
+    if not horizons:
+        return ""
+    cuts = sorted(set(horizons.values()))
+    at = (_epochs(cuts[0]) if len(cuts) == 1 else
+          ", ".join(f"{_epochs(epochs)} ({dataset})" for dataset, epochs in sorted(horizons.items())))
+    return (f"reference truncated to {at} (the first epochs of its runs, the selection rule "
+            "re-applied there)")
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch{'' if count == 1 else 's'}"
 
 
 def _distinct(records: list[Record]) -> list[Record]:
@@ -148,11 +199,12 @@ def combined_frame(records: list[Record], reference: list[Record]) -> pd.DataFra
 
 def add_reference_statistics(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """The summary of a ``combined_frame`` with the paper's numbers for the reference's rows
-    (known by their own entry ids) and, per reference entry, a column ``p_vs_ref:<entry>``:
+    (known by their own entry ids) where they ran the suite's protocol unchanged (never beside
+    a truncated or quick-trial reference) and, per reference entry, a column ``p_vs_ref:<entry>``:
     Welch's p-value of each of your rows against that reference cell of its dataset."""
     summary = summary.copy()
     reference = summary.algorithm.str.startswith(REF)
-    for i in summary.index[reference]:
+    for i in summary.index[reference & (summary.deviations == "")]:  # the paper's protocol only
         row = summary.loc[i]
         mean, sd = PUBLISHED.get((row.metric, row.dataset, row.algorithm[len(REF):]),
                                  (math.nan, math.nan))

@@ -22,6 +22,7 @@ import torch
 
 from ..data import Data
 from ..model.algorithm import Algorithm
+from ..results.record import select_epoch
 from ..spec.cell import Cell
 from .checkpoint import Checkpoint, rng_state, set_rng_state, warn
 from .runner import ForwardOptimisers, Runner
@@ -227,31 +228,11 @@ def deadline(seconds: float | None):
 
 
 def summarise(state: dict[str, Any], kind: str, has_val: bool) -> dict[str, Any]:
-    history = state["history"]
-    evaluated = [row for row in history if "test_loss" in row
-                 and all(math.isfinite(row[key]) for key in ("test_loss", "val_loss") if key in row)]
-    summary: dict[str, Any] = {"status": state["status"], "history": history,
+    summary: dict[str, Any] = {"status": state["status"], "history": state["history"],
                                "pretraining_feedback_loss": state["pretraining"],
                                "pruned_at_epoch": state["pruned_at"]}
     if state.get("reason"):
         summary["reason"] = state["reason"]
-    if not evaluated:
-        summary.update(selected_epoch=None, final={})
-        return summary
-    if has_val:
-        if kind == "classification":  # the first epoch of maximal validation accuracy
-            best = max(evaluated, key=lambda row: (row["val_accuracy"], -row["epoch"]))
-        else:
-            best = min(evaluated, key=lambda row: (row["val_loss"], row["epoch"]))
-    else:
-        best = evaluated[-1]
-    final = {"test_loss": best["test_loss"], "train_loss_last": history[-1]["train_loss"]}
-    if kind == "classification":
-        final["test_error"] = 1.0 - best["test_accuracy"]
-        final["test_accuracy"] = best["test_accuracy"]
-    if has_val:
-        final["val_loss"] = best["val_loss"]
-        if kind == "classification":
-            final["val_accuracy"] = best["val_accuracy"]
-    summary.update(selected_epoch=best["epoch"], final=final)
+    selected_epoch, final = select_epoch(state["history"], kind, has_val)
+    summary.update(selected_epoch=selected_epoch, final=final)
     return summary
