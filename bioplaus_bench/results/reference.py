@@ -158,8 +158,7 @@ def horizon_note(horizons: Mapping[str, int]) -> str:
     cuts = sorted(set(horizons.values()))
     at = (_epochs(cuts[0]) if len(cuts) == 1 else
           ", ".join(f"{_epochs(epochs)} ({dataset})" for dataset, epochs in sorted(horizons.items())))
-    return (f"reference truncated to {at} (the first epochs of its runs, the selection rule "
-            "re-applied there)")
+    return f"reference truncated to {at}: its runs' first epochs, the selection rule re-applied"
 
 
 def _epochs(count: int) -> str:
