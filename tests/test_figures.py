@@ -1,5 +1,6 @@
 """The figures of `bench plot` and `bench report` as a reader sees them: Figure 4 with every
-layer, a legend naming each method and no empty panel; learning curves of chosen datasets."""
+layer, a legend naming each method and no empty panel; learning curves of chosen datasets; the
+README's figure of the reference, made by the command it shows."""
 
 import json
 import re
@@ -154,3 +155,35 @@ def test_the_pages_table_names_the_output_layer_and_formats_its_angle_like_the_o
                       r"<td>([^<]*)</td>", section)
     assert rows == [("1", "31.0", "21.8"), ("2", "32.0", "22.8"), ("3", "33.0", "23.8"),
                     ("4 (output)", "0.0", "–")]
+
+
+# --- the README's figure of the reference ----------------------------------------------------
+
+def readme_figure_command() -> list[str]:
+    """The command of `make readme-figure`, as the README shows it."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^readme-figure:.*\n\t\$\(BIN\)/(bench plot .*)$", makefile, flags=re.M)
+    assert recipe, "Makefile: no readme-figure target running bench plot"
+    return recipe.group(1).split()
+
+
+def test_the_readme_shows_the_reference_figure_with_the_command_that_made_it():
+    command = readme_figure_command()
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{' '.join(command)}`" in readme
+    image = Path(command[command.index("--out") + 1])
+    assert f"]({image})" in readme
+    assert command[2] == "results/reference/table1"
+    assert (ROOT / image).stat().st_size < 200_000
+
+
+def test_the_readme_figure_command_runs_on_a_tiny_results_folder(tmp_path, drawn):
+    command = readme_figure_command()
+    folder = write_records(tmp_path / "r", datasets=("mnist", "fashion_mnist"))
+    out = tmp_path / "figure.png"
+    arguments = [str(folder) if a == command[2] else str(out) if a.endswith(".png") else a
+                 for a in command[2:]]
+    result = invoke("plot", *arguments)
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert titles(drawn[0]) == ["MNIST (mean ± SD over seeds)"]
