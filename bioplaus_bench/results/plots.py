@@ -1,9 +1,11 @@
 """Figures from records (matplotlib, an optional extra: ``pip install 'bioplaus-bench[plots]'``):
 
-- ``angles``: Figure 4 — per method, the angle of a layer's update with the BP gradient and with
-  the GNT update, rolling mean ± rolling SD over 30 logged points (algorithms.md §9.2);
+- ``angles``: Figure 4 — per layer (all, or one), the angle of each method's update with the BP
+  gradient and with the GNT update: the rolling mean ± rolling SD over 30 logged points of all
+  its seeds together (with one seed, the paper's curve; algorithms.md §9.2);
 - ``nullspace``: Figure 2 — the mean nullspace ratio of a layer's update per method, ± SD;
-- ``curves``: learning curves (test error, or test loss for regression) per dataset.
+- ``curves``: learning curves (test error, or test loss for regression) per dataset, mean ± SD
+  over seeds.
 """
 
 from __future__ import annotations
