@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean reference reference-status reference-check readme-table
+.PHONY: install demo test lint clean reference reference-status reference-check readme-table readme-figure
 
 # pip here is capped at torch 2.14.1 / torchvision 0.29.1, which lie on local disk.
 $(VENV)/.installed: pyproject.toml plugins/feedback_alignment/pyproject.toml
@@ -49,6 +49,11 @@ reference-check: install
 # checks that it is current).
 readme-table: install
 	$(BIN)/python benchmarks/readme_table.py
+
+# The README's figure of the reference: Table 1's MNIST column, test error per epoch, drawn from
+# the committed records (a test runs this command on a generated results folder).
+readme-figure: install
+	$(BIN)/bench plot results/reference/table1 --figure curves --dataset mnist --out docs/reference-mnist-curves.png
 
 clean:
 	rm -rf $(VENV) results/smoke *.egg-info

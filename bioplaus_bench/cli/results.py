@@ -141,14 +141,19 @@ def plot(
     output: Annotated[Path, typer.Option("--out", "-o", help="The figure file (.png or .pdf).")
                       ] = Path("figure.png"),
     layer: Annotated[int | None, typer.Option(
-        help="The layer to show (default: the last hidden layer, or the logged one).")] = None,
+        help="angles: the one layer to show [default: every layer, one row each]; nullspace: "
+        "the layer [default: the logged one].")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="Only this dataset's records (its key, e.g. mnist); repeat for several.")] = None,
 ) -> None:
     """Figure 4 style angle curves, Figure 2 nullspace bars, or learning curves."""
     from ..results.plots import plot as draw
 
     with input_errors():
         _, records = _read_records(results)
-        path = draw(records, figure, output, layer)
+        path, notes = draw(records, figure, output, layer, dataset or ())
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     err.print(f"wrote {path}", markup=False, highlight=False)
 
 

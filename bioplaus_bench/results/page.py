@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .numbers import CODE_NOTE, code_mark
+from .plots import angle_figure, band, depth, layer_name
 from .record import Record
 from .reference import COMPARISON_HEADER, comparison_heading, comparison_rows
 from .report import caption, mean_sd, records_frame, seed_counts, summarise, unreadable_note
@@ -221,18 +222,6 @@ def _metric_name(record: Record) -> str:
     return "test error (%)" if record.task == "classification" else "test loss"
 
 
-def _band(ax, curves: list[list[float]], name: str) -> None:
-    """Mean over seeds and a ±SD band, on the epochs every seed reached."""
-    length = min(len(curve) for curve in curves)
-    if not length:
-        return
-    values = np.array([curve[:length] for curve in curves], dtype=float)
-    mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
-    x = np.arange(1, length + 1)
-    line, = ax.plot(x, mean, label=f"{name} (n={len(curves)})")
-    ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.2)
-
-
 def _curves(plt, records: list[Record]) -> str:
     """Per dataset, training loss and the test metric per epoch, per method."""
     figures = []
@@ -242,9 +231,9 @@ def _curves(plt, records: list[Record]) -> str:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         for method, runs in _by_label(trained).items():
-            _band(axes[0], [[_float(row.get("train_loss")) for row in r.history or ()]
+            band(axes[0], [[_float(row.get("train_loss")) for row in r.history or ()]
                              for r in runs], method)  # every run here has a history
-            _band(axes[1], [r.test_curve() for r in runs], method)
+            band(axes[1], [r.test_curve() for r in runs], method)
         axes[0].set_ylabel("training loss")
         axes[1].set_ylabel(_metric_name(trained[0]).replace("training loss", "test loss"))
         for ax in axes:
@@ -262,27 +251,30 @@ def _float(value) -> float:
 
 def _alignment(plt, records: list[Record]) -> str:
     """Mean angles with BP and GNT, and the nullspace ratio, per layer and method: the paper's
-    Figures 2 and 4 in numbers, then the angle curves of ``bench plot``."""
+    Figures 2 and 4 in numbers, then per dataset the angle curves of every layer (Figure 4)."""
     rows = []
     for record_group in _by_dataset([r for r in records if r.metrics]).values():
+        layers = depth(record_group)
         for method, runs in _by_label(record_group).items():
             logged = [m for r in runs for m in r.metrics or ()]
-            layers = max((len(m.get(key) or ()) for m in logged
-                          for key in ("bp_angle", "gnt_angle")), default=0)
             ratios = {str(k) for m in logged for k in (m.get("nullspace_ratio") or {})}
-            for layer in range(1, max([layers, *map(_int, ratios)]) + 1):
-                rows.append([esc(runs[0].dataset_label), esc(method), str(layer),
-                             _mean_angle(logged, "bp_angle", layer),
-                             _mean_angle(logged, "gnt_angle", layer),
-                             _mean_ratio(logged, str(layer))])
+            for layer in range(1, max([layers or 0, *map(_int, ratios)]) + 1):
+                rows.append([esc(runs[0].dataset_label), esc(method),
+                             esc(layer_name(layer, layers).removeprefix("layer ")),
+                             _mean_of(_angles_of(logged, "bp_angle", layer), ".1f"),
+                             _mean_of(_angles_of(logged, "gnt_angle", layer), ".1f"),
+                             _mean_of(_ratios_of(logged, str(layer)), ".3f")])
     text = _table(["Dataset", "Method", "Layer", "angle to BP (°)", "angle to GNT (°)",
                    "nullspace ratio"], rows)
     text += '<p class="note">Means over every logged minibatch and seed; – where not logged.</p>'
-    from .plots import _angles, _nullspace
-    trained = [r for r in records if r.status in ("ok", "diverged")]
-    for draw in (_angles, _nullspace):  # where nothing of a kind is logged, the table says so
-        with contextlib.suppress(InputError, IndexError, KeyError, TypeError, ValueError):
-            text += _svg(plt, draw(plt, trained, None))
+    trained = [r for r in records if r.status in ("ok", "diverged") and r.metrics]
+    for group in _by_dataset(trained).values():
+        with contextlib.suppress(InputError):  # no angle logged here: the table says so
+            fig, notes = angle_figure(plt, group)
+            text += _svg(plt, fig) + "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
+    from .plots import _nullspace
+    with contextlib.suppress(InputError, IndexError, KeyError, TypeError, ValueError):
+        text += _svg(plt, _nullspace(plt, trained, None))
     return text
 
 
@@ -290,18 +282,18 @@ def _int(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _mean_of(values: list) -> str:
+def _mean_of(values: list, spec: str) -> str:
     values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    return f"{np.mean(values):.3g}" if values else "–"
+    return format(np.mean(values), spec) if values else "–"
 
 
-def _mean_angle(logged: list[dict], key: str, layer: int) -> str:
-    return _mean_of([m[key][layer - 1] for m in logged
-                     if isinstance(m.get(key), list) and len(m[key]) >= layer])
+def _angles_of(logged: list[dict], key: str, layer: int) -> list:
+    return [m[key][layer - 1] for m in logged
+            if isinstance(m.get(key), list) and len(m[key]) >= layer]
 
 
-def _mean_ratio(logged: list[dict], layer: str) -> str:
-    return _mean_of([(m.get("nullspace_ratio") or {}).get(layer) for m in logged])
+def _ratios_of(logged: list[dict], layer: str) -> list:
+    return [(m.get("nullspace_ratio") or {}).get(layer) for m in logged]
 
 
 def _status(records: list[Record]) -> str:
