@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..files import write_atomically
 from .record import Record
 
 FIGURES = ("angles", "nullspace", "curves")
@@ -51,9 +52,13 @@ def plot(records: list[Record], figure: str, out: Path, layer: int | None = None
     records = [r for r in _ordered(records) if r.status in ("ok", "diverged")]
     draw = {"angles": _angles, "nullspace": _nullspace, "curves": _curves}[figure]
     fig = draw(plt, records, layer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    try:  # the format from the suffix, as savefig(out) would; never through a link
+        write_atomically(out, lambda file: fig.savefig(file, format=out.suffix.lower()[1:],
+                                                       bbox_inches="tight"))
+    except OSError as error:
+        raise InputError(f"cannot write {out}: {error.strerror or error}") from None
+    finally:
+        plt.close(fig)
     return out
 
 
