@@ -5,14 +5,16 @@ one line naming it, the link's target untouched."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from bioplaus_bench.errors import StorageError
+from bioplaus_bench.errors import InputError, StorageError
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
 from bioplaus_bench.run.checkpoint import Checkpoint
@@ -223,6 +225,44 @@ def test_tune_refuses_a_study_file_that_is_a_link(tmp_path):
     refused(invoke("tune", suite, "--algorithm", "bp", "--dataset", "teacher", "--study", study,
                    "--trials", "1"), study)
     untouched(victim, study)
+
+
+# --- the scripts -------------------------------------------------------------------------------
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_table_is_not_written_through_a_link(tmp_path):
+    script = load("readme_table")
+    victim = tmp_path / "victim.md"
+    victim.write_text(f"{script.START}\nstale\n{script.END}\n")
+    readme = link(tmp_path / "checkout" / "README.md", victim)
+    with pytest.raises(SystemExit, match="README.md: it is a symbolic link"):
+        script.main(["--root", str(tmp_path / "checkout")])
+    assert victim.read_text() == f"{script.START}\nstale\n{script.END}\n"
+    assert readme.is_symlink()
+
+
+def test_collect_does_not_write_through_a_link_in_the_reference_folder(tmp_path):
+    reference = load("reference")
+    try:
+        campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+        source = campaign.work / "table1" / "mnist" / "dfa" / "mnist" / "dfa" / "seed-0.json"
+        source.parent.mkdir(parents=True)
+        source.write_text('{"status": "ok"}')
+        victim = tmp_path / "victim.txt"
+        victim.write_text(MINE)
+        target = link(campaign.out / "table1" / "mnist" / "dfa" / "seed-0.json", victim)
+        with pytest.raises(InputError, match="seed-0.json: it is a symbolic link"):
+            campaign.collect()
+        untouched(victim, target)
+    finally:
+        del sys.modules["reference"]
 
 
 # --- the helper ----------------------------------------------------------------------------------
