@@ -281,6 +281,7 @@ class Campaign:
             target = self.out / relative[0] / Path(*relative[3:])
             if not target.is_file() or target.read_bytes() != path.read_bytes():
                 try:  # never through a link in the reference folder
+                    self.out.mkdir(parents=True, exist_ok=True)
                     write_atomically(target, path.read_bytes(), inside=self.out)
                 except OSError as error:
                     raise InputError(f"cannot write {target}: {error.strerror or error}"

@@ -39,8 +39,9 @@ class LinkRefused(OSError):
 def write_atomically(path: Path, content: Content, *, inside: Path | None = None) -> Path:
     """Write ``content`` (bytes, text as UTF-8, or a function that writes into a binary file)
     to ``path`` atomically, with the permissions the user's umask gives a new file.
-    ``inside`` (default: ``path``'s folder) is opened as named, links followed; the folders
-    between it and ``path`` are created if missing and must not be links, nor may ``path``.
+    ``inside`` (default: ``path``'s folder) must exist and is opened as named, links followed;
+    the folders between it and ``path`` are created if missing and must not be links, nor may
+    ``path``.
     Raises ``OSError``: ``LinkRefused`` for a link, else the system's error."""
     path = Path(path)
     with open_folder(path.parent, inside) as folder:
@@ -68,16 +69,15 @@ def write_atomically(path: Path, content: Content, *, inside: Path | None = None
 
 @contextlib.contextmanager
 def open_folder(folder: Path, inside: Path | None = None) -> Iterator[int]:
-    """A descriptor of ``folder``, reached from ``inside`` (default: ``folder`` itself, links
-    followed, created if missing) one name at a time without following a link, each created
-    if missing. Raises ``LinkRefused`` for a link on the way, ``ValueError`` when ``folder`` is
+    """A descriptor of ``folder``, reached from ``inside`` (default: ``folder`` itself; it must
+    exist, links followed) one name at a time without following a link, each created if
+    missing. Raises ``LinkRefused`` for a link on the way, ``ValueError`` when ``folder`` is
     not inside ``inside``."""
     folder = Path(folder)
     inside = folder if inside is None else Path(inside)
     names = folder.relative_to(inside).parts
     if ".." in names:
         raise ValueError(f"{folder} is not inside {inside}")
-    inside.mkdir(parents=True, exist_ok=True)
     fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         reached = inside

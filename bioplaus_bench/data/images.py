@@ -246,6 +246,7 @@ def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
     """Write through a temporary file and a rename, so that no reader sees half a file and
     nothing is written through a link; the temporary file never outlives a failed write."""
     try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(target, content, inside=cache_dir)
     except OSError as error:
         raise InputError(f"cannot write into the cache folder {cache_dir} ({error}); set "

@@ -290,10 +290,11 @@ def new_plugin(name: str, target: Path, taken: Collection[str] = (), template: s
         raise InputError(f"target folder {target} exists and is not empty; choose another --dir "
                          "or remove it")
     written = []
-    for relative, content in files(names, template, single_file).items():
-        try:  # a link put into the folder meanwhile is not written through
+    try:  # a link put into the folder meanwhile is not written through
+        target.mkdir(parents=True, exist_ok=True)
+        for relative, content in files(names, template, single_file).items():
             written.append(write_atomically(target / relative, content, inside=target))
-        except OSError as error:
-            raise InputError(f"cannot write {target / relative}: {error.strerror or error}"
-                             ) from None
+    except OSError as error:
+        raise InputError(f"cannot write the plugin into {target}: {error.strerror or error}"
+                         ) from None
     return names, written

@@ -53,6 +53,7 @@ def plot(records: list[Record], figure: str, out: Path, layer: int | None = None
     draw = {"angles": _angles, "nullspace": _nullspace, "curves": _curves}[figure]
     fig = draw(plt, records, layer)
     try:  # the format from the suffix, as savefig(out) would; never through a link
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(out, lambda file: fig.savefig(file, format=out.suffix.lower()[1:],
                                                        bbox_inches="tight"))
     except OSError as error:

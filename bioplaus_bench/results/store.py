@@ -125,6 +125,7 @@ class ResultStore:
         path = self.path(cell)
         text = json.dumps(record.to_json(), indent=1, allow_nan=False)
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
             write_atomically(path, text, inside=self.root)
         except OSError as error:
             advice = "free space" if error.errno == errno.ENOSPC else "fix the folder"

@@ -53,6 +53,7 @@ class Checkpoint:
             return
         saved = {**state, "config_hash": self.config_hash}
         try:  # through a file object, a full disk is an OSError; never through a link
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self.path, lambda file: torch.save(saved, file))
         except (OSError, RuntimeError) as error:
             self.unwritable = True  # training goes on; only resuming this cell is lost
