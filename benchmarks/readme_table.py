@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bioplaus_bench.files import write_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = "results/reference/table1"
 COMMAND = ["table", RESULTS, "--compare", "paper"]
@@ -68,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{readme_path}: the reference table is " + ("current" if current else
               "out of date: run `make readme-table`"))
         return 0 if current else 1
-    readme_path.write_text(readme[:found.start()] + START + wanted + END + readme[found.end():])
+    try:  # renamed into place, never written through a link
+        write_atomically(readme_path, readme[:found.start()] + START + wanted + END
+                         + readme[found.end():])
+    except OSError as error:
+        sys.exit(f"cannot write {readme_path}: {error.strerror or error}")
     print(f"wrote the reference table into {readme_path}")
     return 0
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 
 from bioplaus_bench.data.types import DataSettings, default_cache_dir  # noqa: E402
 from bioplaus_bench.errors import InputError  # noqa: E402
+from bioplaus_bench.files import write_atomically  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
 from bioplaus_bench.run.checkpoint import CHECKPOINT_KEYS  # noqa: E402
 from bioplaus_bench.run.inputs import with_inputs  # noqa: E402
@@ -280,10 +280,12 @@ class Campaign:
             relative = path.relative_to(self.work).parts  # suite/dataset/algorithm/<the same>
             target = self.out / relative[0] / Path(*relative[3:])
             if not target.is_file() or target.read_bytes() != path.read_bytes():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                temporary = target.with_suffix(".json.tmp")
-                shutil.copyfile(path, temporary)
-                os.replace(temporary, target)
+                try:  # never through a link in the reference folder
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    write_atomically(target, path.read_bytes(), inside=self.out)
+                except OSError as error:
+                    raise InputError(f"cannot write {target}: {error.strerror or error}"
+                                     ) from None
                 copied += 1
         return copied
 

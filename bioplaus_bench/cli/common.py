@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
+from ..files import write_atomically
 from ..results.numbers import FORMATS
 
 if TYPE_CHECKING:
@@ -47,10 +48,11 @@ def input_errors():
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write an output file the user named; a failure is one line and exit 2."""
+    """Write an output file (renamed into place, never through a link); a failure is one line
+    and exit 2."""
     with input_errors():
         try:
-            path.write_text(text)
+            write_atomically(path, text)
         except OSError as error:
             raise InputError(f"cannot write {path}: {error.strerror or error}") from None
 

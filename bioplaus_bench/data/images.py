@@ -9,11 +9,9 @@ numpy arrays only. Images are decoded once per process and normalised as in algo
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
-import os
 import sys
 import zlib
 from collections.abc import Callable
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataMissingError, InputError
+from ..files import write_atomically
 from ..model.tasks import Classification
 from .pickles import read_cifar_batch
 from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
@@ -244,19 +243,14 @@ def _gunzip(path: Path) -> bytes:
 
 
 def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
-    """Write through a temporary file and a rename, so that no reader sees half a file; the
-    temporary file never outlives a failed write."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    """Write through a temporary file and a rename, so that no reader sees half a file and
+    nothing is written through a link; the temporary file never outlives a failed write."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, content, inside=cache_dir)
     except OSError as error:
         raise InputError(f"cannot write into the cache folder {cache_dir} ({error}); set "
                          f"{CACHE_ENV} to a writable folder") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def _load_idx(name: str, settings: DataSettings) -> tuple[Split, Split]:

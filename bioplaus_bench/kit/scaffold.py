@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import write_atomically
 from .templates import TEMPLATES, Template
 
 __all__ = ["TEMPLATES", "PluginNames", "files", "new_plugin"]
@@ -289,9 +290,11 @@ def new_plugin(name: str, target: Path, taken: Collection[str] = (), template: s
         raise InputError(f"target folder {target} exists and is not empty; choose another --dir "
                          "or remove it")
     written = []
-    for relative, content in files(names, template, single_file).items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        written.append(path)
+    try:  # a link put into the folder meanwhile is not written through
+        target.mkdir(parents=True, exist_ok=True)
+        for relative, content in files(names, template, single_file).items():
+            written.append(write_atomically(target / relative, content, inside=target))
+    except OSError as error:
+        raise InputError(f"cannot write the plugin into {target}: {error.strerror or error}"
+                         ) from None
     return names, written

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, did_you_mean
+from ..files import write_atomically
 from .record import Record
 
 FIGURES = ("angles", "nullspace", "curves")
@@ -60,9 +61,14 @@ def plot(records: list[Record], figure: str, out: Path, layer: int | None = None
         fig, notes = _angles(plt, records, layer)
     else:
         fig = {"nullspace": _nullspace, "curves": _curves}[figure](plt, records, layer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight")
-    plt.close(fig)
+    try:  # the format from the suffix, as savefig(out) would; never through a link
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(out, lambda file: fig.savefig(file, format=out.suffix.lower()[1:],
+                                                       bbox_inches="tight"))
+    except OSError as error:
+        raise InputError(f"cannot write {out}: {error.strerror or error}") from None
+    finally:
+        plt.close(fig)
     return out, notes
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import json
 import os
 import platform
 import socket
+import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from functools import cache
@@ -30,6 +31,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError, StorageError
+from ..files import LinkRefused, open_folder, write_atomically
 from ..spec.cell import Cell
 from .record import Record, RecordError
 
@@ -75,6 +77,25 @@ def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> R
         provenance=provenance(cell, device), **result)
 
 
+def _open_lock_file(path: Path) -> int:
+    """The lock file, opened for writing: its holder's line overwrites it, so it is never a
+    link (``O_NOFOLLOW``) nor a file that has another name (a hard link), where that would
+    overwrite another file; ``OSError`` otherwise."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"its lock file {path.name} is a symbolic link, which "
+                          "is never followed (remove it)", str(path)) from None
+        raise
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode) or found.st_nlink != 1:
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"its lock file {path.name} is not a plain file with one "
+                      "name (remove it)", str(path))
+    return fd
+
+
 class ResultStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -99,24 +120,14 @@ class ResultStore:
         return self.finished(cell) is not None
 
     def write(self, record: Record, cell: Cell) -> Path:
-        """Write atomically, with the user's umask. A failed write leaves nothing behind and
-        raises ``StorageError``."""
+        """Write atomically, with the user's umask, never through a link (``files``). A failed
+        write leaves nothing behind and raises ``StorageError``."""
         path = self.path(cell)
         text = json.dumps(record.to_json(), indent=1, allow_nan=False)
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp", delete=False) as f:
-                tmp = Path(f.name)
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, path)
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, text, inside=self.root)
         except OSError as error:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
             advice = "free space" if error.errno == errno.ENOSPC else "fix the folder"
             raise StorageError(f"cannot write the record {path}: {error.strerror or error}; "
                                f"records written so far and the last checkpoints are kept: "
@@ -136,18 +147,24 @@ class ResultStore:
             yield record
 
     def make_folders(self, cells: Iterable[Cell]) -> None:
-        """Create every cell's folder before anything trains: a file in the way is found now,
-        not after a cell has trained."""
+        """Create every cell's folder before anything trains: a file in the way, or a link
+        where a folder, record or checkpoint is to be written (never written through, see
+        ``files``), is found now, not after a cell has trained."""
+        cells = list(cells)
         for folder in sorted({self.path(cell).parent for cell in cells}):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                with open_folder(folder, self.root) as fd:
+                    # A run killed while writing a record leaves its temporary file; this run
+                    # holds the folder, so none is being written now.
+                    for name in fnmatch.filter(os.listdir(fd), ".seed-*.json.*.tmp"):
+                        os.unlink(name, dir_fd=fd)
             except OSError as error:
                 raise InputError(f"cannot create the results folder {folder}: "
                                  f"{error.strerror or error}") from None
-            # A run killed while writing a record leaves its temporary file; this run holds
-            # the folder, so none is being written now.
-            for stale in folder.glob(".seed-*.json.*.tmp"):
-                stale.unlink(missing_ok=True)
+        for path in (path for cell in cells
+                     for path in (self.path(cell), self.checkpoint_path(cell))):
+            if path.is_symlink():
+                raise InputError(f"cannot write {path}: {LinkRefused(path).strerror}")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -159,7 +176,7 @@ class ResultStore:
         created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock_file(self.root / LOCK_FILE)
         except OSError as error:
             raise InputError(f"results folder {self.root} is not writable: "
                              f"{error.strerror or error}") from None
@@ -190,12 +207,6 @@ class ResultStore:
                 os.ftruncate(fd, 0)
         finally:
             os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _read(path: Path) -> Record | None:

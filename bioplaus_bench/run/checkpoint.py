@@ -4,7 +4,6 @@ an unbroken one. A checkpoint is plain data (tensors, numbers, strings, lists, d
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+
+from ..files import write_atomically
 
 
 class Checkpoint:
@@ -50,14 +51,11 @@ class Checkpoint:
     def save(self, state: dict[str, Any]) -> None:
         if self.path is None or self.unwritable:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
+        saved = {**state, "config_hash": self.config_hash}
+        try:  # through a file object, a full disk is an OSError; never through a link
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as file:  # through a file object, a full disk is an OSError
-                torch.save({**state, "config_hash": self.config_hash}, file)
-            os.replace(tmp, self.path)
+            write_atomically(self.path, lambda file: torch.save(saved, file))
         except (OSError, RuntimeError) as error:
-            tmp.unlink(missing_ok=True)
             self.unwritable = True  # training goes on; only resuming this cell is lost
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
             warn(f"cannot write checkpoint {self.path} ({reason}); this cell goes on without "

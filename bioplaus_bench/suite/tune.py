@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import LinkRefused
 from ..model.algorithm import Algorithm
 from ..registry import Registry
 from ..run.executors import execute_cell
@@ -110,6 +111,9 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
     if trials < 1:
         raise InputError(f"--trials must be a positive integer, got {trials}")
     study_path = study_path or default_study(suite.name, algorithm, dataset)
+    if study_path.is_symlink():  # SQLite writes the study in place: never through a link
+        raise InputError(f"cannot write the study {study_path}: "
+                         f"{LinkRefused(study_path).strerror}")
     study_path.parent.mkdir(parents=True, exist_ok=True)
     name = f"{suite.name}-{algorithm}-{dataset}-seed{cell.seed}"
     storage = f"sqlite:///{study_path}"
