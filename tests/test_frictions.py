@@ -10,6 +10,10 @@ from bioplaus_bench_plugins.equilibrium_propagation import EPParams
 from bioplaus_bench_plugins.predictive_coding import PCParams
 
 from bioplaus_bench.errors import SuiteError
+from bioplaus_bench.results.page import build
+from bioplaus_bench.results.record import Record
+from bioplaus_bench.results.reference import add_reference_statistics, combined_frame
+from bioplaus_bench.results.report import records_frame, render, summarise
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
 from .conftest import TINY_SUITE, invoke, write
@@ -75,3 +79,72 @@ def test_the_plugin_list_keeps_each_row_on_one_line():
     for info in load_registry().algorithms.values():
         row = next((line for line in lines if f" {info.name} " in line), None)
         assert row is not None and info.cls.capabilities.describe() in row, info.name
+
+
+# --- the paper's numbers only beside cells of its protocol; captions of the user's suite -------
+
+
+def record(algorithm, seed, value, *, epochs=100, deviations=(), dataset="mnist"):
+    """A finished MNIST record of the paper's ids (its Table 1 has BP: 1.98 ± 0.14)."""
+    labels = {"bp": "BP", "dfa": "DFA", "my-rule": "My rule"}
+    return Record.from_json({
+        "dataset": dataset, "dataset_label": "MNIST", "algorithm": algorithm,
+        "algorithm_name": algorithm, "label": labels[algorithm], "seed": seed, "status": "ok",
+        "task": "classification", "order": [0, list(labels).index(algorithm)],
+        "config": {"dataset": {"protocol": {"epochs": epochs}}},
+        "final": {"test_error": value}, "deviations": list(deviations),
+        "paper_protocol": not deviations})
+
+
+def column(algorithm, seeds, **options):
+    return [record(algorithm, s, 0.0198 + 0.001 * s, **options) for s in range(seeds)]
+
+
+def table(records, reference=None, compare=True):
+    frame = records_frame(records) if reference is None else combined_frame(records, reference)
+    summary = summarise(frame)
+    if reference is not None:
+        summary = add_reference_statistics(summary, frame)
+    return summary.set_index("algorithm"), render(summary, "markdown", compare=compare)
+
+
+@pytest.mark.parametrize("options, why", [
+    ({"epochs": 2}, "2 epochs"),
+    ({"deviations": ("trained on 1000 samples",)}, "trained on 1000 samples"),
+    ({"epochs": 3, "deviations": ("3 instead of 100 epochs",)}, "3 epochs; 3 instead of 100 epochs"),
+])
+def test_the_papers_numbers_stand_only_beside_cells_of_its_protocol(options, why):
+    summary, text = table(column("bp", 3, **options))
+    assert summary.paper_mean.isna().all() and summary.paper_delta_sd.isna().all()
+    assert "1.98 ± 0.14" not in text
+    assert ("Not beside the paper's numbers, which are of its protocol (100 epochs, no "
+            f"quick-trial override): MNIST / BP ({why}).") in text
+    # mixed in with records of the paper's protocol, they are not its cells either
+    summary, text = table(column("bp", 3) + [record("bp", 5, 0.02, **options)])
+    assert summary.paper_mean.isna().all() and "1.98 ± 0.14" not in text
+    # the paper's own protocol keeps them
+    summary, text = table(column("bp", 3))
+    assert summary.loc["bp"].paper_mean == 1.98 and "| 1.98 ± 0.14 |" in text
+    assert "Not beside" not in text
+
+
+def test_a_truncated_reference_gets_no_paper_numbers_and_the_caption_is_the_suites():
+    mine = column("my-rule", 3, epochs=2)
+    summary, text = table(mine, reference=column("bp", 10, epochs=2) + column("dfa", 10, epochs=2))
+    assert summary.paper_mean.isna().all(), summary.paper_mean
+    assert "1.98 ± 0.14" not in text and "2.17 ± 0.14" not in text
+    assert "Mean ± SD over 3 seeds (n: seeds that finished)" in text
+    assert "Reference rows: over 10 seeds of the reference folder." in text
+    assert "within 2 epochs" in text
+
+    page = build(mine, summary=summary.reset_index(), reference="ref")
+    assert '<span class="paper">' not in page
+    assert "Mean ± SD over 3 seeds" in page and "over 10 seeds of the reference folder" in page
+    assert "stand beside no other cells: MNIST / BP (reference) (2 epochs)" in page
+
+    # a reference of the paper's protocol keeps its numbers, beside its own rows only
+    summary, text = table(column("my-rule", 2), reference=column("bp", 10))
+    assert summary.loc["ref:bp"].paper_mean == 1.98
+    assert summary.paper_mean.notna().sum() == 1
+    assert "Mean ± SD over 2 seeds" in text and "Reference rows: over 10 seeds" in text
+
