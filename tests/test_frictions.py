@@ -16,7 +16,7 @@ from bioplaus_bench.results.reference import add_reference_statistics, combined_
 from bioplaus_bench.results.report import records_frame, render, summarise
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
-from .conftest import TINY_SUITE, invoke, write
+from .conftest import TINY_SUITE, invoke, records, write
 
 # --- a strictly positive β for nudging rules -------------------------------------------------
 
@@ -147,4 +147,26 @@ def test_a_truncated_reference_gets_no_paper_numbers_and_the_caption_is_the_suit
     assert summary.loc["ref:bp"].paper_mean == 1.98
     assert summary.paper_mean.notna().sum() == 1
     assert "Mean ± SD over 2 seeds" in text and "Reference rows: over 10 seeds" in text
+
+
+# --- stacked seeds' wall time is labelled as the stack's ---------------------------------------
+
+
+def test_the_wall_time_of_stacked_seeds_is_labelled_as_a_share_of_the_stack(tmp_path, tiny):
+    stacked = invoke("run", tiny, "--out", tmp_path / "stacked", "--quiet", "--vectorize-seeds",
+                     "--seed-chunk", "2")
+    assert stacked.exit_code == 0, stacked.output
+    serial = invoke("run", tiny, "--out", tmp_path / "serial", "--quiet")
+    assert serial.exit_code == 0, serial.output
+    for name, written in records(tmp_path / "stacked").items():
+        assert written["stacked_seeds"] == 2, name
+        assert list(written)[list(written).index("wall_time") + 1] == "stacked_seeds"
+        assert Record.from_json(written).stacked_seeds == 2
+    finished = [line for line in stacked.stderr.splitlines() if ": ok (" in line]
+    assert len(finished) == 4 and all(
+        line.endswith(" s (an equal share of 2 seeds trained stacked))") for line in finished), \
+        stacked.stderr
+    for name, written in records(tmp_path / "serial").items():
+        assert "stacked_seeds" not in written, name
+    assert "trained stacked" not in serial.stderr
 

@@ -329,5 +329,8 @@ def _detail(record: Record) -> str:
         parts.append(f"test error {100 * error:.2f}%")
     elif (loss := final.get("test_loss")) is not None:
         parts.append(f"test loss {loss:.4g}")
-    parts.append(f"{record.wall_time or 0:.1f} s")
+    seconds = f"{record.wall_time or 0:.1f} s"
+    if record.stacked_seeds:  # not this seed's own time
+        seconds += f" (an equal share of {record.stacked_seeds} seeds trained stacked)"
+    parts.append(seconds)
     return ", ".join(parts)
