@@ -4,6 +4,7 @@ terminal, a strictly positive β for nudging rules, and the paper's numbers and 
 where they describe the cells beside them."""
 
 import typing
+from types import SimpleNamespace
 
 import pytest
 from bioplaus_bench_plugins.equilibrium_propagation import EPParams
@@ -14,6 +15,7 @@ from bioplaus_bench.results.page import build
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.reference import add_reference_statistics, combined_frame
 from bioplaus_bench.results.report import records_frame, render, summarise
+from bioplaus_bench.run.progress import LogReporter
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
 from .conftest import TINY_SUITE, invoke, records, write
@@ -170,3 +172,79 @@ def test_the_wall_time_of_stacked_seeds_is_labelled_as_a_share_of_the_stack(tmp_
         assert "stacked_seeds" not in written, name
     assert "trained stacked" not in serial.stderr
 
+
+# --- a quiet run says that it is alive ---------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves: no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+CELL = SimpleNamespace(key="mnist/my-pc/seed-0", dataset_id="mnist", algorithm_id="my-pc")
+
+
+def test_a_quiet_run_says_every_few_minutes_that_it_is_alive(capsys):
+    clock = Clock()
+    reporter = LogReporter(heartbeat=180, clock=clock)
+    reporter.start(10)
+    try:
+        reporter.cell_started(CELL, 0, stacked=10)
+        clock.now += 60
+        reporter.epoch(CELL, "epoch", 1, 100)
+        assert capsys.readouterr().err == ""  # not yet
+        clock.now += 125
+        reporter.epoch(CELL, "epoch", 2, 100)
+        assert capsys.readouterr().err == ("still running: mnist/my-pc, 10 seeds vectorised, "
+                                           "epoch 2/100; 0 of 10 cells done, 3 min 05 s "
+                                           "elapsed\n")
+        clock.now += 100
+        reporter.epoch(CELL, "epoch", 3, 100)
+        assert capsys.readouterr().err == ""  # said 100 s ago
+        # an epoch longer than the interval: the timer thread's pulse says it meanwhile
+        clock.now += 3 * 3600
+        reporter.pulse()
+        assert capsys.readouterr().err == ("still running: mnist/my-pc, 10 seeds vectorised, "
+                                           "epoch 3/100; 0 of 10 cells done, 3 h 04 min "
+                                           "elapsed\n")
+        # any line says it too: the next is due a whole interval after a finished cell
+        reporter.cell_finished(CELL, 0, "ok", "1.0 s")
+        clock.now += 179
+        reporter.pulse()
+        assert capsys.readouterr().err == "[1/10] mnist/my-pc/seed-0: ok (1.0 s)\n"
+        clock.now += 1
+        reporter.pulse()  # nothing runs here that it knows of (-j N: workers report no epochs)
+        assert capsys.readouterr().err == "still running; 1 of 10 cells done, 3 h 07 min elapsed\n"
+        reporter.cell_started(CELL, 1)
+        reporter.epoch(CELL, "feedback pre-training", 4, 6)
+        assert capsys.readouterr().err == ""
+        clock.now += 180
+        reporter.epoch(CELL, "feedback pre-training", 5, 6)
+        assert capsys.readouterr().err == ("still running: mnist/my-pc/seed-0, feedback "
+                                           "pre-training 5/6; 1 of 10 cells done, 3 h 10 min "
+                                           "elapsed\n")
+    finally:
+        reporter.close()
+    assert reporter._timer is not None
+    reporter._timer.join(timeout=10)
+    assert not reporter._timer.is_alive()
+
+
+def test_bench_run_quiet_reports_the_epochs_of_stacked_seeds(tmp_path, tiny, monkeypatch):
+    from bioplaus_bench.run import progress
+
+    monkeypatch.setattr(progress, "LogReporter", lambda: LogReporter(heartbeat=0.0))
+    run = invoke("run", tiny, "--out", tmp_path / "out", "--quiet", "--vectorize-seeds",
+                 "--seed-chunk", "2")
+    assert run.exit_code == 0, run.output
+    for entry in ("bp", "dfa"):
+        for epoch in (1, 2):
+            assert (f"still running: teacher/{entry}, 2 seeds vectorised, epoch {epoch}/2; "
+                    in run.stderr), run.stderr
+    serial = invoke("run", tiny, "--out", tmp_path / "serial", "--quiet", "--only", "bp")
+    assert "still running: teacher/bp/seed-1, epoch 2/2; 1 of 2 cells done" in serial.stderr

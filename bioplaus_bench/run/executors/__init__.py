@@ -215,7 +215,7 @@ def _execute_seed_group(cells: list[Cell], context: RunContext,
     if context.force:
         for path in checkpoints:
             path.unlink(missing_ok=True)
-    context.reporter.cell_started(first, 0)
+    context.reporter.cell_started(first, 0, stacked=len(cells))
     per_cell = env.cell_timeout or first.dataset.protocol.cell_timeout
     time_limit = per_cell * len(cells) if per_cell else None  # the work of that many cells
     try:
