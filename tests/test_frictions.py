@@ -3,6 +3,7 @@ alive, stacked seeds' wall time labelled as the stack's, no wrapping of output t
 terminal, a strictly positive β for nudging rules, and the paper's numbers and the caption only
 where they describe the cells beside them."""
 
+import sys
 import typing
 from types import SimpleNamespace
 
@@ -38,6 +39,30 @@ def test_a_nudging_beta_is_strictly_positive_and_says_why(params, field):
     assert typing.get_args(Beta)[1].test(0.0)
     assert not typing.get_args(NudgingBeta)[1].test(0.0)
 
+
+
+def test_the_inference_template_and_the_guides_example_declare_a_nudging_beta(tmp_path,
+                                                                              monkeypatch):
+    """Where a first nudging rule starts from: both divide by their β."""
+    import importlib.util
+
+    from bioplaus_bench.kit.scaffold import PluginNames, files
+
+    from .test_plugins_guide import examples
+
+    code = files(PluginNames.from_name("rule"), "inference")["bioplaus_rule/algorithm.py"]
+    sources = {"template": code, "guide": examples()["energy_pc.py"]}
+    for where, source in sources.items():
+        path = tmp_path / f"nudged_{where}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, path.stem, module)  # as an import would: dataclasses
+        spec.loader.exec_module(module)
+        params = next(value for name, value in vars(module).items() if name.endswith("Params"))
+        with pytest.raises(SuiteError, match="output_weight: expected a positive finite nudging"):
+            coerce_dataclass({"output_weight": 0}, params, ("params",), Source("s.yaml"))
 
 # --- no wrapping when the output is not a terminal ---------------------------------------------
 
