@@ -53,7 +53,7 @@ class LogReporter:
 
     def _beat(self) -> None:
         assert self.heartbeat is not None
-        while not self._stop.wait(min(self.heartbeat, 60.0)):
+        while not self._stop.wait(min(max(self.heartbeat, 1.0), 60.0)):
             self.pulse()
 
     def log(self, message: str) -> None:
