@@ -19,7 +19,7 @@ from bioplaus_bench.results.report import records_frame, render, summarise
 from bioplaus_bench.run.progress import LogReporter
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
-from .conftest import TINY_SUITE, invoke, records, write
+from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
 
 # --- a strictly positive β for nudging rules -------------------------------------------------
 
@@ -93,6 +93,10 @@ def test_output_to_a_file_or_pipe_is_not_wrapped(tmp_path):
     reported = invoke("report", out, "--out", page)
     assert reported.exit_code == 0, reported.output
     assert unbroken(f"wrote {page}", reported.stderr)
+    plugin = write(deep / "sign_bp.py", PLUGIN)
+    checked = invoke("check-plugin", plugin)
+    assert checked.exit_code == 0, checked.output
+    assert unbroken(f"checking sign-bp (Sign BP) from {plugin} [file]", checked.stdout)
     missing = invoke("table", deep / "no-such-results-folder")
     assert missing.exit_code != 0 and str(deep / "no-such-results-folder") in missing.stderr
 
