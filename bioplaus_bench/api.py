@@ -57,7 +57,15 @@ from .model.tasks import Classification, Regression, Task
 from .run.build import build_network
 from .run.executors import Executor, ExecutorOptions, RunContext
 from .spec.cell import MetricsConfig
-from .spec.schema import Beta, Check, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from .spec.schema import (
+    Beta,
+    Check,
+    NonNegativeFloat,
+    NonNegativeInt,
+    NudgingBeta,
+    PositiveFloat,
+    PositiveInt,
+)
 from .tp.feedback import (
     DifferenceReconstructionLoss,
     DirectPath,
@@ -105,6 +113,7 @@ __all__ = [
     "NonNegativeInt",
     "NoOptions",
     "NoParams",
+    "NudgingBeta",
     "RandomHiddenLayerPath",
     "RandomMagnitudeSign",
     "ReconstructionLoss",

@@ -51,6 +51,7 @@ from bioplaus_bench.api import (
     Capabilities,
     ForwardPass,
     InferenceRule,
+    NudgingBeta,
     PositiveFloat,
     PositiveInt,
     hookimpl,
@@ -63,7 +64,7 @@ class PCParams:
     T: PositiveInt = 20  # inference steps per minibatch
     inference_lr: PositiveFloat = 0.1  # step size of the value nodes' gradient descent
     inference_momentum: Beta = 0.0  # heavy-ball momentum of that descent (0: plain SGD)
-    output_weight: PositiveFloat = 1.0  # β, the weight of the output loss in the energy
+    output_weight: NudgingBeta = 1.0  # β, the weight of the output loss in the energy
     nudge: Literal["clamped", "center"] = "clamped"  # center: ±β, PCX's center nudging
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from ..errors import InputError
 from ..files import write_atomically
@@ -27,8 +27,26 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Benchmark biologically plausible credit-assignment algorithms.")
-out = Console()
-err = Console(stderr=True)
+
+
+class _Console(Console):
+    """A console that wraps lines only on a terminal: output to a file or a pipe keeps each
+    line whole (a path, a table row, a message), as a log or ``grep`` needs it. Rich would wrap
+    it at the terminal's width, or at 80 columns without one."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        return size if self.is_terminal else ConsoleDimensions(UNWRAPPED, size.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
+
+
+UNWRAPPED = 1_000_000  # a width that no line reaches: tables keep their natural width
+out = _Console()
+err = _Console(stderr=True)
 
 PluginOption = Annotated[list[Path], typer.Option(
     "--plugin", help="A Python file with plugins: algorithms, datasets, architectures, metrics or "

@@ -60,8 +60,9 @@ def run(
     set_: SetOption = [],  # noqa: B006
     force: Annotated[bool, typer.Option(help="Re-run cells that already have a record.")] = False,
     device: DeviceOption = "cpu",
-    quiet: Annotated[bool, typer.Option(help="Plain log lines instead of a live display.")
-                     ] = False,
+    quiet: Annotated[bool, typer.Option(
+        help="Plain log lines instead of a live display (with a line at least every 3 minutes "
+        "saying what runs, its epoch and the time elapsed).")] = False,
     plugin: PluginOption = [],  # noqa: B006
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", min=1, help="Run cells in N local worker processes (each with "

@@ -242,6 +242,7 @@ from bioplaus_bench.api import (
     Capabilities,
     ForwardPass,
     InferenceRule,
+    NudgingBeta,
     PositiveFloat,
     PositiveInt,
     hookimpl,
@@ -255,7 +256,7 @@ class __CLASS__Params:
 
     T: PositiveInt = 20  # inference steps per minibatch
     inference_lr: PositiveFloat = 0.1  # step size of the descent on the value nodes
-    output_weight: PositiveFloat = 1.0  # beta: the weight of the output loss in the energy
+    output_weight: NudgingBeta = 1.0  # beta: the weight of the output loss in the energy
 
 
 class __CLASS__(InferenceRule):

@@ -14,6 +14,7 @@ CODE_NOTE = ("† the algorithm's source has changed since these records were ru
              "digest is not the current code's): the numbers are the old code's; re-running the "
              "suite re-runs them.")
 P_VS_REF = "p_vs_ref:"  # the columns of p-values against each reference entry (--reference)
+REF = "ref:"  # the reference's entry ids in a joint table; suite entry ids never hold a ':'
 
 
 def one_line(text: object) -> str:

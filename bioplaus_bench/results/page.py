@@ -25,6 +25,7 @@ import pandas as pd
 from ..errors import InputError
 from .numbers import CODE_NOTE, code_mark
 from .plots import angle_figure, band, depth, layer_name
+from .paper import PAPER_EPOCHS, without_paper_numbers
 from .record import Record
 from .reference import COMPARISON_HEADER, comparison_heading, comparison_rows
 from .report import caption, mean_sd, records_frame, seed_counts, summarise, unreadable_note
@@ -182,6 +183,9 @@ def _results(summary: pd.DataFrame, unreadable: int, reference: str | None) -> s
     text += f'<p class="note">{esc(caption(summary))}'
     if summary.paper_mean.notna().any():
         text += " Grey: the paper's published mean ± SD."
+    if apart := without_paper_numbers(summary):
+        text += (f" The paper's numbers are of its protocol ({PAPER_EPOCHS} epochs, no quick-trial "
+                 f"override) and stand beside no other cells: {esc(', '.join(apart))}.")
     text += "</p>"
     if "code_changed" in summary and summary.code_changed.any():
         text += f'<p class="note">{esc(CODE_NOTE)}</p>'

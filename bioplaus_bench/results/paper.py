@@ -5,10 +5,11 @@ comparison of a table with them (``bench table --compare paper``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pandas as pd
 
-from .numbers import NO_VALUE, code_mark, markdown_table, mean_sd, one_line
+from .numbers import NO_VALUE, REF, code_mark, markdown_table, mean_sd, one_line
 
 _TABLE1 = {  # test error (%) at the best-validation epoch, 100 epochs
     "mnist": {"bp": (1.98, 0.14), "ddtp-linear": (2.04, 0.08), "ddtp-rhl": (2.10, 0.14),
@@ -57,6 +58,45 @@ PUBLISHED: dict[tuple[str, str, str], tuple[float, float]] = {
 }
 
 WITHIN = 2.0  # how many of the paper's SDs from its mean still count as reproducing it
+PAPER_EPOCHS = 100  # every published number above is of a 100-epoch run
+
+
+def of_paper_protocol(row) -> bool:
+    """Whether a summary row's cells ran the paper's protocol, so that its published numbers
+    may stand beside them: 100 epochs, no quick-trial override (fewer epochs or seeds, a
+    subset, ``--set``), and one configuration (not records of other settings mixed in)."""
+    return row.epochs == PAPER_EPOCHS and not row.deviations and row.settings <= 1
+
+
+def with_paper_numbers(summary: pd.DataFrame,
+                       entry: Callable[[str], str] = lambda algorithm: algorithm) -> pd.DataFrame:
+    """The summary with the paper's mean and SD of each row that has one and ran the paper's
+    protocol (``of_paper_protocol``; NaN elsewhere), and the difference in the paper's SDs.
+    ``entry``: the shipped suites' entry id of a row's algorithm (a reference's ``ref:bp`` is
+    ``bp``)."""
+    summary = summary.copy()
+    published = [PUBLISHED.get((row.metric, row.dataset, entry(row.algorithm)), (math.nan,) * 2)
+                 if of_paper_protocol(row) else (math.nan, math.nan)
+                 for row in summary.itertuples(index=False)]
+    summary["paper_mean"] = [mean for mean, _ in published]
+    summary["paper_sd"] = [sd for _, sd in published]
+    summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
+    return summary
+
+
+def without_paper_numbers(summary: pd.DataFrame) -> list[str]:
+    """The rows the paper has numbers for that do not stand beside them (another protocol),
+    each with why: "MNIST / BP (2 epochs)"."""
+    named = []
+    for row in summary[summary.paper_mean.isna()].itertuples(index=False):
+        entry = str(row.algorithm).removeprefix(REF)
+        if (row.metric, row.dataset, entry) in PUBLISHED:
+            why = [] if row.epochs == PAPER_EPOCHS else [f"{row.epochs} epochs"]
+            why += [row.deviations] if row.deviations else []
+            why += [f"{row.settings} configurations"] if row.settings > 1 else []
+            named.append(f"{one_line(row.dataset_label)} / {one_line(row.label)} "
+                         f"({one_line('; '.join(why))})")
+    return named
 
 
 def paper_comparison(summary: pd.DataFrame) -> list[str]:
@@ -74,8 +114,12 @@ def paper_comparison(summary: pd.DataFrame) -> list[str]:
           NO_VALUE if math.isnan(r.paper_delta_sd) else f"{r.paper_delta_sd:+.1f}",
           _within(r.paper_delta_sd)]
          for r in compared.itertuples(index=False)])
+    apart = without_paper_numbers(summary)
+    note = [f"Not beside the paper's numbers, which are of its protocol ({PAPER_EPOCHS} epochs, "
+            f"no quick-trial override): {', '.join(apart)}."] if apart else []
     if compared.empty:
-        return lines + ["(no published numbers for these datasets and methods)"]
+        return lines + ["(no published numbers for these datasets and methods)"] + \
+            ([""] + note if note else [])
     judged = compared[compared.paper_delta_sd.notna()]
     outside = judged[judged.paper_delta_sd.abs() > WITHIN]
     text = (f"{len(judged) - len(outside)} of {len(judged)} cells with a value lie within "
@@ -84,7 +128,7 @@ def paper_comparison(summary: pd.DataFrame) -> list[str]:
         text += "; outside: " + ", ".join(
             f"{one_line(r.dataset_label)} / {one_line(r.label)} ({r.paper_delta_sd:+.1f} SD)"
             for r in outside.itertuples(index=False))
-    return lines + ["", text + "."]
+    return lines + ["", text + "."] + ([""] + note if note else [])
 
 
 def _within(delta_sd: float) -> str:

@@ -69,6 +69,9 @@ class Record:
     selected_epoch: int | None = _trained()
     final: dict[str, float | None] | None = _result()  # the metrics of the selected epoch
     wall_time: float | None = _result()
+    # Seeds trained stacked (``--vectorize-seeds``): how many. Their wall time, and each history
+    # row's seconds, is then an equal share of the stack's, not a time this seed took alone.
+    stacked_seeds: int | None = _result()
     metrics: list[dict[str, Any]] | None = _result()  # alignment metrics, every log_interval
     probe: Any = _result()
 
@@ -199,7 +202,7 @@ _OPTIONAL: dict[str, Any] = {
     "history": (list, _NULL), "pretraining_feedback_loss": (list, _NULL),
     "pruned_at_epoch": (int, _NULL), "error": (str, _NULL), "reason": (str, _NULL),
     "traceback": (str, _NULL), "selected_epoch": (int, _NULL), "final": (dict, _NULL),
-    "wall_time": (*_NUMBER, _NULL), "metrics": (list, _NULL)}
+    "wall_time": (*_NUMBER, _NULL), "stacked_seeds": (int, _NULL), "metrics": (list, _NULL)}
 
 
 def _is(value: Any, kind: type | tuple[type, ...]) -> bool:

@@ -19,12 +19,20 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .numbers import NO_VALUE, P_VS_REF, code_mark, markdown_table, mean_sd, one_line, p_text
-from .paper import PUBLISHED
+from .numbers import (
+    NO_VALUE,
+    P_VS_REF,
+    REF,
+    code_mark,
+    markdown_table,
+    mean_sd,
+    one_line,
+    p_text,
+)
+from .paper import with_paper_numbers
 from .record import Record
 from .report import finished_values, records_frame, welch_p
 
-REF = "ref:"  # the reference's entry ids in a joint table; suite entry ids never hold a ':'
 REF_LABEL = " (reference)"
 ORDER_AFTER = 10_000  # reference rows come after yours
 
@@ -198,17 +206,11 @@ def combined_frame(records: list[Record], reference: list[Record]) -> pd.DataFra
 
 def add_reference_statistics(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """The summary of a ``combined_frame`` with the paper's numbers for the reference's rows
-    (known by their own entry ids) where they ran the suite's protocol unchanged (never beside
-    a truncated or quick-trial reference) and, per reference entry, a column ``p_vs_ref:<entry>``:
-    Welch's p-value of each of your rows against that reference cell of its dataset."""
-    summary = summary.copy()
+    (known by their own entry ids; only where they ran the paper's protocol) and, per reference
+    entry, a column ``p_vs_ref:<entry>``: Welch's p-value of each of your rows against that
+    reference cell of its dataset."""
+    summary = with_paper_numbers(summary, lambda entry: entry.removeprefix(REF))
     reference = summary.algorithm.str.startswith(REF)
-    for i in summary.index[reference & (summary.deviations == "")]:  # the paper's protocol only
-        row = summary.loc[i]
-        mean, sd = PUBLISHED.get((row.metric, row.dataset, row.algorithm[len(REF):]),
-                                 (math.nan, math.nan))
-        summary.loc[i, ["paper_mean", "paper_sd"]] = mean, sd
-    summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
     values = finished_values(frame)
     none = np.array([])
     for entry in sorted(set(summary.algorithm[reference])):

@@ -21,13 +21,14 @@ from .numbers import (
     FORMATS,
     NO_VALUE,
     P_VS_REF,
+    REF,
     code_mark,
     markdown_table,
     mean_sd,
     one_line,
     p_text,
 )
-from .paper import PUBLISHED, paper_comparison
+from .paper import paper_comparison, with_paper_numbers
 from .record import Record
 
 BASELINE = "bp"  # the algorithm (and default baseline entry) never "best": the paper's BP row
@@ -145,12 +146,7 @@ def summarise(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     best_of = dict(zip(best.dataset, best.algorithm, strict=True))
     summary["p_vs_bp"] = _p_values(summary, values, baseline_of)
     summary["p_vs_best"] = _p_values(summary, values, best_of)
-    published = [PUBLISHED.get((m, d, a), (math.nan, math.nan)) for m, d, a in
-                 zip(summary.metric, summary.dataset, summary.algorithm, strict=True)]
-    summary["paper_mean"] = [mean for mean, _ in published]
-    summary["paper_sd"] = [sd for _, sd in published]
-    summary["paper_delta_sd"] = (summary["mean"] - summary.paper_mean) / summary.paper_sd
-    return summary
+    return with_paper_numbers(summary)
 
 
 def finished_values(frame: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
@@ -200,7 +196,18 @@ def _layout(summary: pd.DataFrame):
 
 
 def caption(summary: pd.DataFrame) -> str:
-    """What the numbers are, and under which protocol they were measured."""
+    """What the numbers are, and under which protocol they were measured: the suite's own cells;
+    a reference's cells beside them (``ref:`` entries) are said apart, with their own seeds."""
+    reference = summary.algorithm.str.startswith(REF)
+    text = _caption(summary[~reference] if not reference.all() else summary)
+    if reference.any() and not reference.all():
+        text += f" Reference rows: over {_seeds(summary[reference])} of the reference folder"
+        deviations = _deviations(summary[reference])
+        text += f", a quick trial ({deviations})." if deviations else "."
+    return text
+
+
+def _caption(summary: pd.DataFrame) -> str:
     parts = []
     metrics = set(summary.metric)
     epochs = int(summary.epochs.max())
@@ -214,17 +221,25 @@ def caption(summary: pd.DataFrame) -> str:
                          f"{within} (the last epoch without a validation split)")
         if "regression" in tasks:
             parts.append("test loss (MSE) at the epoch of lowest validation loss")
+    text = "; ".join(parts)
+    text = text[0].upper() + text[1:] + f". Mean ± SD over {_seeds(summary)} (n: seeds " \
+        "that finished); best non-BP method in bold."
+    deviations = _deviations(summary)
+    if deviations:
+        text += f" Quick trial ({deviations}): not the paper protocol."
+    return text
+
+
+def _seeds(summary: pd.DataFrame) -> str:
+    """How many seeds the rows' cells ran: "3 seeds", or "3 to 10 seeds"."""
     runs = summary[["ok", *UNFINISHED]].sum(axis=1)  # seeds run per cell; skipped: never run
     runs = runs[runs > 0]
     low, high = (int(runs.min()), int(runs.max())) if len(runs) else (0, 0)
-    seeds = _plural(high, "seed") if low == high else f"{low} to {high} seeds"
-    text = "; ".join(parts)
-    text = text[0].upper() + text[1:] + f". Mean ± SD over {seeds} (n: seeds " \
-        "that finished); best non-BP method in bold."
-    deviations = sorted({d for texts in summary.deviations for d in texts.split("; ") if d})
-    if deviations:
-        text += f" Quick trial ({', '.join(deviations)}): not the paper protocol."
-    return text
+    return _plural(high, "seed") if low == high else f"{low} to {high} seeds"
+
+
+def _deviations(summary: pd.DataFrame) -> str:
+    return ", ".join(sorted({d for texts in summary.deviations for d in texts.split("; ") if d}))
 
 
 def _plural(count: int, word: str) -> str:

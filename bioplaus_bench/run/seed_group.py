@@ -49,6 +49,7 @@ class SeedRun:
     rng: dict[str, Any]  # every generator's state after the set-up (as ``rng_state``)
     generator: torch.Generator  # its stream on the cell's device, from here on
     elapsed_before: float = field(default=0.0)
+    stacked: int = 1  # how many seeds it trained with, itself included (its time is a share)
     # Its network, algorithm, optimisers and generators where its run ended (a fault), which
     # its checkpoint keeps while the stack goes on.
     ended: dict[str, Any] | None = None
@@ -144,6 +145,8 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
 def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
     result = summarise(run.state, data.task.kind, data.val is not None)
     result["wall_time"] = run.state["elapsed"]
+    if run.stacked > 1:
+        result["stacked_seeds"] = run.stacked
     if run.state["metrics"]:
         result["metrics"] = run.state["metrics"]
     return result
@@ -203,6 +206,8 @@ def _free_memory(device: str) -> int:
 def _train_stacked(runs: list[SeedRun], data: SeedData, cls: type[Algorithm],
                    on_epoch: EpochCallback | None, out_of_time: Callable[[], None]) -> None:
     cell = runs[0].cell
+    for run in runs:
+        run.stacked = len(runs)
     runner = stack_runners([run.runner for run in runs], cell.settings.optimizer,
                            cell.dataset.protocol.frozen_layers)
     protocol, schedule = cell.dataset.protocol, cell.settings.schedule

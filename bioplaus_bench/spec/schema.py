@@ -177,6 +177,10 @@ PositiveFloat = Annotated[float, Check(lambda x: 0 < x < math.inf, "a positive f
 NonNegativeFloat = Annotated[float, Check(lambda x: 0 <= x < math.inf,
                                           "a non-negative finite number")]
 Beta = Annotated[float, Check(lambda b: 0 <= b < 1, "a number in [0, 1)")]  # Adam's betas
+# The β of a nudging rule (equilibrium propagation, predictive coding): its updates divide by it,
+# so 0 is refused at its line, not met as an infinite update in the first minibatch.
+NudgingBeta = Annotated[float, Check(lambda b: 0 < b < math.inf,
+                                     "a positive finite nudging strength (the rule divides by it)")]
 
 
 def _is_plain_name(text: str) -> bool:

@@ -215,7 +215,7 @@ def _execute_seed_group(cells: list[Cell], context: RunContext,
     if context.force:
         for path in checkpoints:
             path.unlink(missing_ok=True)
-    context.reporter.cell_started(first, 0)
+    context.reporter.cell_started(first, 0, stacked=len(cells))
     per_cell = env.cell_timeout or first.dataset.protocol.cell_timeout
     time_limit = per_cell * len(cells) if per_cell else None  # the work of that many cells
     try:
@@ -329,5 +329,8 @@ def _detail(record: Record) -> str:
         parts.append(f"test error {100 * error:.2f}%")
     elif (loss := final.get("test_loss")) is not None:
         parts.append(f"test loss {loss:.4g}")
-    parts.append(f"{record.wall_time or 0:.1f} s")
+    seconds = f"{record.wall_time or 0:.1f} s"
+    if record.stacked_seeds:  # not this seed's own time
+        seconds += f" (an equal share of {record.stacked_seeds} seeds trained stacked)"
+    parts.append(seconds)
     return ", ".join(parts)
