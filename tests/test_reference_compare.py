@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,19 +236,27 @@ def test_a_dataset_the_reference_lacks_is_shown_and_said(folders, tmp_path):
     assert result.stdout.rstrip().endswith("No reference cells for: Other.")
 
 
-def test_the_papers_numbers_never_stand_beside_a_truncated_reference(folders, tmp_path):
-    ref = renamed_copy(folders / "ref", tmp_path / "ref")  # as if the paper's MNIST column
-    full = renamed_copy(folders / "mine", tmp_path / "full")
-    run = invoke("run", write(tmp_path / "mine.yaml", USER_SUITE), "--out", tmp_path / "s",
-                 "--quiet", "--only", "my-rule", "--epochs", "1")
-    assert run.exit_code == 0, run.output
-    short = renamed_copy(tmp_path / "s", tmp_path / "short")
-    for folder, shown in ((full, True), (short, False)):
-        result = invoke("table", folder, "--reference", ref, "--format", "csv",
+def test_the_papers_numbers_never_stand_beside_a_truncated_reference(tmp_path):
+    """Against the committed Table 1 reference (100 epochs): a 100-epoch column of one's own
+    sees the paper's numbers beside the reference's rows, a 2-epoch one (the reference cut to
+    2 epochs) never. The user's records are the reference's own BP records, renamed."""
+    from bioplaus_bench.results.record import Record
+
+    reference = Path(__file__).resolve().parents[1] / "results" / "reference" / "table1"
+    for name, epochs in (("full", 100), ("short", 2)):
+        for path in sorted((reference / "mnist" / "bp").glob("seed-*.json")):
+            record = Record.from_json(json.loads(path.read_text())).truncated(epochs)
+            mine = tmp_path / name / "mnist" / "my-rule" / path.name
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            mine.write_text(json.dumps({**record.to_json(), "algorithm": "my-rule",
+                                        "label": "My rule", "deviations": []}))
+        result = invoke("table", tmp_path / name, "--reference", reference, "--format", "csv",
                         "--compare", "paper")
         assert result.exit_code == 0, result.output
         rows = {row["algorithm"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
-        assert (rows["ref:bp"]["paper_mean"] != "") is shown
+        assert rows["ref:bp"]["epochs"] == str(epochs)
+        assert (rows["ref:bp"]["paper_mean"] == "1.98") is (epochs == 100)
+        assert ("reference truncated to 2 epochs" in result.stderr) is (epochs == 2)
 
 
 def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):
