@@ -187,22 +187,27 @@ def installed(monkeypatch, tmp_path):
     return mark
 
 
-def test_only_loads_no_plugin_the_chosen_entries_do_not_need(installed, tmp_path):
-    broken_file = tmp_path / "mine.py"
-    broken_file.write_text("raise SystemExit('work in progress')\n")
+def test_only_loads_no_installed_plugin_the_chosen_entries_do_not_need(installed, tmp_path):
+    mine = tmp_path / "mine.py"
+    mine.write_text(PROVIDER.replace('"opaque-rule"', '"mine"'))
     suite = tmp_path / "s.yaml"
     suite.write_text(SUITE + "  mine: {optimizer: {lr: 1.0e-3}, params: {anything: 1}}\n"
                      "  other: {algorithm: opaque-rule, optimizer: {lr: 1.0e-3}}\n")
     out = tmp_path / "r"
-    args = ["run", str(suite), "--plugin", str(broken_file), "--out", str(out), "--quiet"]
+    args = ["run", str(suite), "--plugin", str(mine), "--out", str(out), "--quiet"]
     result = runner.invoke(app, [*args, "--only", "bp"])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr and not installed.exists()
     assert json.loads((out / "teacher" / "bp" / "seed-0.json").read_text())["status"] == "ok"
     assert not (out / "teacher" / "mine").exists()
-    # Without --only every plugin loads: the broken file stops the run before anything runs.
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "mine.py failed to import: SystemExit" in result.stderr
+    # A --plugin file is always imported (it may stand in for a built-in the entries use): a
+    # broken one stops the run before anything runs, with --only or without.
+    mine.write_text("raise SystemExit('work in progress')\n")
+    broken = [*args[:3], str(tmp_path / "broken.py"), *args[4:]]
+    mine.rename(tmp_path / "broken.py")
+    for only in (["--only", "bp"], []):
+        result = runner.invoke(app, [*broken, *only])
+        assert result.exit_code == 2 and "broken.py failed to import: SystemExit" in result.stderr
 
 
 def test_only_still_finds_an_entry_point_whose_name_tells_nothing(installed, tmp_path):
@@ -333,3 +338,80 @@ def test_an_installed_plugin_named_like_a_built_in_stops_only_what_uses_the_name
     chosen = runner.invoke(app, [*args, "--plugin", str(site / f"{module}.py")])
     assert chosen.exit_code == 0, chosen.output
     assert json.loads((out / "teacher" / "drtp" / "seed-0.json").read_text())["status"] == "ok"
+
+
+# --- a --plugin file always wins, and a record of one implementation is kept from the other -----
+
+MY_PC = PROVIDER.replace('"opaque-rule"', '"pc"')  # backprop, named like the built-in PC
+
+
+def code_files(record_path: Path) -> list[str]:
+    return json.loads(record_path.read_text())["config"]["inputs"]["code"]["files"]
+
+
+def test_a_plugin_file_wins_over_a_built_in_with_only_too(tmp_path):
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                                 "--quiet", "--only", "pc"])
+    assert result.exit_code == 0, result.output
+    assert "two plugins claim the algorithm name 'pc'" in result.stderr
+    assert "my_pc.py" in code_files(out / "teacher" / "pc" / "seed-0.json")
+    # Whatever the command needs: the file is imported and its algorithm used.
+    registry = load_registry([mine], Wanted(algorithms=frozenset({"pc"})))
+    assert registry.get("pc").origin == "file" and registry.files == (str(mine.resolve()),)
+    # A worker (-j, Ray) loads what its cell needs the same way: the file's algorithm.
+    cell, = load_suite(suite, registry, only=["pc"]).cells(only=["pc"], registry=registry)
+    assert executors._worker_registry([str(mine.resolve())], cell).get("pc").origin == "file"
+
+
+@pytest.mark.parametrize("name, first, then", [
+    ("pc", "file", "built-in"), ("pc", "built-in", "file"),
+    # The built-in DRTP skips the teacher task (classification only): a skipped cell, which
+    # has no code identity, must not replace the file's record either.
+    ("drtp", "file", "built-in")])
+def test_a_finished_record_is_not_replaced_by_another_implementation_of_its_name(
+        tmp_path, name, first, then):
+    mine = tmp_path / f"my_{name}.py"
+    mine.write_text(PROVIDER.replace('"opaque-rule"', f'"{name}"'))
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + f"  {name}: {{optimizer: {{lr: 1.0e-3}}}}\n")
+    out = tmp_path / "r"
+    uses = {"file": ["--plugin", str(mine)], "built-in": []}
+    base = ["run", str(suite), "--out", str(out), "--quiet"]
+    assert runner.invoke(app, [*base, *uses[first]]).exit_code == 0
+    record = out / "teacher" / name / "seed-0.json"
+    kept = record.read_text()
+    made_by = {"file": f"the code in algorithm.py, my_{name}.py (no installed package",
+               "built-in": "the installed package bioplaus-bench "}
+    for only in ([], ["--only", name]):
+        refused = runner.invoke(app, [*base, *uses[then], *only])
+        assert refused.exit_code == 2, refused.output
+        line = refused.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {record} is a finished record of '{name}' made by "
+                               f"{made_by[first]}")
+        assert f"this run's '{name}' is {made_by[then]}" in line
+        assert line.endswith("replace the record with --force, or write to another results "
+                             "folder with --out")
+        assert record.read_text() == kept
+    # The user says so: the other implementation's record replaces it.
+    forced = runner.invoke(app, [*base, *uses[then], "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert record.read_text() != kept
+
+
+def test_an_edited_plugin_file_re_runs_its_cells_as_before(tmp_path):
+    """The same implementation, edited (or given a helper): re-run without --force."""
+    helper = unique("drtp_helpers")
+    mine = rule_file(tmp_path, "drtp", helper)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  drtp: {optimizer: {lr: 1.0e-3}}\n")
+    args = ["run", str(suite), "--plugin", str(mine), "--out", str(tmp_path / "r"), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    (tmp_path / f"{helper}.py").write_text("SCALE = 0.5\n")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "1 from earlier runs" in again.stderr  # bp's; drtp ran again

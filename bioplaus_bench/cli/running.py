@@ -50,7 +50,8 @@ def run(
     epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
                       ] = None,
     only: Annotated[str | None, typer.Option(
-        help="Only these algorithm entries (NAME[,NAME]); only the plugins they need are loaded.")
+        help="Only these algorithm entries (NAME[,NAME]); only the installed plugins they need are "
+        "loaded (every --plugin file is).")
     ] = None,
     datasets: Annotated[str | None, typer.Option(
         "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
