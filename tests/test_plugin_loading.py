@@ -415,3 +415,18 @@ def test_an_edited_plugin_file_re_runs_its_cells_as_before(tmp_path):
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
     assert "1 from earlier runs" in again.stderr  # bp's; drtp ran again
+
+
+def test_the_table_does_not_judge_a_plugin_files_cells_by_the_built_in_of_its_name(tmp_path):
+    from bioplaus_bench.results.numbers import CODE_NOTE
+
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                               "--quiet"]).exit_code == 0
+    table = runner.invoke(app, ["table", str(out)])
+    assert table.exit_code == 0, table.output
+    assert "†" not in table.stdout and CODE_NOTE not in table.stdout  # not "code changed since"
