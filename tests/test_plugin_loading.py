@@ -17,7 +17,7 @@ from bioplaus_bench.cli import app
 from bioplaus_bench.errors import PluginError
 from bioplaus_bench.registry import Wanted, load_registry
 from bioplaus_bench.run import executors
-from bioplaus_bench.run.inputs import code_identity
+from bioplaus_bench.run.inputs import code_identity, describe_code
 from bioplaus_bench.suite import load_suite
 
 runner = CliRunner()
@@ -430,3 +430,26 @@ def test_the_table_does_not_judge_a_plugin_files_cells_by_the_built_in_of_its_na
     table = runner.invoke(app, ["table", str(out)])
     assert table.exit_code == 0, table.output
     assert "†" not in table.stdout and CODE_NOTE not in table.stdout  # not "code changed since"
+
+
+def test_a_study_is_not_resumed_by_another_implementation_of_its_algorithm(tmp_path):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install 'bioplaus-bench[tune]')")
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc:\n    optimizer: {lr: 1.0e-3}\n"
+                     "    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}}\n")
+    study = tmp_path / "study.db"
+    args = ["tune", str(suite), "--algorithm", "pc", "--dataset", "teacher", "--study", str(study)]
+    first = runner.invoke(app, [*args, "--trials", "1", "--plugin", str(mine)])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, [*args, "--trials", "2"])
+    assert resumed.exit_code == 2, resumed.output
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        f"error: {study}: the trials of this study were run by the code in algorithm.py, "
+        f"my_pc.py (no installed package: a --plugin file); this search's 'pc' is "
+        f"{describe_code(code_identity(load_registry().get('pc').cls))}: start another study "
+        "with --study FILE")
+    again = runner.invoke(app, [*args, "--trials", "2", "--plugin", str(mine)])
+    assert again.exit_code == 0, again.output
+    assert "1 of 2 trials finished earlier" in again.stderr
