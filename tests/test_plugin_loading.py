@@ -453,3 +453,23 @@ def test_a_study_is_not_resumed_by_another_implementation_of_its_algorithm(tmp_p
     again = runner.invoke(app, [*args, "--trials", "2", "--plugin", str(mine)])
     assert again.exit_code == 0, again.output
     assert "1 of 2 trials finished earlier" in again.stderr
+
+
+@pytest.mark.slow
+def test_worker_processes_run_the_plugin_files_algorithm_not_the_built_in_of_its_name(tmp_path):
+    """Workers loaded what their cell needed and stopped at the built-in `pc` (with or without
+    --only): its numbers were recorded under the file's code identity."""
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("seeds: [0]", "seeds: [0, 1]")
+                     + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    finals = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        result = runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                                     "--quiet", "-j", jobs])
+        assert result.exit_code == 0, result.output
+        finals[jobs] = [json.loads((out / "teacher" / "pc" / f"seed-{seed}.json").read_text())
+                        ["final"] for seed in (0, 1)]
+    assert finals["2"] == finals["1"]
