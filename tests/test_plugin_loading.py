@@ -473,3 +473,21 @@ def test_worker_processes_run_the_plugin_files_algorithm_not_the_built_in_of_its
         finals[jobs] = [json.loads((out / "teacher" / "pc" / f"seed-{seed}.json").read_text())
                         ["final"] for seed in (0, 1)]
     assert finals["2"] == finals["1"]
+
+
+def test_implementations_are_told_apart_by_package_or_files():
+    from bioplaus_bench.run.inputs import same_implementation
+
+    built_in = {"files": ["algorithm.py", "predictive_coding.py"], "source_sha256": "a",
+                "distribution": "bioplaus-bench 0.1.0"}
+    mine = {"files": ["algorithm.py", "my_pc.py"], "source_sha256": "b"}
+    assert same_implementation(built_in, {**built_in, "source_sha256": "c",
+                                          "distribution": "bioplaus-bench 0.2.0"})  # upgraded
+    assert same_implementation(mine, {**mine, "source_sha256": "c"})  # edited
+    assert same_implementation(mine, {"files": [*mine["files"], "helpers.py"]})  # a helper added
+    assert same_implementation(built_in, mine) is False
+    assert same_implementation(mine, built_in) is False
+    assert same_implementation(mine, {"files": ["algorithm.py", "other_pc.py"]}) is False
+    assert same_implementation(built_in, {"files": built_in["files"],
+                                          "distribution": "someone-else 1.0"}) is False
+    assert same_implementation({}, mine) is None and same_implementation(mine, {}) is None
