@@ -1,16 +1,19 @@
 """The Ray executor keeps the promises of the others: Ctrl-C and SIGTERM stop a run with one line
 saying what is kept (exit 130 or 143), not with Ray's handler and stack dump; a cell that Ray
-ran again after its worker was lost is said so. Each test starts a local Ray: slow."""
+ran again after its worker was lost is said so. Each end-to-end test starts a local Ray: slow."""
 
 import os
 import signal
+import sys
 
 import pytest
+
+from bioplaus_bench.errors import Terminated
+from bioplaus_bench.run.executors.ray import _suite_signal_handlers
 
 from .conftest import HELD_PLUGIN, bench_process, records, wait_for, write
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'bioplaus-bench[ray]')")
-pytestmark = pytest.mark.slow
 
 SUITE = """\
 name: ray-signals
@@ -37,6 +40,7 @@ CRASH_ONCE = HELD_PLUGIN.replace('"held-bp"', '"crash-once"').replace(
     "        after, inside =")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code, said", [(signal.SIGINT, 130, "interrupted"),
                                                 (signal.SIGTERM, 143, "terminated (SIGTERM)")])
 def test_ctrl_c_and_sigterm_under_ray_print_one_line_and_keep_the_checkpoint(
@@ -65,6 +69,7 @@ def test_ctrl_c_and_sigterm_under_ray_print_one_line_and_keep_the_checkpoint(
     assert checkpoint.is_file() and not records(out)  # the cell's first epoch is kept
 
 
+@pytest.mark.slow
 def test_a_cell_retried_after_its_worker_was_lost_is_said_so(tmp_path):
     marker = tmp_path / "crashed"
     plugin = write(tmp_path / "crash.py", CRASH_ONCE.replace("MARKER", repr(str(marker))))
@@ -78,3 +83,19 @@ def test_a_cell_retried_after_its_worker_was_lost_is_said_so(tmp_path):
     assert marker.exists()  # the first attempt died
     assert "cell teacher/held/seed-0 retried after its worker was lost (once)" in stderr
     assert records(out)["teacher/held/seed-0.json"]["status"] == "ok"
+
+
+def test_the_run_keeps_its_signal_handlers_through_ray_init():
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with _suite_signal_handlers():
+            signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init
+        assert signal.getsignal(signal.SIGTERM) is stop
+        # A SIGTERM that Ray's handler turned into an exit while Ray was starting.
+        with pytest.raises(Terminated), _suite_signal_handlers():
+            raise SystemExit(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
