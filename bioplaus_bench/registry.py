@@ -8,8 +8,10 @@ of this distribution, the core's datasets, architectures, metrics and executors 
 ``bench list``.
 
 A command that knows which names it needs (``bench run --only``) passes them as ``Wanted``: the
-built-ins load, then the other plugins one by one until every wanted name is found, so a broken
-or slow plugin that provides none of them is never imported.
+built-ins and every ``--plugin`` file load, then the installed plugins one by one until every
+wanted name is found, so a broken or slow installed plugin that provides none of them is never
+imported. A ``--plugin`` file always loads: the user named it, and it wins over a built-in or
+installed plugin of the same name, whatever the command chooses to run.
 
 A ``--plugin`` file is imported by ``plugin_files.import_plugin_file``, which lets it import the
 modules next to it.
@@ -21,12 +23,11 @@ import dataclasses
 import functools
 import importlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pluggy
 
@@ -106,9 +107,10 @@ class Registry:
     architectures: dict[str, Provided] | None = None
     metrics: dict[str, Provided] | None = None
     executors: dict[str, Provided] | None = None
-    # The --plugin files that were imported (resolved paths): all of them, unless loading
-    # stopped early because every wanted name was found (``complete`` is then False).
+    # The --plugin files (resolved paths): always all of them.
     files: tuple[str, ...] = ()
+    # False when loading stopped early because every wanted name was found: installed plugins
+    # that were not needed were not imported.
     complete: bool = True
     # Algorithm names that two installed plugins claim (name -> the error if one is used).
     ambiguous: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -190,11 +192,12 @@ def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None
     is the file's, with a warning; one claimed by two installed plugins (a plugin named like a
     built-in added later) is an error only where it is used, with a warning (``_Loading.claim``).
 
-    With ``wanted``, the built-ins load, then the other plugins (the ``--plugin`` files first:
-    the user named them, so an installed plugin never stands in for one; then entry points whose
-    name or module mentions a wanted name; then the other entry points) until every wanted name
-    is provided: the others are not imported (``Registry.complete`` is then False). A name no
-    plugin provides makes them all load, so errors list everything."""
+    With ``wanted``, the built-ins and the ``--plugin`` files load (always: the user named
+    them, and a file's algorithm wins over a built-in of its name, which alone would already
+    provide the wanted name), then the installed plugins (entry points whose name or module
+    mentions a wanted name first) until every wanted name is provided: the others are not
+    imported (``Registry.complete`` is then False). A name no plugin provides makes them all
+    load, so errors list everything."""
     loading = _Loading()
     for module_name in DEFAULT_PLUGINS:
         loading.add(importlib.import_module(module_name), f"core:{module_name}", "built-in",
@@ -208,13 +211,12 @@ def load_registry(plugin_files: Iterable[Path | str] = (), wanted: Wanted | None
     if wanted is not None:
         names = {_plain(name) for name in wanted.names()}
         others.sort(key=lambda entry_point: not _mentions(entry_point, names))
-    candidates: list[tuple[Callable[[Any], None], Any]] = [
-        *((loading.add_file, Path(path)) for path in plugin_files),
-        *((loading.add_entry_point, entry_point) for entry_point in others)]
-    for add, candidate in candidates:
+    for path in plugin_files:
+        loading.add_file(Path(path))
+    for entry_point in others:
         if wanted is not None and loading.provides(wanted):
             return loading.registry(complete=False)  # the rest is not imported
-        add(candidate)
+        loading.add_entry_point(entry_point)
     return loading.registry(complete=True)
 
 

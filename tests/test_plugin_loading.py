@@ -17,7 +17,7 @@ from bioplaus_bench.cli import app
 from bioplaus_bench.errors import PluginError
 from bioplaus_bench.registry import Wanted, load_registry
 from bioplaus_bench.run import executors
-from bioplaus_bench.run.inputs import code_identity
+from bioplaus_bench.run.inputs import code_identity, describe_code
 from bioplaus_bench.suite import load_suite
 
 runner = CliRunner()
@@ -187,22 +187,27 @@ def installed(monkeypatch, tmp_path):
     return mark
 
 
-def test_only_loads_no_plugin_the_chosen_entries_do_not_need(installed, tmp_path):
-    broken_file = tmp_path / "mine.py"
-    broken_file.write_text("raise SystemExit('work in progress')\n")
+def test_only_loads_no_installed_plugin_the_chosen_entries_do_not_need(installed, tmp_path):
+    mine = tmp_path / "mine.py"
+    mine.write_text(PROVIDER.replace('"opaque-rule"', '"mine"'))
     suite = tmp_path / "s.yaml"
     suite.write_text(SUITE + "  mine: {optimizer: {lr: 1.0e-3}, params: {anything: 1}}\n"
                      "  other: {algorithm: opaque-rule, optimizer: {lr: 1.0e-3}}\n")
     out = tmp_path / "r"
-    args = ["run", str(suite), "--plugin", str(broken_file), "--out", str(out), "--quiet"]
+    args = ["run", str(suite), "--plugin", str(mine), "--out", str(out), "--quiet"]
     result = runner.invoke(app, [*args, "--only", "bp"])
     assert result.exit_code == 0, result.output
     assert "warning" not in result.stderr and not installed.exists()
     assert json.loads((out / "teacher" / "bp" / "seed-0.json").read_text())["status"] == "ok"
     assert not (out / "teacher" / "mine").exists()
-    # Without --only every plugin loads: the broken file stops the run before anything runs.
-    result = runner.invoke(app, args)
-    assert result.exit_code == 2 and "mine.py failed to import: SystemExit" in result.stderr
+    # A --plugin file is always imported (it may stand in for a built-in the entries use): a
+    # broken one stops the run before anything runs, with --only or without.
+    mine.write_text("raise SystemExit('work in progress')\n")
+    broken = [*args[:3], str(tmp_path / "broken.py"), *args[4:]]
+    mine.rename(tmp_path / "broken.py")
+    for only in (["--only", "bp"], []):
+        result = runner.invoke(app, [*broken, *only])
+        assert result.exit_code == 2 and "broken.py failed to import: SystemExit" in result.stderr
 
 
 def test_only_still_finds_an_entry_point_whose_name_tells_nothing(installed, tmp_path):
@@ -333,3 +338,156 @@ def test_an_installed_plugin_named_like_a_built_in_stops_only_what_uses_the_name
     chosen = runner.invoke(app, [*args, "--plugin", str(site / f"{module}.py")])
     assert chosen.exit_code == 0, chosen.output
     assert json.loads((out / "teacher" / "drtp" / "seed-0.json").read_text())["status"] == "ok"
+
+
+# --- a --plugin file always wins, and a record of one implementation is kept from the other -----
+
+MY_PC = PROVIDER.replace('"opaque-rule"', '"pc"')  # backprop, named like the built-in PC
+
+
+def code_files(record_path: Path) -> list[str]:
+    return json.loads(record_path.read_text())["config"]["inputs"]["code"]["files"]
+
+
+def test_a_plugin_file_wins_over_a_built_in_with_only_too(tmp_path):
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                                 "--quiet", "--only", "pc"])
+    assert result.exit_code == 0, result.output
+    assert "two plugins claim the algorithm name 'pc'" in result.stderr
+    assert "my_pc.py" in code_files(out / "teacher" / "pc" / "seed-0.json")
+    # Whatever the command needs: the file is imported and its algorithm used.
+    registry = load_registry([mine], Wanted(algorithms=frozenset({"pc"})))
+    assert registry.get("pc").origin == "file" and registry.files == (str(mine.resolve()),)
+    # A worker (-j, Ray) loads what its cell needs the same way: the file's algorithm.
+    cell, = load_suite(suite, registry, only=["pc"]).cells(only=["pc"], registry=registry)
+    assert executors._worker_registry([str(mine.resolve())], cell).get("pc").origin == "file"
+
+
+@pytest.mark.parametrize("name, first, then", [
+    ("pc", "file", "built-in"), ("pc", "built-in", "file"),
+    # The built-in DRTP skips the teacher task (classification only): a skipped cell, which
+    # has no code identity, must not replace the file's record either.
+    ("drtp", "file", "built-in")])
+def test_a_finished_record_is_not_replaced_by_another_implementation_of_its_name(
+        tmp_path, name, first, then):
+    mine = tmp_path / f"my_{name}.py"
+    mine.write_text(PROVIDER.replace('"opaque-rule"', f'"{name}"'))
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + f"  {name}: {{optimizer: {{lr: 1.0e-3}}}}\n")
+    out = tmp_path / "r"
+    uses = {"file": ["--plugin", str(mine)], "built-in": []}
+    base = ["run", str(suite), "--out", str(out), "--quiet"]
+    assert runner.invoke(app, [*base, *uses[first]]).exit_code == 0
+    record = out / "teacher" / name / "seed-0.json"
+    kept = record.read_text()
+    made_by = {"file": f"the code in algorithm.py, my_{name}.py (no installed package",
+               "built-in": "the installed package bioplaus-bench "}
+    for only in ([], ["--only", name]):
+        refused = runner.invoke(app, [*base, *uses[then], *only])
+        assert refused.exit_code == 2, refused.output
+        line = refused.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: {record} is a finished record of '{name}' made by "
+                               f"{made_by[first]}")
+        assert f"this run's '{name}' is {made_by[then]}" in line
+        assert line.endswith("replace the record with --force, or write to another results "
+                             "folder with --out")
+        assert record.read_text() == kept
+    # The user says so: the other implementation's record replaces it.
+    forced = runner.invoke(app, [*base, *uses[then], "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert record.read_text() != kept
+
+
+def test_an_edited_plugin_file_re_runs_its_cells_as_before(tmp_path):
+    """The same implementation, edited (or given a helper): re-run without --force."""
+    helper = unique("drtp_helpers")
+    mine = rule_file(tmp_path, "drtp", helper)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  drtp: {optimizer: {lr: 1.0e-3}}\n")
+    args = ["run", str(suite), "--plugin", str(mine), "--out", str(tmp_path / "r"), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    (tmp_path / f"{helper}.py").write_text("SCALE = 0.5\n")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "1 from earlier runs" in again.stderr  # bp's; drtp ran again
+
+
+def test_the_table_does_not_judge_a_plugin_files_cells_by_the_built_in_of_its_name(tmp_path):
+    from bioplaus_bench.results.numbers import CODE_NOTE
+
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    out = tmp_path / "r"
+    assert runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                               "--quiet"]).exit_code == 0
+    table = runner.invoke(app, ["table", str(out)])
+    assert table.exit_code == 0, table.output
+    assert "†" not in table.stdout and CODE_NOTE not in table.stdout  # not "code changed since"
+
+
+def test_a_study_is_not_resumed_by_another_implementation_of_its_algorithm(tmp_path):
+    pytest.importorskip("optuna", reason="optuna is not installed (pip install 'bioplaus-bench[tune]')")
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE + "  pc:\n    optimizer: {lr: 1.0e-3}\n"
+                     "    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}}\n")
+    study = tmp_path / "study.db"
+    args = ["tune", str(suite), "--algorithm", "pc", "--dataset", "teacher", "--study", str(study)]
+    first = runner.invoke(app, [*args, "--trials", "1", "--plugin", str(mine)])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, [*args, "--trials", "2"])
+    assert resumed.exit_code == 2, resumed.output
+    assert resumed.stderr.strip().splitlines()[-1] == (
+        f"error: {study}: the trials of this study were run by the code in algorithm.py, "
+        f"my_pc.py (no installed package: a --plugin file); this search's 'pc' is "
+        f"{describe_code(code_identity(load_registry().get('pc').cls))}: start another study "
+        "with --study FILE")
+    again = runner.invoke(app, [*args, "--trials", "2", "--plugin", str(mine)])
+    assert again.exit_code == 0, again.output
+    assert "1 of 2 trials finished earlier" in again.stderr
+
+
+@pytest.mark.slow
+def test_worker_processes_run_the_plugin_files_algorithm_not_the_built_in_of_its_name(tmp_path):
+    """Workers loaded what their cell needed and stopped at the built-in `pc` (with or without
+    --only): its numbers were recorded under the file's code identity."""
+    mine = tmp_path / "my_pc.py"
+    mine.write_text(MY_PC)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("seeds: [0]", "seeds: [0, 1]")
+                     + "  pc: {optimizer: {lr: 1.0e-3}}\n")
+    finals = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        result = runner.invoke(app, ["run", str(suite), "--plugin", str(mine), "--out", str(out),
+                                     "--quiet", "-j", jobs])
+        assert result.exit_code == 0, result.output
+        finals[jobs] = [json.loads((out / "teacher" / "pc" / f"seed-{seed}.json").read_text())
+                        ["final"] for seed in (0, 1)]
+    assert finals["2"] == finals["1"]
+
+
+def test_implementations_are_told_apart_by_package_or_files():
+    from bioplaus_bench.run.inputs import same_implementation
+
+    built_in = {"files": ["algorithm.py", "predictive_coding.py"], "source_sha256": "a",
+                "distribution": "bioplaus-bench 0.1.0"}
+    mine = {"files": ["algorithm.py", "my_pc.py"], "source_sha256": "b"}
+    assert same_implementation(built_in, {**built_in, "source_sha256": "c",
+                                          "distribution": "bioplaus-bench 0.2.0"})  # upgraded
+    assert same_implementation(mine, {**mine, "source_sha256": "c"})  # edited
+    assert same_implementation(mine, {"files": [*mine["files"], "helpers.py"]})  # a helper added
+    assert same_implementation(built_in, mine) is False
+    assert same_implementation(mine, built_in) is False
+    assert same_implementation(mine, {"files": ["algorithm.py", "other_pc.py"]}) is False
+    assert same_implementation(built_in, {"files": built_in["files"],
+                                          "distribution": "someone-else 1.0"}) is False
+    assert same_implementation({}, mine) is None and same_implementation(mine, {}) is None

@@ -112,9 +112,9 @@ DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path],
                             only: list[str] | None = None, executor: str | None = None
                             ) -> tuple[Registry, Suite]:
-    """The registry and the suite. With ``only`` (``--only``), only the plugins that the chosen
-    entries, the suite's datasets and ``executor`` need are loaded, and only those entries are
-    checked against their plugins."""
+    """The registry and the suite. With ``only`` (``--only``), only the installed plugins that
+    the chosen entries, the suite's datasets and ``executor`` need are loaded (every ``--plugin``
+    file is), and only those entries are checked against their plugins."""
     from ..suite import load_suite
     from ..suite.load import wanted_plugins
 

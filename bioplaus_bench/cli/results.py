@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -75,7 +76,8 @@ def table(
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
-        summary = _summary(frame, baseline, with_reference=reference is not None)
+        summary = _summary(frame, baseline, with_reference=reference is not None,
+                           records=[*records, *(theirs or [])])
     text = render(summary, fmt.value, compare=compare is Compare.paper,
                   unreadable=len(store.skipped))
     if reference is not None and fmt is TableFormat["markdown"]:
@@ -106,23 +108,26 @@ def _frame(records: list[Record], reference: list[Record] | None, name: Path | N
     return combined_frame(records, theirs), f"{name} ({note})" if note else str(name)
 
 
-def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False
-             ) -> pd.DataFrame:
-    """The table's summary; cells run by code that has changed since are marked."""
+def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False,
+             records: Iterable[Record] = ()) -> pd.DataFrame:
+    """The table's summary; cells run by code that has changed since are marked (``records``:
+    the frame's, to tell which code made them)."""
     from ..results.reference import add_reference_statistics, mark_changed_code
     from ..results.report import summarise
 
     summary = summarise(frame, baseline)
     if with_reference:
         summary = add_reference_statistics(summary, frame)
-    return mark_changed_code(summary, frame, _current_code(set(frame.algorithm_name)))
+    return mark_changed_code(summary, frame, _current_code(set(frame.algorithm_name), records))
 
 
-def _current_code(algorithms: set[str]) -> dict[str, str]:
+def _current_code(algorithms: set[str], records: Iterable[Record] = ()) -> dict[str, str]:
     """The source digest of each installed algorithm among ``algorithms`` as a run would record
-    it now (plugin files are not loaded here: their cells are not judged)."""
+    it now. Plugin files are not loaded here: their cells are not judged, not even by the code
+    of an installed algorithm of the same name (one of ``records`` made by another
+    implementation of a name leaves that name unjudged)."""
     from ..registry import Wanted
-    from ..run.inputs import code_identity
+    from ..run.inputs import code_identity, same_implementation
 
     try:
         registry = load_plugins([], Wanted(algorithms=frozenset(algorithms)))
@@ -130,8 +135,12 @@ def _current_code(algorithms: set[str]) -> dict[str, str]:
         err.print(f"warning: cells not checked against the current code: {error}",
                   markup=False, highlight=False, soft_wrap=True)
         return {}
-    return {name: digest for name in algorithms if name in registry
-            if (digest := code_identity(registry.get(name).cls).get("source_sha256"))}
+    now = {name: code_identity(registry.get(name).cls) for name in algorithms if name in registry}
+    others = {record.algorithm_name for record in records if record.algorithm_name in now
+              and same_implementation(record.provenance.get("code") or {},
+                                      now[record.algorithm_name]) is False}
+    return {name: digest for name, identity in now.items() if name not in others
+            if (digest := identity.get("source_sha256"))}
 
 
 @app.command()
@@ -171,7 +180,8 @@ def report(
         store, records = _read_records(results)
         theirs = _read_records(reference)[1] if reference is not None else None
         frame, reference_name = _frame(records, theirs, reference)
-        summary = _summary(frame, with_reference=theirs is not None)
+        summary = _summary(frame, with_reference=theirs is not None,
+                           records=[*records, *(theirs or [])])
         text = build(records, unreadable=len(store.skipped), summary=summary,
                      reference=reference_name or None)
     path = output if output is not None else results / "report.html"

@@ -50,7 +50,8 @@ def run(
     epochs: Annotated[int | None, typer.Option(min=1, help="Override every dataset's epochs.")
                       ] = None,
     only: Annotated[str | None, typer.Option(
-        help="Only these algorithm entries (NAME[,NAME]); only the plugins they need are loaded.")
+        help="Only these algorithm entries (NAME[,NAME]); only the installed plugins they need are "
+        "loaded (every --plugin file is).")
     ] = None,
     datasets: Annotated[str | None, typer.Option(
         "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
@@ -174,35 +175,40 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
 def _interruptible(store: ResultStore, cells: list):
     """Ctrl-C and SIGTERM: one line saying what is kept and how to go on, and exit code 130
     (SIGINT) or 143 (SIGTERM), as a shell reports a process ended by that signal."""
-    with _sigterm_stops():
+    with _sigterm_stops() as sigterm:
         try:
             yield
         except KeyboardInterrupt as stop:
-            said = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+            # Told by the signal, not only by the exception: an executor's library may turn
+            # ``Terminated`` into a plain KeyboardInterrupt on its way (Ray's waits do).
+            terminated = isinstance(stop, Terminated) or sigterm.is_set()
+            said = "terminated (SIGTERM)" if terminated else "interrupted"
             finished = sum(store.is_finished(cell) for cell in cells)
             err.print(f"{said}: {finished} of {len(cells)} cells have records in {store.root}; "
                       "run the same command again to resume (running cells continue from their "
                       "last epoch)", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+            raise typer.Exit(143 if terminated else 130) from None
 
 
 @contextlib.contextmanager
 def _sigterm_stops():
-    """While cells run, SIGTERM raises ``Terminated``. An ignored SIGTERM stays ignored (the
-    starter asked for it), and so does an ignored SIGINT, which a shell without job control
-    gives a background job so that Ctrl-C stops only the foreground one: ``kill PID`` stops such
-    a run gracefully."""
+    """While cells run, SIGTERM raises ``Terminated`` (and sets the event yielded). An ignored
+    SIGTERM stays ignored (the starter asked for it), and so does an ignored SIGINT, which a
+    shell without job control gives a background job so that Ctrl-C stops only the foreground
+    one: ``kill PID`` stops such a run gracefully."""
+    received = threading.Event()
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        yield
+        yield received
         return
 
     def terminate(signum, frame) -> None:
+        received.set()
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 

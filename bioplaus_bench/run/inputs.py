@@ -45,6 +45,34 @@ def code_identity(cls: type[Algorithm]) -> dict[str, Any]:
                      | plugin_file_sources(cls.__module__), cls.__module__)
 
 
+def same_implementation(made: Mapping[str, Any], now: Mapping[str, Any]) -> bool | None:
+    """Whether two code identities (``code_identity``) are of one implementation, edited or
+    upgraded, rather than two that share a name (a ``--plugin`` file and a built-in, two files):
+    an installed one is its distribution, whatever its version; code outside a distribution (a
+    ``--plugin`` file) is its files, one implementation while one's files include the other's
+    (a helper added or dropped). None when either says nothing of its code."""
+    if not made.get("files") and not made.get("distribution") \
+            or not now.get("files") and not now.get("distribution"):
+        return None
+    if made.get("distribution") or now.get("distribution"):
+        return _package(made) == _package(now)
+    ours, theirs = set(made["files"]), set(now["files"])
+    return ours <= theirs or theirs <= ours
+
+
+def describe_code(identity: Mapping[str, Any]) -> str:
+    """An implementation as a user tells it apart: its package, or its files."""
+    files = ", ".join(identity.get("files") or ()) or "no source files"
+    if identity.get("distribution"):
+        return f"the installed package {identity['distribution']} ({files})"
+    return f"the code in {files} (no installed package: a --plugin file)"
+
+
+def _package(identity: Mapping[str, Any]) -> str | None:
+    distribution = identity.get("distribution")
+    return distribution.rpartition(" ")[0] or distribution if distribution else None
+
+
 def plugin_identity(function: Any) -> dict[str, Any] | None:
     """The same for a dataset, architecture or metric plugin, from the function it runs
     (``load``, ``build``, ``compute``); None for the core's own (the version covers those)."""

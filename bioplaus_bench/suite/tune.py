@@ -25,7 +25,7 @@ from ..files import LinkRefused
 from ..model.algorithm import Algorithm
 from ..registry import Registry
 from ..run.executors import execute_cell
-from ..run.inputs import with_inputs
+from ..run.inputs import code_identity, describe_code, same_implementation, with_inputs
 from ..run.setup import Environment
 from ..spec.cell import Cell
 from ..spec.schema import Path_, Source, coerce, coerce_dataclass
@@ -91,6 +91,20 @@ def _replaced(node: Any, path: list[str], value: Any, where: Path_, source: Sour
     return dataclasses.replace(node, **{name: new})
 
 
+def _one_implementation(study: Any, cls: type[Algorithm], study_path: Path) -> None:
+    """A study's trials are of one implementation of the algorithm: a search resumed with
+    another one of the same name (a ``--plugin`` file's and a built-in, another file) would
+    mix their trials. The study keeps the code identity of its first search."""
+    now = code_identity(cls)
+    made = study.user_attrs.get("code")
+    if isinstance(made, dict) and same_implementation(made, now) is False:
+        raise InputError(f"{study_path}: the trials of this study were run by "
+                         f"{describe_code(made)}; this search's '{cls.name}' is "
+                         f"{describe_code(now)}: start another study with --study FILE")
+    if made is None:
+        study.set_user_attr("code", now)
+
+
 def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials: int,
          study_path: Path | None = None, *, seed: int | None = None, epochs: int | None = None,
          env: Environment | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -124,6 +138,9 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
     study = optuna.load_study(study_name=name, storage=storage,
                               sampler=optuna.samplers.TPESampler(seed=cell.seed + 7919 * resumed))
 
+    cls = registry.get(cell.algorithm).cls
+    _one_implementation(study, cls, study_path)
+
     # A trial left running by a killed search is failed and its values are tried again.
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
@@ -131,7 +148,6 @@ def tune(suite: Suite, registry: Registry, algorithm: str, dataset: str, trials:
         log(f"trial {stale.number} was interrupted; its values are tried again")
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
-    cls = registry.get(cell.algorithm).cls
 
     def objective(trial: Any) -> float:
         values = {key: _suggest(trial, key, space) for key, space in spaces.items()}

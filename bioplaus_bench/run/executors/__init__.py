@@ -19,11 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...errors import InputError
 from ...plugin_files import import_plugin_file
 from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
 from ...results.store import ResultStore, make_record
 from ...spec.cell import Cell
+from ..inputs import code_identity, describe_code, same_implementation
 from ..progress import LogReporter
 from ..setup import Environment
 from ..training import CellTimeout, train_cell
@@ -109,6 +111,8 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
     """Run ``cells`` with ``executor``: the cached ones are counted, the others run. With
     ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation in
     this process (``run_seed_groups``) instead."""
+    if not force:
+        _refuse_other_implementations(cells, store, registry)
     summary = RunSummary()
     reporter.start(len(cells))
     try:
@@ -134,6 +138,33 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
     finally:
         reporter.close()
     return summary
+
+
+def _refuse_other_implementations(cells: list[Cell], store: ResultStore, registry: Registry
+                                  ) -> None:
+    """A finished record that another implementation of the cell's algorithm made (a
+    ``--plugin`` file's and a built-in of the same name, two files) is not replaced by this run
+    unless forced: the user may have forgotten ``--plugin``, or named another file. Told apart
+    by the code identity in the record's config (``same_implementation``); a record of the same
+    implementation with other code or settings is re-run as always."""
+    clashes = []
+    for cell in cells:
+        record = store.load(cell)
+        if record is None or not record.finished or record.config_hash == cell.config_hash():
+            continue
+        inputs = record.config.get("inputs")
+        made = inputs.get("code") if isinstance(inputs, dict) else None
+        now = cell.inputs.get("code") if cell.inputs else (  # a skipped cell has no inputs
+            code_identity(registry.get(cell.algorithm).cls) if cell.algorithm in registry else None)
+        if isinstance(made, dict) and now and same_implementation(made, now) is False:
+            clashes.append((cell, made, now))
+    if clashes:
+        cell, made, now = clashes[0]
+        more = f" (and {len(clashes) - 1} more records of it)" if len(clashes) > 1 else ""
+        raise InputError(f"{store.path(cell)} is a finished record of '{cell.algorithm}' made by "
+                         f"{describe_code(made)}{more}; this run's '{cell.algorithm}' is "
+                         f"{describe_code(now)}: replace the record with --force, or write to "
+                         "another results folder with --out")
 
 
 def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
 
-from ...errors import InputError
+from ...errors import InputError, Terminated
+from ...results.record import Record
 from ...spec.cell import Cell
 from . import Executor, RunContext, execute_pickled
 
 RAY_MISSING = "the Ray executor needs ray: pip install 'bioplaus-bench[ray]'"
 MAX_RETRIES = 3
+# How often the driver looks up from waiting for Ray: Ctrl-C and SIGTERM are handled in between.
+WAIT_S = 0.5
 
 
 def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
     """The driver (this process) writes every record once. A task whose worker is lost is
-    re-run by Ray (``MAX_RETRIES``); checkpoints go to the store's folder, so on one machine
-    (or a shared file system) a re-run continues from the last epoch."""
+    re-run by Ray (``MAX_RETRIES``), and said so; checkpoints go to the store's folder, so on one
+    machine (or a shared file system) a re-run continues from the last epoch."""
     try:
         import ray
     except ImportError:
@@ -24,33 +32,85 @@ def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
     started_ray = False
     try:
         if not ray.is_initialized():
-            if options.address in (None, "local"):
-                ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=options.address, log_to_driver=False)
+            with _suite_signal_handlers():
+                if options.address in (None, "local"):
+                    ray.init(address=options.address, include_dashboard=False,
+                             log_to_driver=False)
+                else:
+                    ray.init(address=options.address, log_to_driver=False)
             started_ray = True
-        remote = ray.remote(execute_pickled).options(
+        remote = ray.remote(_attempt).options(
             num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell,
             max_retries=MAX_RETRIES, retry_exceptions=False)
         threads = max(1, int(options.cpus_per_cell))
-        # ray's overloads take execute_pickled's optional last argument for 5 of them: it has 6.
+        # ray's overloads take _attempt's optional last argument for 5 of them: it has 6.
         refs = {remote.remote(pickle.dumps(cell), context.plugin_files,  # type: ignore[call-arg]
                               context.env,
                               str(context.checkpoint(cell)), context.force, threads):
                 (index, cell) for index, cell in todo}
         remaining = list(refs)
         while remaining:
-            done, remaining = ray.wait(remaining, num_returns=1)
+            # With a timeout: Python runs the signal handlers only between waits.
+            done, remaining = ray.wait(remaining, num_returns=1, timeout=WAIT_S)
             for ref in done:
                 index, cell = refs[ref]
                 try:
-                    record = ray.get(ref)
+                    record, attempt = ray.get(ref)
                 except Exception as error:  # retries exhausted, or the task could not run
                     record = context.lost(cell, error)
+                else:
+                    if attempt:
+                        context.reporter.log(f"cell {cell.key} retried after its worker was "
+                                             f"lost ({_times(attempt)})")
                 context.finish(index, cell, record)
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _attempt(payload: bytes, plugin_files: list[str], env: Any, checkpoint: str | None,
+             force: bool, threads: int | None = None) -> tuple[Record, int]:
+    """A Ray task: the cell's record, and which attempt of the task made it (0: the first; a
+    task is attempted again when its worker or node was lost)."""
+    return execute_pickled(payload, plugin_files, env, checkpoint, force, threads), _attempts()
+
+
+def _attempts() -> int:
+    """Ray's attempt number of the task running here. Ray has no public API for it, so 0 (no
+    retry said) where its internal one is missing."""
+    import ray
+
+    try:
+        core = ray._private.worker.global_worker.core_worker  # type: ignore[attr-defined]
+        return int(core.get_current_task_attempt_number())
+    except Exception:
+        return 0
+
+
+def _times(retries: int) -> str:
+    return "once" if retries == 1 else f"{retries} times"
+
+
+@contextlib.contextmanager
+def _suite_signal_handlers() -> Iterator[None]:
+    """Keep the run's Ctrl-C and SIGTERM handlers (``cli.running._interruptible``: one line,
+    exit 130 or 143) through ``ray.init``, which replaces SIGTERM's with its own (exit 15, or
+    its core's stack dump). A SIGTERM that Ray's handler catches during ``ray.init`` stops the
+    run as the suite's would."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except SystemExit as exit_:
+        if exit_.code == signal.SIGTERM and kept[signal.SIGTERM] not in (None, signal.SIG_IGN):
+            raise Terminated() from None
+        raise
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:  # None: not set from Python, so nothing to put back
+                signal.signal(signum, handler)
 
 
 RAY = Executor("ray", run_ray, "cells as Ray tasks, on this machine or a cluster (--ray-address)")
