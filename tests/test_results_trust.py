@@ -149,6 +149,28 @@ def test_values_outside_their_range_refuse_the_record_with_its_path(folder, chan
     assert problem in note.splitlines()[0]
 
 
+@pytest.mark.parametrize("field, value", [
+    ("final", {"test_error": 10**400}), ("wall_time", 10**400), ("selected_epoch", 10**400),
+    ("order", [10**400, 0]), ("order", [-1, 0]), ("seed", 10**200),
+    ("config", {"dataset": {"protocol": {"epochs": 10**400}}}),
+    ("config", {"dataset": {"protocol": {"epochs": 0}}}),
+], ids=["final", "wall_time", "selected_epoch", "order", "negative-order", "seed", "epochs",
+        "zero-epochs"])
+def test_integers_beyond_any_range_refuse_the_record_never_a_traceback(folder, field, value):
+    bad = {**record(seed=3), field: value}
+    put(folder, bad, f"mnist/bp/seed-{bad['seed']}.json")
+    text = table(folder).stdout
+    honest_bp(text)
+    assert f"mnist/bp/seed-{bad['seed']}.json ({field}" in text or "final 'test_error'" in text
+
+
+def test_json_nested_too_deeply_is_refused_never_a_traceback(folder):
+    put(folder, record(seed=3), text="[" * 200_000 + "]" * 200_000)
+    text = table(folder).stdout
+    honest_bp(text)
+    assert "mnist/bp/seed-3.json (not JSON" in text
+
+
 @pytest.mark.parametrize("row", [
     {"test_accuracy": 3.0}, {"train_accuracy": -0.1}, {"train_loss": -2.0}, {"test_loss": 1e306},
     {"epoch": 0}, {"epoch": 3}, {"seconds": -1.0}, {"feedback_loss": 1e306},

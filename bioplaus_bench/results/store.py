@@ -357,6 +357,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(data.decode("utf-8"))
     except ValueError as error:  # bad JSON or bad UTF-8
         raise Refused(f"not JSON: {error}") from None
+    except RecursionError:
+        raise Refused("not JSON of a record: nested too deeply") from None
 
 
 def _check_file(info: os.stat_result) -> None:
