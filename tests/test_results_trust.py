@@ -85,6 +85,14 @@ def test_a_second_file_of_a_seed_is_named_and_skipped(folder, name):
     assert f"{name} (" in text and "skipped" in text
 
 
+def test_a_file_name_with_a_line_break_stays_on_the_note_line(folder):
+    put(folder, record(seed=2), "mnist/bp/seed-2\n| x |.json")
+    result = table(folder)
+    honest_bp(result.stdout)
+    assert "mnist/bp/seed-2 | x |.json (not a record's name" in result.stdout
+    assert "seed-2 | x |.json: not a record's name" in result.stderr
+
+
 @pytest.mark.parametrize("name, problem", [
     ("fashion_mnist/bp/seed-0.json", "holds mnist/bp seed 0"),  # another dataset's folder
     ("mnist/dfa/seed-7.json", "holds mnist/bp seed 7"),  # another entry's folder

@@ -41,6 +41,7 @@ import torch
 from .. import __version__
 from ..errors import InputError, StorageError
 from ..spec.cell import Cell
+from .numbers import one_line
 from .record import Record, RecordError, check_ranges
 
 LOCK_FILE = ".lock"
@@ -271,7 +272,7 @@ def _entries(folder: Path) -> list[Path]:
 
 
 def _warn(path: Path, why: str) -> None:
-    print(f"warning: ignoring {path}: {why}", file=sys.stderr)
+    print(one_line(f"warning: ignoring {path}: {why}"), file=sys.stderr)  # a name may hold "\n"
 
 
 def read_record(path: Path, cell: tuple[str, str, int] | None = None) -> Record | None:
