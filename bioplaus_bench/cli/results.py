@@ -35,7 +35,7 @@ ReferenceOption = Annotated[Path | None, typer.Option(
 def _read_records(results: Path) -> tuple[ResultStore, list]:
     """The records of a results folder (its store says what it skipped); an InputError when
     there is no folder or no record."""
-    from ..results.report import unreadable_note
+    from ..results.report import skipped_note
     from ..results.store import ResultStore
 
     if not results.is_dir():
@@ -47,8 +47,19 @@ def _read_records(results: Path) -> tuple[ResultStore, list]:
     records = list(store.records())
     if not records:
         raise InputError(f"no records in {results}"
-                         + (f" ({unreadable_note(len(store.skipped))})" if store.skipped else ""))
+                         + (f" ({skipped_note(store.skipped)})" if store.skipped else ""))
     return store, records
+
+
+def _skip_notes(store: ResultStore, reference: ResultStore | None) -> list[str]:
+    """The sentences that name the files of the results folder, and of the reference folder,
+    that were not counted."""
+    from ..results.report import skipped_note
+
+    folders = [(store, "the results folder")]
+    if reference is not None:
+        folders.append((reference, f"the reference folder {reference.root}"))
+    return [skipped_note(s.skipped, folder) for s, folder in folders if s.skipped]
 
 
 @app.command()
@@ -67,27 +78,28 @@ def table(
     """Aggregate the records of a results folder into the paper's table layout. Cells whose
     algorithm's source changed since they were run are marked with a dagger."""
     from ..results.reference import reference_section
-    from ..results.report import render, unreadable_note
+    from ..results.report import render
 
     with input_errors():
         store, records = _read_records(results)
-        theirs = _read_records(reference)[1] if reference is not None else None
+        their_store, theirs = _read_records(reference) if reference is not None else (None, None)
+        notes = _skip_notes(store, their_store)
         frame, reference_name = _frame(records, theirs, reference)
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
         summary = _summary(frame, baseline, with_reference=reference is not None,
                            records=[*records, *(theirs or [])])
-    text = render(summary, fmt.value, compare=compare is Compare.paper,
-                  unreadable=len(store.skipped))
+    text = render(summary, fmt.value, compare=compare is Compare.paper, notes=notes)
     if reference is not None and fmt is TableFormat["markdown"]:
         text += "\n".join(reference_section(summary, reference_name)) + "\n"
     if output is None:
         out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
     else:
         write_text(output, text)
-    if store.skipped and fmt is TableFormat["csv"]:  # a CSV holds data only: the note goes to stderr
-        err.print(unreadable_note(len(store.skipped)), markup=False, highlight=False)
+    if fmt is TableFormat["csv"]:  # a CSV holds data only: the notes go to stderr
+        for note in notes:
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
     if reference_name != str(reference) and fmt is not TableFormat["markdown"]:
         err.print(f"note: --reference {reference_name}", markup=False, highlight=False,
                   soft_wrap=True)
@@ -178,11 +190,11 @@ def report(
 
     with input_errors():
         store, records = _read_records(results)
-        theirs = _read_records(reference)[1] if reference is not None else None
+        their_store, theirs = _read_records(reference) if reference is not None else (None, None)
         frame, reference_name = _frame(records, theirs, reference)
         summary = _summary(frame, with_reference=theirs is not None,
                            records=[*records, *(theirs or [])])
-        text = build(records, unreadable=len(store.skipped), summary=summary,
+        text = build(records, summary=summary, notes=_skip_notes(store, their_store),
                      reference=reference_name or None)
     path = output if output is not None else results / "report.html"
     write_text(path, text)

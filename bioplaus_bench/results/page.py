@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,10 +51,11 @@ def esc(value: object) -> str:
 
 
 def build(records: Iterable[Record], unreadable: int = 0, *, summary: pd.DataFrame | None = None,
-          reference: str | None = None) -> str:
+          reference: str | None = None, notes: Sequence[str] = ()) -> str:
     """The whole page as a string. Raises ``InputError`` without records or matplotlib.
     ``summary``: the table's summary when the caller made it (``bench table``'s, with a
-    reference's cells beside the records' when ``reference`` names one)."""
+    reference's cells beside the records' when ``reference`` names one). ``notes``: sentences
+    on the files not counted, said under the table."""
     records = sorted(records, key=lambda r: (*r.order, r.seed))
     if not records:
         raise InputError("no records to report")
@@ -64,7 +65,7 @@ def build(records: Iterable[Record], unreadable: int = 0, *, summary: pd.DataFra
     title = "Results: " + ", ".join(sorted({r.suite or "unnamed suite" for r in records}))
     parts = [
         _section("protocol", "Protocol", _protocol(records, summary)),
-        _section("results", "Results", _results(summary, unreadable, reference)),
+        _section("results", "Results", _results(summary, unreadable, reference, notes)),
         _section("seeds", "Seeds", _seeds(plt, records, summary)),
         _section("curves", "Learning curves", _curves(plt, records)),
     ]
@@ -170,7 +171,8 @@ def _cell(row) -> str:
     return text
 
 
-def _results(summary: pd.DataFrame, unreadable: int, reference: str | None) -> str:
+def _results(summary: pd.DataFrame, unreadable: int, reference: str | None,
+             notes: Sequence[str] = ()) -> str:
     """The methods × datasets table, and the comparison with a reference's cells when there is
     one; the markdown statistics stay in ``bench table``."""
     datasets = summary.drop_duplicates("dataset").sort_values("dataset_order")
@@ -191,6 +193,7 @@ def _results(summary: pd.DataFrame, unreadable: int, reference: str | None) -> s
         text += f'<p class="note">{esc(CODE_NOTE)}</p>'
     if unreadable:
         text += f'<p class="note">{esc(unreadable_note(unreadable))}</p>'
+    text += "".join(f'<p class="note">{esc(note)}</p>' for note in notes)
     if reference is not None:
         text += f"<p>{esc(comparison_heading(reference))}</p>" + _table(
             COMPARISON_HEADER, [[esc(cell) for cell in row] for row in comparison_rows(summary)])

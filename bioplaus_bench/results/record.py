@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..spec.schema import PLAIN_NAME
+
 FINISHED = ("ok", "diverged", "skipped")  # statuses that are not run again
 STATUSES = (*FINISHED, "error", "timeout")
 # Records written before the ``baseline`` field existed compared against the entry "bp".
@@ -267,6 +269,86 @@ def select_epoch(history: list[dict[str, Any]], kind: str, has_val: bool
         if kind == "classification":
             final["val_accuracy"] = best["val_accuracy"]
     return best["epoch"], final
+
+
+# --- ranges --------------------------------------------------------------------------------------
+
+# No measurement of this suite comes near this bound (the committed records' largest loss is
+# about 170, a regression test MSE included); a larger number is a run that diverged without
+# overflowing, or a forged file, and beside real numbers it would swamp a mean or overflow its
+# statistics (1e306 squared is infinite).
+VALUE_BOUND = 1e12
+MAX_EPOCHS = 10**6  # far beyond any protocol, within every integer type a table uses
+MAX_ORDER = 10**6  # a suite's dataset and entry indices
+# Numbers a rule defines for itself (its feedback objective may be negative): only bounded.
+_FREE = ("feedback_loss", "extra_feedback_loss")
+
+
+def check_ranges(record: Record) -> None:
+    """What a record read from a file must also satisfy to be counted: dataset and entry ids
+    that are plain names (the folder names a suite gives them, so never a reference's 'ref:'
+    label), and every number in its range: rates (accuracies, errors) in [0, 1], losses in
+    [0, VALUE_BOUND], a rule's own feedback losses within ±VALUE_BOUND, times ≥ 0,
+    epochs from 1 to the protocol's count (at most MAX_EPOCHS), the suite's indices (``order``)
+    below MAX_ORDER. Null (and NaN, as older records wrote it) is "no
+    value"; an infinite number is refused. Raises ``RecordError`` naming the field."""
+    for kind, name in (("dataset", record.dataset), ("entry", record.algorithm)):
+        if not PLAIN_NAME.test(name):
+            raise RecordError(f"{kind} id {name!r} is not {PLAIN_NAME.expected}")
+    epochs = record.epochs
+    if not 1 <= epochs <= MAX_EPOCHS:
+        raise RecordError(f"config.dataset.protocol.epochs {_shown(epochs)} is outside "
+                          f"[1, {MAX_EPOCHS}]")
+    for field_name in ("selected_epoch", "pruned_at_epoch"):
+        epoch = getattr(record, field_name)
+        if epoch is not None and not 1 <= epoch <= epochs:
+            raise RecordError(f"{field_name} {_shown(epoch)} is outside [1, {epochs}]")
+    if not all(0 <= index < MAX_ORDER for index in record.order):
+        raise RecordError(f"order [{', '.join(map(_shown, record.order))}] is not two indices "
+                          f"in [0, {MAX_ORDER})")
+    if not 0 <= record.seed < 2**63:  # what a table's integer columns hold
+        raise RecordError(f"seed {_shown(record.seed)} is outside [0, 2^63)")
+    _check_number("wall_time", record.wall_time)
+    for key, value in (record.final or {}).items():
+        _check_number(f"final '{key}'", value, key)
+    for loss in record.pretraining_feedback_loss or ():
+        _check_number("pretraining_feedback_loss", loss, "feedback_loss")
+    last = 0
+    for row in record.history or ():
+        epoch = row.get("epoch")
+        if epoch is not None and not (_is(epoch, int) and last < epoch <= epochs):
+            raise RecordError(f"history epoch {epoch} is not after epoch {last} and within "
+                              f"[1, {epochs}]")
+        last = epoch if epoch is not None else last
+        for key, value in row.items():
+            for item in value if isinstance(value, list) else (value,):
+                _check_number(f"history '{key}' (epoch {epoch})", item, key)
+
+
+def _check_number(name: str, value: Any, key: str = "") -> None:
+    if value is None:
+        return
+    if not _is(value, _NUMBER):
+        raise RecordError(f"{name} is not a number")
+    if isinstance(value, float) and math.isnan(value):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecordError(f"{name} {value} is not finite")
+    if key.endswith(("accuracy", "error")):
+        low, high = 0.0, 1.0
+    elif key in _FREE:
+        low, high = -VALUE_BOUND, VALUE_BOUND
+    else:  # losses, times and what else a row holds
+        low, high = 0.0, VALUE_BOUND
+    if not low <= value <= high:  # exact for integers of any size too
+        raise RecordError(f"{name} {_shown(value)} is outside [{low:g}, {high:g}]")
+
+
+def _shown(value: float) -> str:
+    """A number for a message: an integer of many digits by its length."""
+    if isinstance(value, float) or abs(value) < 10**15:
+        return f"{value:g}"
+    return f"of {len(str(abs(value)))} digits"
 
 
 def _number(value: float | None, scale: float = 1.0) -> float:

@@ -40,20 +40,21 @@ ORDER_AFTER = 10_000  # reference rows come after yours
 # paper sets it per method, so a reference column may hold several.
 _PROTOCOL_NAMES = {"epochs": "epochs", "validation": "data split (validation)",
                    "subset": "subset", "architecture": "network", "dataset": "dataset",
-                   "protocol": "protocol", "data": "data", "metric": "metric"}
+                   "protocol": "protocol", "data": "data", "metric": "metric", "task": "task"}
 
 
 def protocol_of(record: Record) -> dict[str, Any]:
     """The settings two records must share for their numbers to compare, as flat paths
     (``architecture.hidden``): everything of the dataset's protocol but the evaluation batch
-    size, the subset, the dataset and its options, the data's identity and the reported metric."""
+    size, the subset, the dataset and its options, the data's identity, the reported metric and
+    the task."""
     dataset = record.config.get("dataset") or {}
     protocol = dict(dataset.get("protocol") or {})
     protocol.pop("eval_batch_size", None)  # evaluation is an exact per-sample mean either way
     fields = {"epochs": protocol.pop("epochs", None), "validation": protocol.pop("validation", None),
               "subset": record.config.get("subset"), "architecture": dataset.get("architecture"),
               "dataset": {"source": dataset.get("source"), "options": dataset.get("options")},
-              "protocol": protocol, "metric": record.metric}
+              "protocol": protocol, "metric": record.metric, "task": record.task}
     data = (record.config.get("inputs") or {}).get("data")
     if data is not None:  # records older than the data's identity compare without it
         fields["data"] = data

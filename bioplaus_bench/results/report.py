@@ -9,7 +9,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -253,10 +253,24 @@ def unreadable_note(count: int) -> str:
     return f"{count} files in the results folder were not records and were skipped."
 
 
+MANY_SKIPPED = 10  # more files skipped than this are counted under a table, named on stderr
+
+
+def skipped_note(skipped: Sequence[object], folder: str = "the results folder") -> str:
+    """The sentence under a table that names the files of ``folder`` that were not counted,
+    each as "name (why)" (``str`` of each item), or counts them when there are many."""
+    count = len(skipped)
+    files = f"1 file in {folder} was" if count == 1 else f"{count} files in {folder} were"
+    if count > MANY_SKIPPED:
+        return f"{files} skipped; each is named with the reason on stderr."
+    return one_line(f"{files} skipped: " + "; ".join(map(str, skipped)) + ".")
+
+
 def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, *,
-           unreadable: int = 0) -> str:
-    """The table in ``fmt``. ``unreadable``: files in the results folder that were not records,
-    said under a markdown table and in a comment after a LaTeX one (a CSV holds only data)."""
+           unreadable: int = 0, notes: Sequence[str] = ()) -> str:
+    """The table in ``fmt``. ``unreadable``: files in the results folder that were not records;
+    ``notes``: sentences on the files not counted (``skipped_note``); both said under a markdown
+    table and in a comment after a LaTeX one (a CSV holds only data)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}'; expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
@@ -268,7 +282,7 @@ def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, 
         columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
         columns += [c for c in summary.columns if c == "code_changed" or c.startswith(P_VS_REF)]
         return summary[columns].to_csv(index=False)
-    notes = [unreadable_note(unreadable)] if unreadable else []
+    notes = [unreadable_note(unreadable)] * bool(unreadable) + [one_line(n) for n in notes]
     if summary.empty:
         return "\n".join(["(no records)", *notes]) + "\n"
     if fmt == "latex":

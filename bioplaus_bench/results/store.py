@@ -4,8 +4,14 @@ Layout: ``RESULTS_DIR/<dataset>/<algorithm>/seed-<n>.json`` (and ``.ckpt`` besid
 cell runs). A record is written to a temporary file and renamed into place, so a killed run never
 leaves a half-written record; a re-run skips every cell whose record has the same config hash.
 Records (``record.Record``) are standard JSON (non-finite numbers are written as null), readable
-by any parser; a file that is not a record (``Record.from_json`` refuses it) is skipped with a
-warning, never trusted. One run at a time holds a results folder (``ResultStore.lock``).
+by any parser. One run at a time holds a results folder (``ResultStore.lock``).
+
+A results folder may come from anyone, so what it holds is read as untrusted input: only regular
+files (never a link, FIFO or device: a FIFO would hang the reader) of at most MAX_RECORD_BYTES;
+a record counts only at its own path, the one file named ``seed-<seed>.json`` of its dataset and
+entry, with its values in their range (``record.check_ranges``) and the task and metric of its
+dataset's other records. Anything else is skipped with a warning and listed in
+``ResultStore.skipped`` with the reason, for the table to say.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import fnmatch
 import json
 import os
 import platform
+import re
 import socket
 import stat
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -33,9 +42,32 @@ from .. import __version__
 from ..errors import InputError, StorageError
 from ..files import LinkRefused, open_folder, write_atomically
 from ..spec.cell import Cell
-from .record import Record, RecordError
+from .numbers import one_line
+from .record import Record, RecordError, check_ranges
 
 LOCK_FILE = ".lock"
+# The committed records are at most 40 kB (100 epochs of history); a record of thousands of
+# epochs with alignment metrics stays far below this bound, which only keeps a stray file from
+# being read into memory whole.
+MAX_RECORD_BYTES = 64 * 2**20
+RECORD_FILE = re.compile(r"seed-(0|[1-9][0-9]*)\.json")  # the one name of a seed's record
+LIKE_A_RECORD = "seed-*.json"  # what else looks like one, to be named when skipped
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a results folder that was not counted, and why."""
+
+    path: Path
+    name: str  # relative to the results folder
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.why})"
+
+
+class Refused(Exception):
+    """A file that is not a record to count; the message says why."""
 
 
 def _git_commit() -> str | None:
@@ -99,7 +131,7 @@ def _open_lock_file(path: Path) -> int:
 class ResultStore:
     def __init__(self, root: Path | str):
         self.root = Path(root)
-        self.skipped: list[str] = []  # files found by records() that are not records
+        self.skipped: list[Skipped] = []  # what records() found but did not count
 
     def path(self, cell: Cell) -> Path:
         return self.root / cell.dataset_id / cell.algorithm_id / f"seed-{cell.seed}.json"
@@ -108,7 +140,14 @@ class ResultStore:
         return self.path(cell).with_suffix(".ckpt")
 
     def load(self, cell: Cell) -> Record | None:
-        return _read(self.path(cell))
+        """The record at the cell's path if it is a record of this cell, else None (with a
+        warning for a file that is not)."""
+        path = self.path(cell)
+        try:
+            return read_record(path, (cell.dataset_id, cell.algorithm_id, cell.seed))
+        except Refused as refused:
+            _warn(path, str(refused))
+            return None
 
     def finished(self, cell: Cell) -> Record | None:
         """The cell's record if it is finished and of this very configuration, else None."""
@@ -135,16 +174,42 @@ class ResultStore:
         return path
 
     def records(self) -> Iterator[Record]:
-        """Every record of the folder; files that are not records are listed in ``skipped``
-        with a warning."""
+        """Every record of the folder that counts; the other files named like records (and
+        links to folders) are listed in ``skipped`` with the reason, and warned of, by the time
+        this returns."""
         self.skipped = []
-        for path in sorted(self.root.glob("*/*/seed-*.json")):
-            record = _read(path)
-            if record is None:
-                if path.is_file():
-                    self.skipped.append(str(path))
-                continue
-            yield record
+        found = []
+        for path in self._candidates():
+            try:
+                found.append((path, _read_in_place(path)))
+            except Refused as why:
+                self._skip(path, str(why))
+        off_column = _off_column([record for _, record in found])
+        for path, record in found:
+            if id(record) in off_column:
+                self._skip(path, off_column[id(record)])
+        return iter([record for _, record in found if id(record) not in off_column])
+
+    def _candidates(self) -> Iterator[Path]:
+        """The files at the records' depth named like records, in order; a link to a folder
+        (or anything but a folder) on the way is skipped, never followed."""
+        for dataset in _entries(self.root):
+            for entry in _entries(dataset) if self._folder(dataset) else ():
+                if self._folder(entry):
+                    yield from (path for path in _entries(entry)
+                                if path.match(LIKE_A_RECORD))
+
+    def _folder(self, path: Path) -> bool:
+        """Whether ``path`` is a folder to look into; a link to one is skipped."""
+        if path.is_symlink():
+            if path.is_dir():
+                self._skip(path, "a symbolic link to a folder, not followed")
+            return False
+        return path.is_dir()
+
+    def _skip(self, path: Path, why: str) -> None:
+        _warn(path, why)
+        self.skipped.append(Skipped(path, str(path.relative_to(self.root)), why))
 
     def make_folders(self, cells: Iterable[Cell]) -> None:
         """Create every cell's folder before anything trains: a file in the way, or a link
@@ -209,17 +274,108 @@ class ResultStore:
             os.close(fd)
 
 
-def _read(path: Path) -> Record | None:
+def _entries(folder: Path) -> list[Path]:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        return sorted(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _warn(path: Path, why: str) -> None:
+    print(one_line(f"warning: ignoring {path}: {why}"), file=sys.stderr)  # a name may hold "\n"
+
+
+def read_record(path: Path, cell: tuple[str, str, int] | None = None) -> Record | None:
+    """The record in the file ``path``, None when there is none; ``Refused`` when the file is
+    not a record to count: not a regular file, too large, not JSON, not a record, out of range,
+    or (given ``cell``: its dataset, entry and seed) another cell's."""
+    data = _read_json(path)
+    if data is None:
+        return None
+    try:
+        record = Record.from_json(data)
+    except RecordError as problem:
+        raise Refused(f"not a record: {problem}") from None
+    if cell is not None and (record.dataset, record.algorithm, record.seed) != cell:
+        raise Refused(f"holds {record.dataset}/{record.algorithm} seed {record.seed}, not "
+                      f"{cell[0]}/{cell[1]} seed {cell[2]} as its path says")
+    try:
+        check_ranges(record)
+    except RecordError as problem:
+        raise Refused(str(problem)) from None
+    return record
+
+
+def _off_column(records: list[Record]) -> dict[int, str]:
+    """Why each record (by ``id``) whose task and metric are not its dataset column's is not
+    counted. A column's task and metric are those most of its records hold (a dataset has one
+    task, a suite one metric); where two are held equally often, none is trusted."""
+    kinds: dict[str, Counter[tuple[str, str]]] = {}
+    for record in records:
+        kinds.setdefault(record.dataset, Counter())[(record.task, record.metric)] += 1
+    refused = {}
+    for record in records:
+        (top, count), *others = kinds[record.dataset].most_common()
+        if others and others[0][1] == count:
+            held = ", ".join(f"{n} {task} of {metric}"
+                             for (task, metric), n in kinds[record.dataset].most_common())
+            refused[id(record)] = (f"the records of {record.dataset} disagree on the task and "
+                                   f"metric ({held}), so none counts")
+        elif (record.task, record.metric) != top:
+            refused[id(record)] = (f"a {record.task} record of {record.metric} where the "
+                                   f"records of {record.dataset} are {top[0]} of {top[1]}")
+    return refused
+
+
+def _read_in_place(path: Path) -> Record:
+    """The record of a file found in a results folder, which must be the one its path names."""
+    match = RECORD_FILE.fullmatch(path.name)
+    if match is None:
+        raise Refused("not a record's name: a seed's record is seed-<seed>.json, and only it "
+                      "counts")
+    record = read_record(path, (path.parent.parent.name, path.parent.name, int(match[1])))
+    if record is None:
+        raise Refused("vanished while read")
+    return record
+
+
+def _read_json(path: Path) -> Any:
+    """The parsed JSON of a regular file of at most MAX_RECORD_BYTES, None when there is no
+    file. The file is opened without following a link and without blocking, so a FIFO put in
+    its place between the check and the opening cannot hang the reader either."""
+    try:
+        info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):  # no record there (yet)
         return None
-    except (OSError, ValueError) as error:  # ValueError: bad JSON or bad UTF-8
-        print(f"warning: ignoring unreadable record {path}: {error}", file=sys.stderr)
-        return None
+    except OSError as error:
+        raise Refused(f"unreadable: {error.strerror or error}") from None
+    _check_file(info)
     try:
-        return Record.from_json(data)
-    except RecordError as problem:
-        print(f"warning: ignoring {path}: not a record ({problem})", file=sys.stderr)
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise Refused(f"unreadable: {error.strerror or error}") from None
+    try:
+        _check_file(os.fstat(fd))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_RECORD_BYTES + 1)
+    except OSError as error:
+        raise Refused(f"unreadable: {error.strerror or error}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_RECORD_BYTES:
+        raise Refused(f"larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as error:  # bad JSON or bad UTF-8
+        raise Refused(f"not JSON: {error}") from None
+    except RecursionError:
+        raise Refused("not JSON of a record: nested too deeply") from None
+
+
+def _check_file(info: os.stat_result) -> None:
+    if stat.S_ISLNK(info.st_mode):
+        raise Refused("a symbolic link, not followed")
+    if not stat.S_ISREG(info.st_mode):
+        raise Refused("not a regular file")
+    if info.st_size > MAX_RECORD_BYTES:
+        raise Refused(f"larger than {MAX_RECORD_BYTES} bytes")
