@@ -28,7 +28,15 @@ from torch import Tensor
 from ..errors import DataMissingError, InputError
 from ..model.tasks import Classification
 from .pickles import read_cifar_batch
-from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
+from .types import (
+    DATA_ENV,
+    Data,
+    Dataset,
+    DataSettings,
+    Split,
+    cache_error,
+    split_validation,
+)
 
 if TYPE_CHECKING:  # torchvision is imported when a dataset is first read
     from torchvision.datasets import MNIST
@@ -252,8 +260,7 @@ def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
         tmp.write_bytes(content)
         os.replace(tmp, target)
     except OSError as error:
-        raise InputError(f"cannot write into the cache folder {cache_dir} ({error}); set "
-                         f"{CACHE_ENV} to a writable folder") from None
+        raise cache_error(cache_dir, error) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
