@@ -5,13 +5,15 @@ one line with exit code 2, as `bench` does (``one_line_errors``), never a traceb
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
+from typing import TypeVar
 
 from bioplaus_bench.errors import InputError
 
 DTYPES = ("float32", "float64")
+T = TypeVar("T")
 
 
 def listing(choices: Collection[str]) -> Callable[[str], list[str]]:
@@ -28,13 +30,13 @@ def listing(choices: Collection[str]) -> Callable[[str], list[str]]:
 
 
 def positive(kind: Callable[[str], int | float] = int) -> Callable[[str], int | float]:
-    """An argparse type: a number above zero."""
+    """An argparse type: a finite number above zero."""
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             value = 0
-        if not value > 0:
+        if not (value > 0 and math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
         return value
     return parse
@@ -63,12 +65,12 @@ def device(text: str) -> str:
     return text
 
 
-@contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Bad input (an ``InputError``: a missing dataset, an unknown algorithm, a file where a
-    folder is expected) ends the script with one line and exit code 2."""
+def one_line_errors(action: Callable[[], T]) -> T | int:
+    """What ``action`` returns (a script's exit code), or 2 for bad input (an ``InputError``: a
+    missing dataset, an unknown algorithm, a file where a folder is expected), said in one line
+    on stderr."""
     try:
-        yield
+        return action()
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        return 2

@@ -402,7 +402,7 @@ def print_inference(model: str, dtype: str, rows: list[tuple[str, dict, Timing]]
     print()
 
 
-def main() -> None:
+def main() -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer minibatches and rounds")
     parser.add_argument("--models", type=listing(MODELS), default="mnist,cifar,cnn")
@@ -420,8 +420,7 @@ def main() -> None:
                         help="that section's settings, e.g. 'pc:T=20;ep:T_free=20,T_nudged=10' "
                         "(default: INFERENCE_SETTINGS)")
     args = parser.parse_args()
-    with one_line_errors():
-        run(args)
+    return one_line_errors(lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -460,4 +459,4 @@ def run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -60,7 +60,9 @@ from statistics import median
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from arguments import one_line_errors  # noqa: E402
 
 from bioplaus_bench.data import check_available  # noqa: E402
 from bioplaus_bench.data.types import (  # noqa: E402
@@ -478,11 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("seeds", "jobs", "threads"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             parser.error(f"--{option}: expected a positive number, got {getattr(args, option)}")
-    try:
-        return campaign_action(args, chosen)
-    except InputError as error:  # bad input: one line, exit 2, as `bench` does
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return one_line_errors(lambda: campaign_action(args, chosen))
 
 
 def campaign_action(args, chosen: list[Stage]) -> int:

@@ -121,3 +121,28 @@ def test_the_design_choices_benchmark_prints_both_cnn_layouts(monkeypatch, capsy
     out = run_design_choices(monkeypatch, capsys, "layout")
     rows = [line for line in out.splitlines() if line.startswith(("| float32 |", "| float64 |"))]
     assert len(rows) == 6 and "(model/architectures.py)" in out
+
+
+@pytest.mark.parametrize(("script", "arguments", "expected"), [
+    ("seed_batching.py", ["--seeds", "0,10"], "--seeds: expected a positive number, got '0'"),
+    ("seed_batching.py", ["--models", "mnist,vgg"], "'vgg' is none of them"),
+    ("seed_batching.py", ["--algorithms", "bp,nope"], "unknown algorithm 'nope'"),
+    ("design_choices.py", ["--only", "adam,speed"], "'speed' is none of them"),
+    ("design_choices.py", ["--rounds", "0"], "--rounds: expected a positive number"),
+    ("threads.py", ["--threads", "1,x"], "--threads: expected a positive number, got 'x'"),
+    ("threads.py", ["--models", "cifar"], "'cifar' is none of them"),
+    ("threads.py", ["--seconds", "inf"], "--seconds: expected a positive number, got 'inf'"),
+    ("startup.py", ["--repeat", "-2"], "--repeat: expected a positive number, got '-2'"),
+    ("readme_table.py", ["--root", "{tmp}/nowhere"], "no file README.md there"),
+    ("readme_table.py", ["--root", "{tmp}/a-file"], "no file README.md there"),
+])
+def test_bad_arguments_of_the_scripts_are_one_line_and_exit_2(script, arguments, expected, tmp_path,
+                                                               monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    path = BENCHMARK.parent / script
+    monkeypatch.setattr(sys, "argv", [str(path), *(a.format(tmp=tmp_path) for a in arguments)])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err.splitlines()[-1] and "Traceback" not in err
