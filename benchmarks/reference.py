@@ -474,9 +474,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="accept data whose checksums differ (the rebuilt CIFAR-10 copy)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    names = [stage.name for stage in STAGES]
+    if args.stages is not None and not set(args.stages.split(",")) <= set(names):
+        parser.error(f"--stages: expected some of {','.join(names)}, got '{args.stages}'")
     chosen = [s for s in STAGES if args.stages is None or s.name in args.stages.split(",")]
-    if not chosen:
-        parser.error(f"--stages: expected some of {','.join(s.name for s in STAGES)}")
     for option in ("seeds", "jobs", "threads"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             parser.error(f"--{option}: expected a positive number, got {getattr(args, option)}")

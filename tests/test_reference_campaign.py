@@ -317,3 +317,16 @@ def test_collect_never_replaces_a_record_of_the_full_protocol_with_another_proto
     assert str(work.path(cells[0])) in refusals[0] and str(committed) in refusals[0]
     assert "(1 epochs, epochs: 1)" in refusals[0] and "(100 epochs)" in refusals[0]
     assert [campaign.state(cell) for cell in cells] == ["done", "done", "done"]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["--stages", "a,x"], "--stages: expected some of a,b,c,d, got 'a,x'"),
+    (["--jobs", "0"], "--jobs: expected a positive number, got 0"),  # would wait forever
+    (["--seeds", "-1"], "--seeds: expected a positive number, got -1")])
+def test_bad_options_of_the_campaign_are_one_line_and_exit_2(reference, tmp_path, capsys,
+                                                             arguments, expected):
+    with pytest.raises(SystemExit) as exit:
+        reference.main(["run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                        *arguments])
+    assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(expected)
+    assert not (tmp_path / "work").exists()
