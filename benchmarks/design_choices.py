@@ -25,19 +25,25 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from bioplaus_bench.api import ArchitectureSpec, Classification
-from bioplaus_bench.backward.rule import glorot_uniform_magnitude
-from bioplaus_bench.model.networks import Network, forward_pass
-from bioplaus_bench.model.optim import adam
-from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner
-from bioplaus_bench.spec.cell import OptimizerConfig
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arguments import listing, positive  # noqa: E402
+
+from bioplaus_bench.api import ArchitectureSpec, Classification  # noqa: E402
+from bioplaus_bench.backward.rule import glorot_uniform_magnitude  # noqa: E402
+from bioplaus_bench.model.networks import Network, forward_pass  # noqa: E402
+from bioplaus_bench.model.optim import adam  # noqa: E402
+from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.run.build import build_network  # noqa: E402
+from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
+from bioplaus_bench.spec.cell import OptimizerConfig  # noqa: E402
 
 BATCH = 128
 MNIST = (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28))
@@ -171,13 +177,13 @@ SECTIONS = {"adam": fused_adam, "layout": channels_last, "graphs": layer_graphs,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", default=",".join(SECTIONS))
+    parser.add_argument("--rounds", type=positive(int), default=7)
+    parser.add_argument("--threads", type=positive(int), default=1)
+    parser.add_argument("--only", type=listing(SECTIONS), default=",".join(SECTIONS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.rounds} rounds\n")
-    for name in args.only.split(","):
+    for name in args.only:
         SECTIONS[name](args.rounds)
 
 

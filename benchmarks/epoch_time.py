@@ -3,7 +3,7 @@ below) checked at the end.
 
     .venv/bin/python benchmarks/epoch_time.py [--quick] [--models mnist,cifar,cnn]
         [--dtypes float32,float64] [--algorithms bp,dfa,...] [--threads N] [--device cpu|cuda]
-        [--data-dir DIR] [--no-epoch]
+        [--data-dir DIR] [--skip-checksums] [--no-epoch]
 
 1. A matrix-multiply peak per dtype (the fastest of ten 1024³ GEMMs), measured in this run.
 2. Per model and dtype, every algorithm's time per training minibatch: the suite's own runner
@@ -16,8 +16,9 @@ below) checked at the end.
    GFLOP/s (forward and backward matmuls of the MLPs) against the peak, and the cost of logging
    the alignment metrics (angles to BP and to the GNT update, every layer) every 80 minibatches.
 3. float64 against float32 for every algorithm (both take turns in the same rounds).
-4. A whole MNIST epoch as ``bench run`` trains it (table 1's hyper-parameters, float32, seed 0,
-   feedback pre-training left out): training, the feedback-only epoch that follows it where table
+4. A whole MNIST epoch as ``bench run`` trains it (table 1's hyper-parameters, or those of the
+   shipped suite that has the rule, ``EPOCH_SUITES``; float32, seed 0, feedback pre-training left
+   out): training, the feedback-only epoch that follows it where table
    1 gives the method one, evaluation of the validation and test sets; with the share of drawing
    minibatches (shuffle and gather from the in-memory tensors) and of evaluation. Uses MNIST
    from ``--data-dir`` (default ``$BIOPLAUS_DATA``); skipped, with the reason, when it is not
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,16 +43,20 @@ from pathlib import Path
 
 import torch
 
-from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification
-from bioplaus_bench.data import DataSettings
-from bioplaus_bench.errors import DataMissingError
-from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner
-from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare
-from bioplaus_bench.run.training import train_cell
-from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig
-from bioplaus_bench.suite import load_suite
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arguments import DTYPES, device, listing, one_line_errors, positive  # noqa: E402
+
+from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification  # noqa: E402
+from bioplaus_bench.data import DataSettings  # noqa: E402
+from bioplaus_bench.errors import DataMissingError, InputError  # noqa: E402
+from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.run.build import build_network  # noqa: E402
+from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
+from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare  # noqa: E402
+from bioplaus_bench.run.training import train_cell  # noqa: E402
+from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig  # noqa: E402
+from bioplaus_bench.suite import load_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
@@ -62,6 +68,9 @@ MODELS = {
 SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 4))}
 BATCH = 128
 RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
+# The shipped suites whose MNIST cell section 4 trains, in this order: table 1's, else the
+# first that has the rule.
+EPOCH_SUITES = ("table1", "energy", "fa_family")
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp",
               "pc", "ep"]
@@ -211,23 +220,31 @@ def print_precision_table(results: dict, models: list[str], names: list[str]) ->
     print()
 
 
-def table1_mnist_cell(name: str, registry) -> Cell:
-    """Table 1's MNIST cell of ``name`` (energy.yaml's for a rule table 1 does not have): one
-    epoch, seed 0, float32, no feedback pre-training."""
-    suite = load_suite(ROOT / "suites" / "table1.yaml", registry)
-    if name not in suite.algorithms:
-        suite = load_suite(ROOT / "suites" / "energy.yaml", registry)
+def mnist_cells(names: list[str], registry) -> dict[str, Cell | None]:
+    """Per name, its MNIST cell in the first of ``EPOCH_SUITES`` that has it (None: none has):
+    one epoch, seed 0, float32, no feedback pre-training."""
+    suites = [load_suite(ROOT / "suites" / f"{suite}.yaml", registry) for suite in EPOCH_SUITES]
+    return {name: next((_mnist_cell(suite, name) for suite in suites
+                        if name in suite.algorithms), None) for name in names}
+
+
+def _mnist_cell(suite, name: str) -> Cell:
     cell = suite.cells(seeds=1, datasets=["mnist"], only=[name], epochs=1)[0]
     schedule = dataclasses.replace(cell.settings.schedule, feedback_pretraining_epochs=0)
     return dataclasses.replace(cell, precision="float32", settings=dataclasses.replace(
         cell.settings, schedule=schedule))
 
 
-def whole_epochs(names: list[str], data_dir: Path | None, device: str) -> None:
+def whole_epochs(names: list[str], data_dir: Path | None, device: str,
+                 verify_checksums: bool = True) -> None:
     print("### A whole MNIST epoch as `bench run` trains it (table 1, float32, seed 0)\n")
     registry = load_registry()
-    env = Environment(DataSettings(root=data_dir) if data_dir else DataSettings(), device)
-    bp = table1_mnist_cell("bp", registry)
+    settings = DataSettings(verify_checksums=verify_checksums,
+                            **({"root": data_dir} if data_dir else {}))
+    env = Environment(settings, device)
+    cells = mnist_cells(["bp", *names], registry)
+    bp = cells["bp"]
+    assert bp is not None  # table 1 has BP
     try:
         data, network, _ = prepare(bp, registry.get("bp").cls, env)
     except DataMissingError as error:
@@ -247,7 +264,11 @@ def whole_epochs(names: list[str], data_dir: Path | None, device: str) -> None:
           "| evaluation |")
     print("|---|---|---|---|---|")
     for name in names:
-        cell = table1_mnist_cell(name, registry)
+        cell = cells[name]
+        if cell is None:
+            print(f"| {name} | n/a (no MNIST entry in the suites {', '.join(EPOCH_SUITES)}) "
+                  "| | | |")
+            continue
         cls = registry.get(cell.algorithm).cls
         extra = cell.settings.schedule.extra_feedback_epochs \
             if cls.capabilities.trainable_feedback else 0
@@ -307,11 +328,24 @@ def parse_inference(text: str) -> list[tuple[str, dict]]:
         name, _, pairs = part.partition(":")
         overrides = {}
         for pair in filter(None, pairs.split(",")):
-            key, _, value = pair.partition("=")
+            key, equals, value = pair.partition("=")
+            if not (key and equals and value):
+                raise InputError(f"--inference: expected RULE:KEY=VALUE,...;..., got '{pair}' "
+                                 f"in '{part}'")
             overrides[key] = next((cast(value) for cast in (int, float)
                                    if _parses(cast, value)), value)
         settings.append((name, overrides))
     return settings
+
+
+def check_inference(settings: list[tuple[str, dict]], registry) -> None:
+    """Each setting names a rule and parameters it has: found before any timing."""
+    for name, overrides in settings:
+        fields = {f.name for f in dataclasses.fields(registry.get(name).cls.Params)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise InputError(f"--inference: {name} has no parameter '{unknown[0]}' (it has "
+                             f"{', '.join(sorted(fields)) or 'none'})")
 
 
 def _parses(cast: Callable[[str], object], value: str) -> bool:
@@ -368,15 +402,17 @@ def print_inference(model: str, dtype: str, rows: list[tuple[str, dict, Timing]]
     print()
 
 
-def main() -> None:
+def main() -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer minibatches and rounds")
-    parser.add_argument("--models", default="mnist,cifar,cnn")
-    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--models", type=listing(MODELS), default="mnist,cifar,cnn")
+    parser.add_argument("--dtypes", type=listing(DTYPES), default="float32,float64")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=positive(int), default=None)
+    parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--skip-checksums", action="store_true",
+                        help="the whole-epoch section: accept MNIST files of unknown checksums")
     parser.add_argument("--no-epoch", action="store_true", help="skip the whole-epoch section")
     parser.add_argument("--no-inference", action="store_true",
                         help="skip the section of inference rules at several relaxation lengths")
@@ -384,36 +420,43 @@ def main() -> None:
                         help="that section's settings, e.g. 'pc:T=20;ep:T_free=20,T_nudged=10' "
                         "(default: INFERENCE_SETTINGS)")
     args = parser.parse_args()
+    return one_line_errors(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     names = ["bp", *[n for n in args.algorithms.split(",") if n != "bp"]]
+    registry = load_registry()
+    for name in names:  # an unknown name now, not after minutes of timing
+        registry.get(name)
+    inference = parse_inference(args.inference) if args.inference else INFERENCE_SETTINGS
+    check_inference(inference, registry)
     started = time.perf_counter()
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
           f"batch {BATCH}\n")
-    dtypes = args.dtypes.split(",")
+    dtypes = args.dtypes
     peaks = {d: matmul_peak(getattr(torch, d), args.device) for d in dtypes}
     print("matmul peak: " + ", ".join(f"{d} {p:.1f} GFLOP/s" for d, p in peaks.items()) + "\n")
     results: dict[tuple[str, str], dict[str, Timing]] = {}
-    for model in args.models.split(","):
+    for model in args.models:
         for dtype, timings in time_model(model, dtypes, names, args.quick, args.device).items():
             results[model, dtype] = timings
             print_model_table(model, dtype, peaks[dtype], timings, names)
     if {"float32", "float64"} <= set(dtypes):
-        print_precision_table(results, args.models.split(","), names)
+        print_precision_table(results, args.models, names)
     if not args.no_epoch:
-        whole_epochs(names, args.data_dir, args.device)
+        whole_epochs(names, args.data_dir, args.device, not args.skip_checksums)
     if ("mnist", "float32") in results:
         print_goals(peaks["float32"], results["mnist", "float32"], results.get(("mnist", "float64")))
     print_rule_goals(results)
     if not args.no_inference:
-        for model in args.models.split(","):
+        for model in args.models:
             if MODELS[model][0].type == "mlp":
-                settings = parse_inference(args.inference) if args.inference \
-                    else INFERENCE_SETTINGS
                 print_inference(model, dtypes[0], time_inference(model, dtypes[0], args.quick,
-                                                                 args.device, settings))
+                                                                 args.device, inference))
     print(f"benchmark took {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

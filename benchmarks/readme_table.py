@@ -19,6 +19,12 @@ from pathlib import Path
 from bioplaus_bench.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from arguments import one_line_errors  # noqa: E402
+
+from bioplaus_bench.errors import InputError  # noqa: E402
+
 RESULTS = "results/reference/table1"
 COMMAND = ["table", RESULTS, "--compare", "paper"]
 START = ("<!-- reference-table:start: written by `make readme-table` from `bench table "
@@ -58,14 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="the checkout whose README.md and results/ to use")
     args = parser.parse_args(argv)
-    readme_path = args.root / "README.md"
-    readme = readme_path.read_text()
+    return one_line_errors(lambda: update(args.root, args.check))
+
+
+def update(root: Path, check: bool) -> int:
+    """Write (or with ``check`` only compare) the block of ``root``'s README."""
+    readme_path = root / "README.md"
+    readme = _read(readme_path)
     found = BLOCK.search(readme)
     if found is None:
         sys.exit(f"{readme_path}: no reference-table block (expected the markers {START} ... "
                  f"{END})")
-    wanted = block_text(table_output(args.root))
-    if args.check:
+    wanted = block_text(table_output(root))
+    if check:
         current = found.group(2) == wanted
         print(f"{readme_path}: the reference table is " + ("current" if current else
               "out of date: run `make readme-table`"))
@@ -77,6 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"cannot write {readme_path}: {error.strerror or error}")
     print(f"wrote the reference table into {readme_path}")
     return 0
+
+
+def _read(readme: Path) -> str:
+    if not readme.is_file():  # a regular file only: a FIFO would block
+        raise InputError(f"--root {readme.parent}: no file {readme.name} there; expected the "
+                         "root of a checkout")
+    try:
+        return readme.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read {readme}: {error}") from None
 
 
 if __name__ == "__main__":

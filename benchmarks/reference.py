@@ -46,7 +46,6 @@ groups with records ran against their priors, and printed with a '~'.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -60,12 +59,23 @@ from statistics import median
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bioplaus_bench.data.types import DataSettings, default_cache_dir  # noqa: E402
+from arguments import one_line_errors  # noqa: E402
+
+from bioplaus_bench.data import check_available  # noqa: E402
+from bioplaus_bench.data.types import (  # noqa: E402
+    CACHE_ENV,
+    DataSettings,
+    default_cache_dir,
+    file_in_the_way,
+    make_cache_folder,
+)
 from bioplaus_bench.errors import InputError  # noqa: E402
 from bioplaus_bench.files import write_atomically  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.results.record import Record  # noqa: E402
+from bioplaus_bench.results.store import ResultStore  # noqa: E402
 from bioplaus_bench.run.checkpoint import CHECKPOINT_KEYS  # noqa: E402
 from bioplaus_bench.run.inputs import with_inputs  # noqa: E402
 from bioplaus_bench.suite.load import load_suite  # noqa: E402
@@ -166,18 +176,31 @@ class Campaign:
     def record_path(self, root: Path, cell) -> Path:
         return root / cell.suite / cell.dataset_id / cell.algorithm_id / f"seed-{cell.seed}.json"
 
+    def reference_record(self, cell) -> Record | None:
+        """The cell's record in the reference folder, read as `bench` reads records."""
+        return _record(ResultStore(self.out / cell.suite), cell)
+
     def state(self, cell) -> str:
-        """done, stale (a record of other settings or an unfinished one) or missing."""
-        path = self.record_path(self.out, cell)
-        if not path.is_file():
+        """done, stale (a record of other settings, an unfinished one or a file that is no
+        record) or missing."""
+        if not _exists(self.record_path(self.out, cell)):
             return "missing"
-        record = _read(path)
-        if record is None or record.get("status") not in FINISHED:
+        record = self.reference_record(cell)
+        if record is None or record.status not in FINISHED:
             return "stale"
-        if not record.get("paper_protocol") or _settings(record["config"]) != _settings(
-                cell.config()):
+        if not record.paper_protocol or _settings(record.config) != _settings(cell.config()):
             return "stale"
         return "done"
+
+    def full_protocol(self, record: Record, cell) -> bool:
+        """Whether ``record`` is of the suite's own protocol: no deviation, the suite's epochs."""
+        return record.paper_protocol and record.epochs == cell.dataset.protocol.epochs
+
+    def group_cells(self, group: Group) -> list:
+        """Every seed's cell of the group (not only a stage's seeds)."""
+        return [cell for cell in self.suite(group.suite).cells(
+                    only=[group.algorithm], datasets=[group.dataset], registry=self.registry)
+                if not cell.skip_reason]
 
     def seconds_per_seed(self, group: Group, pace: float | None = None) -> tuple[float, bool]:
         """(estimate, measured?) of one seed's wall time for the group's full protocol.
@@ -189,9 +212,8 @@ class Campaign:
 
     def _measured(self, group: Group) -> float | None:
         """The mean wall time per seed of the group's finished records."""
-        folder = self.out / group.suite / group.dataset / group.algorithm
-        times = [r["wall_time"] for p in folder.glob("seed-*.json")
-                 if (r := _read(p)) and r.get("status") in FINISHED and r.get("wall_time")]
+        times = [r.wall_time for cell in self.group_cells(group)
+                 if (r := self.reference_record(cell)) and r.status in FINISHED and r.wall_time]
         return sum(times) / len(times) if times else None
 
     def _prior(self, group: Group) -> float:
@@ -207,9 +229,8 @@ class Campaign:
 
     def partial(self, group: Group, cell) -> Partial | None:
         """The cell's checkpoint in the work folder, if one there can be read."""
-        path = (self.work / group.name / cell.dataset_id / cell.algorithm_id
-                / f"seed-{cell.seed}.ckpt")
-        if not path.is_file():
+        path = ResultStore(self.work / group.name).checkpoint_path(cell)
+        if not _exists(path):  # a regular file: a FIFO would block the reading
             return None
         try:  # plain data only, as `bench run` reads it; anything else is no progress
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -273,12 +294,7 @@ class Campaign:
     def collect(self) -> int:
         """Copy the finished records of the work folder into the reference folder."""
         copied = 0
-        for path in sorted(self.work.glob("*/*/*/*/*/seed-*.json")):
-            record = _read(path)
-            if record is None or record.get("status") not in FINISHED:
-                continue
-            relative = path.relative_to(self.work).parts  # suite/dataset/algorithm/<the same>
-            target = self.out / relative[0] / Path(*relative[3:])
+        for path, target in self.to_collect():
             if not target.is_file() or target.read_bytes() != path.read_bytes():
                 try:  # never through a link in the reference folder
                     self.out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +304,36 @@ class Campaign:
                                      ) from None
                 copied += 1
         return copied
+
+    def to_collect(self) -> list[tuple[Path, Path]]:
+        """(record, its place in the reference folder) of every finished record of the work
+        folder, cell by cell of the campaign's groups, read as `bench` reads records. A record
+        of the suite's full protocol is never replaced by one of another protocol (a quick
+        trial run into the work folder): that one is refused, in one line."""
+        found = []
+        for group in sorted({group for stage in STAGES for group in stage.groups}, key=str):
+            work = ResultStore(self.work / group.name)
+            for cell in self.group_cells(group):
+                record = _record(work, cell)
+                if record is None or record.status not in FINISHED:
+                    continue
+                path, target = work.path(cell), self.record_path(self.out, cell)
+                committed = self.reference_record(cell)
+                if committed is not None and self.full_protocol(committed, cell) \
+                        and not self.full_protocol(record, cell):
+                    print(f"refused: {path} ({_protocol(record)}) would replace {target}, a "
+                          f"record of the suite's full protocol ({_protocol(committed)}); kept "
+                          "the reference's", file=sys.stderr)
+                    continue
+                found.append((path, target))
+        return found
+
+    def check_data(self, groups: Sequence[Group]) -> None:
+        """Raise the data layer's one line (the folder and the files expected) for the first
+        dataset of ``groups`` that is not there, before any group starts."""
+        sources = {self.suite(group.suite).datasets[group.dataset].source for group in groups}
+        for source in sorted(sources):
+            check_available(self.registry.dataset(source), self.data)
 
     def command(self, group: Group, seeds: list[int], args) -> list[str]:
         return bench_run(ROOT / "suites" / f"{group.suite}.yaml", group.dataset,
@@ -312,12 +358,15 @@ def bench_run(suite_file: Path, dataset: str, entry: str, seeds: Sequence[int], 
 
 
 def run(campaign: Campaign, stages: list[Stage], args) -> int:
-    pending = [(stage, group) for stage in stages for group in stage.groups]
+    """Run the missing cells of ``stages``; an ``InputError`` before any group starts when the
+    data of one is not there or the work folder cannot be made."""
+    pending = [(stage, group) for stage in stages for group in stage.groups
+               if campaign.missing(stage, group)]
+    campaign.check_data([group for _, group in pending])
     running: dict[Group, subprocess.Popen] = {}
     environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
                    "MKL_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}  # live logs
-    logs = campaign.work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = make_cache_folder(campaign.work / "logs", campaign.work)
     stopping: list[int] = []
 
     def stop(signum, frame):  # the children checkpoint and stop on their own signal
@@ -385,12 +434,22 @@ def _settings(config: dict) -> dict:
     return {key: value for key, value in config.items() if key != "inputs"}
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+def _exists(path: Path) -> bool:
+    """Whether ``path`` is a regular file (or a link to one): nothing else is read, since a FIFO
+    named like a record or checkpoint would block the reading."""
+    return path.is_file()
+
+
+def _record(store: ResultStore, cell) -> Record | None:
+    """The cell's record in ``store``, read and checked as `bench` reads it (a file that is no
+    record: None, with the store's warning); a special file is not opened."""
+    return store.load(cell) if _exists(store.path(cell)) else None
+
+
+def _protocol(record: Record) -> str:
+    """A record's protocol in a few words: its epochs, and how it deviates from the suite's."""
+    deviations = "" if record.paper_protocol else f", {'; '.join(record.deviations)}"
+    return f"{record.epochs} epochs{deviations}"
 
 
 def _hours(seconds: float) -> str:
@@ -417,9 +476,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="accept data whose checksums differ (the rebuilt CIFAR-10 copy)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    names = [stage.name for stage in STAGES]
+    if args.stages is not None and not set(args.stages.split(",")) <= set(names):
+        parser.error(f"--stages: expected some of {','.join(names)}, got '{args.stages}'")
     chosen = [s for s in STAGES if args.stages is None or s.name in args.stages.split(",")]
-    if not chosen:
-        parser.error(f"--stages: expected some of {','.join(s.name for s in STAGES)}")
+    for option in ("seeds", "jobs", "threads"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            parser.error(f"--{option}: expected a positive number, got {getattr(args, option)}")
+    return one_line_errors(lambda: campaign_action(args, chosen))
+
+
+def campaign_action(args, chosen: list[Stage]) -> int:
+    for option, folder in (("--out", args.out), ("--work", args.work)):
+        if (in_the_way := file_in_the_way(folder)) is not None:
+            from_cache = folder == default_cache_dir() / "reference" and CACHE_ENV in os.environ
+            raise InputError(f"{option} {folder}: {in_the_way} is a file; expected a folder"
+                             + (f" (${CACHE_ENV}/reference by default)" if from_cache else ""))
     data = DataSettings(verify_checksums=not args.skip_checksums,
                         **({"root": args.data_dir} if args.data_dir else {}))
     campaign = Campaign(args.out, args.work, args.seeds, data)

@@ -38,7 +38,9 @@ precision:
 A record computed on another device (CUDA) is compared with 10 × those tolerances, which were
 not measured there, and its line says so. Cells whose algorithm source has changed since they
 were run (their code digest differs from the re-run's) are named: a mismatch there is the
-change, not a fault. One line per cell; the exit code is 1 when any cell differs or fails.
+change, not a fault. One line per cell; the exit code is 1 when any cell differs or fails, 2 for
+bad input (a folder that is not there or is a file, data missing for a cell: found before any
+re-run), with one line.
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
+from arguments import device, one_line_errors  # noqa: E402
 from reference import bench_run  # noqa: E402  (the campaign's own command line)
 
+from bioplaus_bench.data import DataSettings, check_available  # noqa: E402
+from bioplaus_bench.data.types import file_in_the_way  # noqa: E402
+from bioplaus_bench.errors import InputError  # noqa: E402
+from bioplaus_bench.registry import load_registry  # noqa: E402
 from bioplaus_bench.results.record import Record  # noqa: E402
 from bioplaus_bench.results.store import ResultStore  # noqa: E402
 
@@ -120,8 +127,7 @@ def rerun(job: Job, out: Path, data_dir: Path, device: str) -> dict[int, Record]
     """The first epoch of the job's seeds through `bench run`, stacked as they were run; the
     records by seed, or why there are none."""
     r = job.records[0]
-    # The reference read other files than the verified ones: so must we.
-    skip_checksums = (r.provenance.get("data") or {}).get("checksums") not in (None, "verified")
+    skip_checksums = _skip_checksums(r)
     stacking = "--vectorize-seeds" if len(job.seeds) > 1 else "--serial-seeds"
     command = bench_run(job.suite_file, r.dataset, r.algorithm, job.seeds, out, device=device,
                         data_dir=data_dir, skip_checksums=skip_checksums,
@@ -132,6 +138,25 @@ def rerun(job: Job, out: Path, data_dir: Path, device: str) -> dict[int, Record]
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return f"bench run failed (exit {done.returncode}): {tail}"
     return {s: Record.from_json(json.loads(path.read_text())) for s, path in paths.items()}
+
+
+def _skip_checksums(record: Record) -> bool:
+    """Whether the reference read other files than the verified ones: then so must we."""
+    return (record.provenance.get("data") or {}).get("checksums") not in (None, "verified")
+
+
+def check_data(found: list[Job], data_dir: Path) -> None:
+    """The data layer's one line (the folder and the files expected) for the first cell whose
+    data is not in ``data_dir``, before any re-run."""
+    from bioplaus_bench.suite import load_suite
+
+    registry = load_registry()
+    for job in found:
+        datasets = load_suite(job.suite_file, registry).datasets
+        r = job.records[0]
+        if r.dataset in datasets:  # else the re-run says that the suite lacks it
+            check_available(registry.dataset(datasets[r.dataset].source),
+                            DataSettings(root=data_dir, verify_checksums=not _skip_checksums(r)))
 
 
 def settings_differences(reference: Record, new: Record) -> list[str]:
@@ -257,14 +282,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suites", type=Path, default=ROOT / "suites")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="default: $BIOPLAUS_DATA, else ../shared/data if present, else ./data")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--suite", default=None, help="only this reference suite (e.g. table1)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the re-runs' records here instead of a temporary folder")
     args = parser.parse_args(argv)
-    if not args.results.is_dir():
-        print(f"no reference folder {args.results}: nothing to check", file=sys.stderr)
-        return 1
+    return one_line_errors(lambda: check_all(args))
+
+
+def check_all(args: argparse.Namespace) -> int:
+    for option, folder in (("--results", args.results), ("--suites", args.suites)):
+        if not folder.is_dir():
+            raise InputError(f"{option} {folder}: " + ("not found" if not folder.exists()
+                             else "not a folder") + "; expected a folder")
+    if args.keep is not None and (in_the_way := file_in_the_way(args.keep)) is not None:
+        raise InputError(f"--keep {args.keep}: {in_the_way} is a file; expected a folder")
     found, problems = jobs(args.results, args.suites, args.suite)
     for line in problems:
         print(line, flush=True)
@@ -272,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no finished reference record in {args.results}", file=sys.stderr)
         return 1
     data_dir = args.data_dir or default_data_dir()
+    check_data(found, data_dir)
     failures = len(problems)
     with tempfile.TemporaryDirectory(prefix="reference-check-") as temporary:
         for i, job in enumerate(found):

@@ -33,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from arguments import DTYPES, device, listing, one_line_errors, positive, positives  # noqa: E402
 from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
 
 from bioplaus_bench.api import Classification  # noqa: E402
@@ -115,27 +116,34 @@ def time_algorithm(name: str, model: str, dtype: torch.dtype, device: str, seeds
                                              for s, t in stacked_times.items()}
 
 
-def main() -> None:
+def main() -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--models", default="mnist,cifar,cnn")
-    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--models", type=listing(MODELS), default="mnist,cifar,cnn")
+    parser.add_argument("--dtypes", type=listing(DTYPES), default="float32,float64")
     parser.add_argument("--algorithms", default=",".join(ALGORITHMS))
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seeds", type=positives, default=",".join(map(str, SEEDS)),
+                        help="numbers of seeds stacked, e.g. 1,2,5,10")
+    parser.add_argument("--threads", type=positive(int), default=None)
+    parser.add_argument("--device", type=device, default="cpu")
     args = parser.parse_args()
+    return one_line_errors(lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    seeds = tuple(int(s) for s in args.seeds.split(","))
+    seeds = tuple(args.seeds)
     names = args.algorithms.split(",")
     registry = load_registry()
+    for name in names:  # an unknown name now, not after minutes of timing
+        registry.get(name)
     print(f"device {args.device}, {torch.get_num_threads()} threads, batch {BATCH}; ms per "
           f"minibatch; ratio = S stacked seeds / (S × one serial seed)\n")
     ratios: dict[tuple[str, str, str], dict[int, float]] = {}
     per_seed: dict[tuple[str, str, str], tuple[float, dict[int, float]]] = {}
-    for model in args.models.split(","):
-        for dtype_name in args.dtypes.split(","):
+    for model in args.models:
+        for dtype_name in args.dtypes:
             dtype = getattr(torch, dtype_name)
             print(f"### {model} ({MODELS[model][0].type}), {dtype_name}\n")
             header = " | ".join(f"S={s} ms | ratio" for s in seeds)
@@ -185,4 +193,4 @@ def _verdict(value: float, limit: float) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

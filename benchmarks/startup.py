@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arguments import positive  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = [sys.executable, "-m", "bioplaus_bench"]
 COMMANDS = {"bench --help": [*BENCH, "--help"], "bench list": [*BENCH, "list"],
@@ -35,7 +39,7 @@ def wall_time(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=positive(int), default=5)
     repeat = parser.parse_args().repeat
     medians = {}
     for label, command in reversed(COMMANDS.items()):  # torch first: the others are beyond it

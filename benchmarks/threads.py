@@ -17,6 +17,11 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arguments import listing, positive, positives  # noqa: E402
 
 # In the child: time BP steps of one network with a given thread count; print the median.
 CHILD = """
@@ -62,18 +67,21 @@ def time_steps(threads: int, model: str, seconds: float) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", default="1,2", help="thread counts to time (comma-separated)")
-    parser.add_argument("--models", default="mnist", help="mnist (the MNIST MLP) and/or cnn")
-    parser.add_argument("--seconds", type=float, default=4.0, help="timing per measurement")
+    parser.add_argument("--threads", type=positives, default="1,2",
+                        help="thread counts to time (comma-separated)")
+    parser.add_argument("--models", type=listing(("mnist", "cnn")), default="mnist",
+                        help="mnist (the MNIST MLP) and/or cnn")
+    parser.add_argument("--seconds", type=positive(float), default=4.0,
+                        help="timing per measurement")
     args = parser.parse_args()
-    counts = [int(t) for t in args.threads.split(",")]
+    counts = args.threads
     cores = os.cpu_count() or 1
     print(f"{cores} cores; median ms per BP step (batch 128, float32); busy: {cores} busy loops "
           "beside it\n")
     print("| model | threads | quiet ms | busy ms | busy / quiet |")
     print("|---|---|---|---|---|")
     results = {}
-    for model in args.models.split(","):
+    for model in args.models:
         for threads in counts:
             quiet, _ = time_steps(threads, model, args.seconds)
             hogs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(cores)]
@@ -88,7 +96,7 @@ def main() -> None:
             print(f"| {model} | {threads} | {quiet:.2f} | {busy:.2f} | {busy / quiet:.1f} |",
                   flush=True)
     print()
-    for model in args.models.split(","):
+    for model in args.models:
         base = results.get((model, 1))
         for threads in counts:
             if base and threads != 1:

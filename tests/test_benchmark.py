@@ -52,6 +52,38 @@ def test_the_inference_rules_are_timed_against_bp_with_the_goal(monkeypatch, cap
     assert goal.endswith(", met") or ", missed by " in goal
 
 
+def test_the_whole_epoch_section_trains_every_listed_algorithm(tmp_path, monkeypatch, capsys):
+    """Section 4 end to end for every algorithm of the benchmark's list, on a tiny MNIST (table
+    1's validation split of 5000 leaves 64 training samples); the timing sections are skipped
+    by running the section alone."""
+    from .conftest import write_idx_dataset
+
+    write_idx_dataset(tmp_path, n_train=5064, n_test=12)
+    benchmark = runpy.run_path(str(BENCHMARK))
+    names = [name for name in benchmark["ALGORITHMS"] if name != "bp"]
+    benchmark["whole_epochs"](names, tmp_path, "cpu", verify_checksums=False)
+    out = capsys.readouterr().out
+    assert f"MNIST from {tmp_path}: 64 training, 5000 validation, 12 test samples" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "| epoch" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == names
+    assert not any("n/a" in row for row in rows)
+    # a rule no shipped suite has on MNIST gets its row, not a crash
+    registry = benchmark["load_registry"]()
+    assert benchmark["mnist_cells"](["dfa", "elsewhere"], registry)["elsewhere"] is None
+
+
+def test_bad_arguments_of_the_speed_benchmark_are_one_line_and_exit_2(monkeypatch, capsys):
+    for arguments in (["--models", "mnistx"], ["--dtypes", "float33"], ["--threads", "-1"],
+                      ["--device", "nowhere"], ["--algorithms", "bp,nope"],
+                      ["--inference", "pc:X=3"], ["--inference", "pc:T"]):
+        monkeypatch.setattr(sys, "argv", [str(BENCHMARK), "--quick", *arguments])
+        with pytest.raises(SystemExit) as exit:
+            runpy.run_path(str(BENCHMARK), run_name="__main__")
+        assert exit.value.code == 2, arguments
+        err = capsys.readouterr().err.splitlines()
+        assert "error: " in err[-1] and "Traceback" not in "\n".join(err), arguments
+
+
 SEEDS_BENCHMARK = BENCHMARK.parent / "seed_batching.py"
 
 
@@ -89,3 +121,28 @@ def test_the_design_choices_benchmark_prints_both_cnn_layouts(monkeypatch, capsy
     out = run_design_choices(monkeypatch, capsys, "layout")
     rows = [line for line in out.splitlines() if line.startswith(("| float32 |", "| float64 |"))]
     assert len(rows) == 6 and "(model/architectures.py)" in out
+
+
+@pytest.mark.parametrize(("script", "arguments", "expected"), [
+    ("seed_batching.py", ["--seeds", "0,10"], "--seeds: expected a positive number, got '0'"),
+    ("seed_batching.py", ["--models", "mnist,vgg"], "'vgg' is none of them"),
+    ("seed_batching.py", ["--algorithms", "bp,nope"], "unknown algorithm 'nope'"),
+    ("design_choices.py", ["--only", "adam,speed"], "'speed' is none of them"),
+    ("design_choices.py", ["--rounds", "0"], "--rounds: expected a positive number"),
+    ("threads.py", ["--threads", "1,x"], "--threads: expected a positive number, got 'x'"),
+    ("threads.py", ["--models", "cifar"], "'cifar' is none of them"),
+    ("threads.py", ["--seconds", "inf"], "--seconds: expected a positive number, got 'inf'"),
+    ("startup.py", ["--repeat", "-2"], "--repeat: expected a positive number, got '-2'"),
+    ("readme_table.py", ["--root", "{tmp}/nowhere"], "no file README.md there"),
+    ("readme_table.py", ["--root", "{tmp}/a-file"], "no file README.md there"),
+])
+def test_bad_arguments_of_the_scripts_are_one_line_and_exit_2(script, arguments, expected, tmp_path,
+                                                               monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    path = BENCHMARK.parent / script
+    monkeypatch.setattr(sys, "argv", [str(path), *(a.format(tmp=tmp_path) for a in arguments)])
+    with pytest.raises(SystemExit) as exit:
+        runpy.run_path(str(path), run_name="__main__")
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err.splitlines()[-1] and "Traceback" not in err

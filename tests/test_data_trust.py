@@ -288,6 +288,7 @@ def test_an_unwritable_cache_folder_is_one_clear_error(tmp_path, make_idx_datase
         load("mnist", settings_for(tmp_path / "data", cache, verify=False))
     message = str(error.value)
     assert str(cache) in message and "BIOPLAUS_CACHE" in message and "\n" not in message
+    assert f"{cache} is a file; expected a folder" in message
 
 
 def test_a_failed_cache_write_leaves_no_temporary_file(tmp_path, make_idx_dataset):

@@ -163,9 +163,9 @@ def test_a_lock_file_with_another_name_is_not_truncated(received):
 
 
 def record_of(folder: Path) -> tuple[Record, object]:
-    from bioplaus_bench.results.store import _read  # noqa: PLC2701
+    from bioplaus_bench.results.store import read_record
 
-    record = _read(folder / "teacher" / "bp" / "seed-0.json")
+    record = read_record(folder / "teacher" / "bp" / "seed-0.json")
     assert record is not None
     cell = type("Cell", (), {"dataset_id": "teacher", "algorithm_id": "bp", "seed": 0})()
     return record, cell

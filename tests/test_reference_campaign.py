@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,8 +27,11 @@ def reference():
 
 
 def record(cell, **changes) -> dict:
-    data = {"status": "ok", "paper_protocol": True, "config": json.loads(json.dumps(cell.config())),
-            "wall_time": 600.0}
+    """A finished record of ``cell`` as `bench run` writes it, with ``changes``."""
+    from bioplaus_bench.results.store import make_record
+
+    data = make_record(cell, {"status": "ok", "wall_time": 600.0}, "cpu", "classification")
+    data = json.loads(json.dumps(data.to_json()))
     data.update(changes)
     return data
 
@@ -93,8 +98,9 @@ def test_a_cell_is_done_only_with_a_finished_record_of_the_suite_s_settings(refe
 def test_collect_copies_finished_records_of_the_work_folder_only(reference, tmp_path):
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
     group_folder = campaign.work / "table1" / "mnist" / "dfa"
-    finished = write(group_folder / "mnist" / "dfa" / "seed-0.json", {"status": "ok"})
-    write(group_folder / "mnist" / "dfa" / "seed-1.json", {"status": "timeout"})
+    cells = campaign.cells(reference.STAGES[0], reference.Group("table1", "mnist", "dfa"))
+    finished = write(group_folder / "mnist" / "dfa" / "seed-0.json", record(cells[0]))
+    write(group_folder / "mnist" / "dfa" / "seed-1.json", record(cells[1], status="timeout"))
     (group_folder / "mnist" / "dfa" / "seed-1.ckpt").write_bytes(b"checkpoint")
     assert campaign.collect() == 1
     target = campaign.out / "table1" / "mnist" / "dfa"
@@ -192,3 +198,135 @@ def test_the_campaign_log_says_where_a_group_under_way_resumes(reference, tmp_pa
     assert len(started) == 1 and started[0][started[0].index("--only-seeds") + 1] == "0,1"
     line = next(line for line in capsys.readouterr().out.splitlines() if " start " in line)
     assert line.endswith("; checkpoint at epoch 40/100 (pre-training included), resumes there")
+
+
+def test_status_reads_records_as_bench_does_so_a_file_that_is_no_record_is_stale(
+        reference, tmp_path, capsys):
+    """A record without `config` (or any file that is no record) is no finished cell: status
+    says stale, with the store's warning, instead of a KeyError traceback."""
+    out = tmp_path / "out"
+    campaign = reference.Campaign(out, tmp_path / "work", seeds=None)
+    stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
+    cells = campaign.cells(stage, group)
+    without_config = record(cells[0])
+    del without_config["config"]
+    write(campaign.record_path(out, cells[0]), without_config)
+    write(campaign.record_path(out, cells[1]), record(cells[1], wall_time="slow"))
+    assert [campaign.state(cell) for cell in cells] == ["stale", "stale", "missing"]
+    assert reference.main(["status", "--stages", "a", "--out", str(out),
+                           "--work", str(tmp_path / "work")]) == 0
+    captured = capsys.readouterr()
+    assert f"{group.name:40} 0/3 done; missing seeds 0,1,2 (2 stale)" in captured.out
+    assert "field 'config' missing" in captured.err
+
+
+def test_a_cache_folder_that_is_a_file_is_one_line_naming_the_variable(
+        reference, tmp_path, monkeypatch, capsys):
+    cache = write(tmp_path / "cache", {})  # a file where the cache folder should be
+    monkeypatch.setenv("BIOPLAUS_CACHE", str(cache))
+    for action in ("run", "status", "collect"):
+        assert reference.main([action, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "BIOPLAUS_CACHE" in err and str(cache) in err and "expected a folder" in err
+    # the same for an --out or --work below a file, named by its option
+    assert reference.main(["collect", "--out", str(cache / "reference"),
+                           "--work", str(tmp_path / "work")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {cache / 'reference'}: {cache} is a file; expected a")
+
+
+def test_run_checks_the_data_of_every_group_before_starting_any(reference, tmp_path,
+                                                                 monkeypatch, capsys):
+    """A missing or wrong --data-dir stops the campaign with the data layer's one line (the
+    folder and the files expected), before any group starts and hides it in its log."""
+    started = []
+    monkeypatch.setattr(reference.subprocess, "Popen", lambda *a, **k: started.append(a))
+    nothing, wrong = tmp_path / "nothing", write(tmp_path / "wrong" / "note.txt", {}).parent
+    for data_dir in (nothing, wrong):
+        assert reference.main(["run", "--stages", "a", "--out", str(tmp_path / "out"),
+                               "--work", str(tmp_path / "work"), "--data-dir",
+                               str(data_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and str(data_dir) in err
+        assert "MNIST" in err
+    assert started == [] and not (tmp_path / "work").exists()
+
+
+def test_special_files_named_like_records_or_checkpoints_are_not_read(reference, tmp_path):
+    """A FIFO where a record or checkpoint would be, in the reference or the work folder, would
+    block a reader: only regular files are read."""
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
+    cells = campaign.cells(stage, group)
+    work = reference.ResultStore(campaign.work / group.name)
+    fifos = [campaign.record_path(campaign.out, cells[0]), work.path(cells[0]),
+             work.checkpoint_path(cells[1])]
+    for fifo in fifos:
+        fifo.parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(fifo)
+
+    def hung(signum, frame):
+        raise TimeoutError("blocked on a FIFO")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    try:
+        assert campaign.state(cells[0]) == "missing"
+        assert campaign.partial(group, cells[1]) is None
+        assert campaign.seconds_per_seed(group)[1] is False
+        assert campaign.collect() == 0
+        campaign.status([stage])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_collect_never_replaces_a_record_of_the_full_protocol_with_another_protocol(
+        reference, tmp_path, capsys):
+    """A 1-epoch quick trial of a cell, run into the work folder, does not replace the cell's
+    committed 100-epoch record (refused in one line); a full-protocol record does replace a
+    quick trial."""
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
+    cells = campaign.cells(stage, group)
+    work = reference.ResultStore(campaign.work / group.name)
+
+    def quick(cell, **changes):
+        trial = record(cell, paper_protocol=False, deviations=["epochs: 1"], **changes)
+        trial["config"]["dataset"]["protocol"]["epochs"] = 1
+        return trial
+
+    committed = write(campaign.record_path(campaign.out, cells[0]), record(cells[0]))
+    kept = committed.read_bytes()
+    write(work.path(cells[0]), quick(cells[0]))
+    # paper_protocol true but fewer epochs than the suite's is another protocol too
+    write(campaign.record_path(campaign.out, cells[1]), record(cells[1]))
+    shorter = record(cells[1])
+    shorter["config"]["dataset"]["protocol"]["epochs"] = 1
+    write(work.path(cells[1]), shorter)
+    # a quick trial in the reference folder is replaced by the full protocol's record
+    write(campaign.record_path(campaign.out, cells[2]), quick(cells[2]))
+    full = write(work.path(cells[2]), record(cells[2], wall_time=700.0))
+
+    assert campaign.collect() == 1
+    assert committed.read_bytes() == kept
+    assert campaign.record_path(campaign.out, cells[2]).read_bytes() == full.read_bytes()
+    refusals = capsys.readouterr().err.splitlines()
+    assert len(refusals) == 2 and all(line.startswith("refused: ") for line in refusals)
+    assert str(work.path(cells[0])) in refusals[0] and str(committed) in refusals[0]
+    assert "(1 epochs, epochs: 1)" in refusals[0] and "(100 epochs)" in refusals[0]
+    assert [campaign.state(cell) for cell in cells] == ["done", "done", "done"]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["--stages", "a,x"], "--stages: expected some of a,b,c,d, got 'a,x'"),
+    (["--jobs", "0"], "--jobs: expected a positive number, got 0"),  # would wait forever
+    (["--seeds", "-1"], "--seeds: expected a positive number, got -1")])
+def test_bad_options_of_the_campaign_are_one_line_and_exit_2(reference, tmp_path, capsys,
+                                                             arguments, expected):
+    with pytest.raises(SystemExit) as exit:
+        reference.main(["run", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                        *arguments])
+    assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(expected)
+    assert not (tmp_path / "work").exists()

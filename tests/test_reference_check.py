@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +70,49 @@ def test_the_first_epoch_of_every_reference_cell_is_reproduced_and_changes_are_c
     assert problems == []
     assert {job.records[0].algorithm: job.seeds for job in found} == \
         {"bp": [0, 1], "dfa": [0], "dfa-fast": [0, 1]}
+
+
+MNIST_SUITE = """\
+name: m
+seeds: [0]
+precision: float32
+datasets:
+  mnist:
+    source: mnist
+    architecture: {type: mlp, hidden: [8]}
+    protocol: {epochs: 1, batch_size: 16, validation: 10}
+algorithms:
+  bp:
+    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
+"""
+
+
+def test_bad_input_is_one_line_and_exit_2_before_any_rerun(tmp_path, monkeypatch, capsys):
+    """Folders that are not there or are files, and a cell's data missing from --data-dir,
+    stop the check with one line before anything is re-run."""
+    from bioplaus_bench.registry import load_registry
+    from bioplaus_bench.results.store import ResultStore, make_record
+    from bioplaus_bench.suite import load_suite
+
+    script = load_script()
+    suites, results = tmp_path / "suites", tmp_path / "reference"
+    suites.mkdir()
+    suite = write(suites / "m.yaml", MNIST_SUITE)
+    cell = load_suite(suite, load_registry()).cells()[0]
+    rows = [{"train_loss": 0.5, "test_loss": 0.6, "test_accuracy": 0.9}]
+    ResultStore(results / "m").write(make_record(
+        cell, {"status": "ok", "history": rows, "selected_epoch": 1, "wall_time": 1.0}, "cpu",
+        "classification"), cell)
+    a_file = write(tmp_path / "a-file", "")
+    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: pytest.fail("a re-run started"))
+    base = ["--results", str(results), "--suites", str(suites)]
+    for arguments, expected in [
+            (["--results", str(tmp_path / "nowhere")], "not found; expected a folder"),
+            (["--results", str(a_file)], "not a folder; expected a folder"),
+            ([*base, "--suites", str(a_file)], "not a folder; expected a folder"),
+            ([*base, "--keep", str(a_file / "runs")], f"{a_file} is a file; expected a folder"),
+            ([*base, "--data-dir", str(tmp_path / "nothing")],
+             f"MNIST not found in {tmp_path / 'nothing'}")]:
+        assert script.main(arguments) == 2, arguments
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and expected in err, err

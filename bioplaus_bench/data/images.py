@@ -27,7 +27,15 @@ from ..errors import DataMissingError, InputError
 from ..files import write_atomically
 from ..model.tasks import Classification
 from .pickles import read_cifar_batch
-from .types import CACHE_ENV, DATA_ENV, Data, Dataset, DataSettings, Split, split_validation
+from .types import (
+    DATA_ENV,
+    Data,
+    Dataset,
+    DataSettings,
+    Split,
+    cache_error,
+    split_validation,
+)
 
 if TYPE_CHECKING:  # torchvision is imported when a dataset is first read
     from torchvision.datasets import MNIST
@@ -249,8 +257,7 @@ def _write_cache_file(target: Path, content: bytes, cache_dir: Path) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(target, content, inside=cache_dir)
     except OSError as error:
-        raise InputError(f"cannot write into the cache folder {cache_dir} ({error}); set "
-                         f"{CACHE_ENV} to a writable folder") from None
+        raise cache_error(cache_dir, error) from None
 
 
 def _load_idx(name: str, settings: DataSettings) -> tuple[Split, Split]:

@@ -32,6 +32,35 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "bioplaus_bench"))
 
 
+def make_cache_folder(folder: Path, cache_dir: Path | None = None) -> Path:
+    """Create ``folder``, inside the cache folder ``cache_dir`` (default: ``folder`` itself);
+    one line (``cache_error``) when it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise cache_error(cache_dir or folder, error) from None
+    return folder
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file (anything but a folder) at ``folder`` or above it that keeps it from being a
+    folder; None when there is none."""
+    return next((path for path in (*reversed(folder.parents), folder)
+                 if path.exists() and not path.is_dir()), None)
+
+
+def cache_error(cache_dir: Path, error: OSError) -> InputError:
+    """The one line for a cache folder that cannot be written: it names the variable that sets
+    it, the path, and says that a folder is expected where a file is in the way."""
+    in_the_way = file_in_the_way(cache_dir)
+    if in_the_way is not None:
+        where = "is a file" if in_the_way == cache_dir else f"is below a file, {in_the_way}"
+        return InputError(f"{CACHE_ENV}: the cache folder {cache_dir} {where}; expected a "
+                          f"folder: set {CACHE_ENV} to a writable folder")
+    return InputError(f"cannot write into the cache folder {cache_dir} "
+                      f"({error}); set {CACHE_ENV} to a writable folder")
+
+
 @dataclass(frozen=True)
 class DataSettings:
     """Where datasets are and what may be done to get them."""
