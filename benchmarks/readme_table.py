@@ -1,5 +1,6 @@
 """Write the README's reference table: exactly what `bench table results/reference/table1 --compare
-paper` prints from the committed records, between the README's reference-table markers.
+paper` prints from the committed records (the Python API's ``load(...).table(compare="paper")``,
+which that command prints), between the README's reference-table markers.
 
     .venv/bin/python benchmarks/readme_table.py [--check] [--root DIR]
 
@@ -12,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import bioplaus_bench
 from bioplaus_bench.files import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,7 +27,6 @@ from arguments import one_line_errors  # noqa: E402
 from bioplaus_bench.errors import InputError  # noqa: E402
 
 RESULTS = "results/reference/table1"
-COMMAND = ["table", RESULTS, "--compare", "paper"]
 START = ("<!-- reference-table:start: written by `make readme-table` from `bench table "
          f"{RESULTS} --compare paper`; do not edit by hand -->")
 END = "<!-- reference-table:end -->"
@@ -51,11 +51,7 @@ def table_output(root: Path) -> str | None:
     """The command's output from the records under ``root``; None when there are none."""
     if not has_records(root / RESULTS):
         return None
-    done = subprocess.run([sys.executable, "-m", "bioplaus_bench", *COMMAND], cwd=root,
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"`bench {' '.join(COMMAND)}` failed: {done.stderr.strip()}")
-    return done.stdout
+    return bioplaus_bench.load(root / RESULTS).table(compare="paper")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -283,13 +283,13 @@ def test_cells_whose_code_changed_since_they_ran_are_marked(folders, tmp_path):
 
 
 def test_a_plugin_that_fails_to_load_leaves_the_table_unjudged_not_broken(folders, monkeypatch):
-    from bioplaus_bench.cli import results as command
+    from bioplaus_bench import registry
     from bioplaus_bench.errors import PluginError
 
     def clash(*args, **kwargs):
         raise PluginError("two plugins claim the algorithm name 'bp'")
 
-    monkeypatch.setattr(command, "load_plugins", clash)
+    monkeypatch.setattr(registry, "load_registry", clash)
     result = invoke("table", folders / "ref")
     assert result.exit_code == 0, result.output
     assert "| BP |" in result.stdout and "†" not in result.stdout

@@ -266,6 +266,18 @@ def skipped_note(skipped: Sequence[object], folder: str = "the results folder") 
     return one_line(f"{files} skipped: " + "; ".join(map(str, skipped)) + ".")
 
 
+def csv_columns(summary: pd.DataFrame, compare: bool = False) -> list[str]:
+    """The columns of the table as CSV, in order (``compare``: with the paper's numbers)."""
+    columns = ["dataset", "dataset_label", "algorithm", "label", "task", "metric", "mean",
+               "sd", "n", "ci95_low", "ci95_high", "p_vs_bp", "p_vs_best", "ok", "diverged",
+               "error", "skipped", "best", "epochs", "deviations"]
+    if compare:
+        columns += ["paper_mean", "paper_sd", "paper_delta_sd"]
+    columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
+    return columns + [c for c in summary.columns
+                      if c == "code_changed" or c.startswith(P_VS_REF)]
+
+
 def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, *,
            unreadable: int = 0, notes: Sequence[str] = ()) -> str:
     """The table in ``fmt``. ``unreadable``: files in the results folder that were not records;
@@ -274,14 +286,7 @@ def render(summary: pd.DataFrame, fmt: str = "markdown", compare: bool = False, 
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}'; expected one of {', '.join(FORMATS)}")
     if fmt == "csv":
-        columns = ["dataset", "dataset_label", "algorithm", "label", "task", "metric", "mean",
-                   "sd", "n", "ci95_low", "ci95_high", "p_vs_bp", "p_vs_best", "ok", "diverged",
-                   "error", "skipped", "best", "epochs", "deviations"]
-        if compare:
-            columns += ["paper_mean", "paper_sd", "paper_delta_sd"]
-        columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
-        columns += [c for c in summary.columns if c == "code_changed" or c.startswith(P_VS_REF)]
-        return summary[columns].to_csv(index=False)
+        return summary[csv_columns(summary, compare)].to_csv(index=False)
     notes = [unreadable_note(unreadable)] * bool(unreadable) + [one_line(n) for n in notes]
     if summary.empty:
         return "\n".join(["(no records)", *notes]) + "\n"
