@@ -85,6 +85,16 @@ def test_table_is_what_bench_table_prints(folders, fmt, compare):
         assert "1 file in the results folder was skipped: teacher/dfa/seed-7.json" in printed.stdout
 
 
+def test_a_latex_or_csv_table_without_a_reference_notes_none(folders):
+    """It used to end with "note: --reference " on stderr, naming no reference."""
+    mine, reference = folders
+    for fmt in ("latex", "csv"):
+        alone = invoke("table", mine, "--format", fmt)
+        assert alone.exit_code == 0 and "--reference" not in alone.stderr, alone.stderr
+        beside = invoke("table", mine, "--format", fmt, "--reference", reference)
+        assert f"note: --reference {reference} (reference truncated to 2 epochs" in beside.stderr
+
+
 def test_summary_takes_the_baseline_and_refuses_an_unknown_one(folders):
     mine, _ = folders
     results = bioplaus_bench.load(mine)

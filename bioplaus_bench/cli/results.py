@@ -55,8 +55,9 @@ def table(
     if fmt is TableFormat["csv"]:  # a CSV holds data only: the notes go to stderr
         for note in loaded.notes:
             _warn(note)
-    if (loaded.reference_name or "") != str(reference) and fmt is not TableFormat["markdown"]:
-        _warn(f"note: --reference {loaded.reference_name or ''}")
+    if reference is not None and loaded.reference_name != str(reference) \
+            and fmt is not TableFormat["markdown"]:  # the markdown table says how it was cut
+        _warn(f"note: --reference {loaded.reference_name}")
 
 
 @app.command()
