@@ -49,6 +49,7 @@ def test_records_and_curves_are_one_row_per_record_and_per_epoch(folders):
     results = bioplaus_bench.load(mine)
     on_disk = records(mine)
     assert len(on_disk) == 5 and len(results.records) == 4  # the forged file is not counted
+    assert repr(results) == f"<Results of {str(mine)!r}: 4 records, 1 files skipped>"
     assert [str(s) for s in results.skipped] == [
         "teacher/dfa/seed-7.json (not a record: field 'dataset' missing or not str)"]
     frame = results.records.set_index(["entry", "seed"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -87,15 +88,14 @@ def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+@dataclass(frozen=True)
 class _Reference:
     """A reference folder as loaded beside yours."""
 
-    def __init__(self, store: ResultStore, records: list[Record], beside: list[Record],
-                 name: str):
-        self.store = store
-        self.records = records  # as read: tells which code made its cells
-        self.beside = beside  # as set beside yours: cut to your epoch count
-        self.name = name  # the folder, and how it was cut, as the table names it
+    store: ResultStore
+    records: list[Record]  # as read: tells which code made its cells
+    beside: list[Record]  # as set beside yours: of your datasets, cut to your epoch count
+    name: str  # the folder, and how it was cut, as the table names it
 
 
 class Results:
@@ -109,6 +109,11 @@ class Results:
         self._store = store
         self._reference = reference
         self._warn = warn
+
+    def __repr__(self) -> str:
+        beside = f", reference={self.reference_name!r}" if self._reference else ""
+        return (f"<Results of {str(self.folder)!r}: {len(self.own_records)} records, "
+                f"{len(self.skipped)} files skipped{beside}>")
 
     # --- what was read -------------------------------------------------------------------------
 
