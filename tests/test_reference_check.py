@@ -348,3 +348,12 @@ def test_a_valid_attestation_of_the_current_code_clears_the_mark_of_its_cell_onl
     table = invoke("table", reference)
     assert table.stderr == ""
     assert not marked(table, "| BP |") and marked(table, "| DFA |")
+
+
+def test_the_committed_reference_agrees_with_itself_and_its_suites():
+    """What the check verifies before any re-run, on the committed records (no training): a
+    suite edited since its reference was run is found in CI, not after an hour of re-runs."""
+    script = load_script()
+    found, problems = script.jobs(ROOT / "results" / "reference", ROOT / "suites", None)
+    assert problems == [] and len(found) >= 18
+    assert script.inconsistencies(found) == {}

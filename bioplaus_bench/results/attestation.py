@@ -35,7 +35,7 @@ ATTESTATION_FILE = "attested-code.json"
 MAX_ATTESTATION_BYTES = 2**20  # thousands of checks of every cell of Table 1
 _DIGEST = re.compile(r"[0-9a-f]{8,64}")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
-_CELL = re.compile(r"[^/\s]+/[^/\s]+")
+_CELL = re.compile(r"[^/]+/[^/]+")  # names only compared, never made into paths
 EXPECTED = ('expected {"cells": {"<dataset>/<entry>": [{"code": <hex digest>, "record_code": '
             '<hex digest>, "git_commit": <hex> or null, "checked_at": <ISO time>}, ...]}}')
 ABOUT = ("Written by `make reference-check` (benchmarks/reference_check.py): per cell, the code "
