@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -89,7 +89,8 @@ def table(
             raise InputError(f"--baseline: no entry '{baseline}' in {results}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
         summary = _summary(frame, baseline, with_reference=reference is not None,
-                           records=[*records, *(theirs or [])])
+                           records=[*records, *(theirs or [])],
+                           attested=_attested(results, reference))
     text = render(summary, fmt.value, compare=compare is Compare.paper, notes=notes)
     if reference is not None and fmt is TableFormat["markdown"]:
         text += "\n".join(reference_section(summary, reference_name)) + "\n"
@@ -121,16 +122,27 @@ def _frame(records: list[Record], reference: list[Record] | None, name: Path | N
 
 
 def _summary(frame: pd.DataFrame, baseline: str | None = None, *, with_reference: bool = False,
-             records: Iterable[Record] = ()) -> pd.DataFrame:
-    """The table's summary; cells run by code that has changed since are marked (``records``:
-    the frame's, to tell which code made them)."""
+             records: Iterable[Record] = (), attested: Collection[tuple[str, str, str, str]] = ()
+             ) -> pd.DataFrame:
+    """The table's summary; cells run by code that has changed since, and not attested to
+    reproduce them, are marked (``records``: the frame's, to tell which code made them)."""
     from ..results.reference import add_reference_statistics, mark_changed_code
     from ..results.report import summarise
 
     summary = summarise(frame, baseline)
     if with_reference:
         summary = add_reference_statistics(summary, frame)
-    return mark_changed_code(summary, frame, _current_code(set(frame.algorithm_name), records))
+    return mark_changed_code(summary, frame, _current_code(set(frame.algorithm_name), records),
+                             attested)
+
+
+def _attested(results: Path, reference: Path | None) -> set[tuple[str, str, str, str]]:
+    """What the reference checks attested of the results folder's cells and of the reference
+    folder's (its entries as the joint table names them)."""
+    from ..results.attestation import attested_code
+    from ..results.numbers import REF
+
+    return attested_code(results) | (attested_code(reference, REF) if reference else set())
 
 
 def _current_code(algorithms: set[str], records: Iterable[Record] = ()) -> dict[str, str]:
@@ -193,7 +205,8 @@ def report(
         their_store, theirs = _read_records(reference) if reference is not None else (None, None)
         frame, reference_name = _frame(records, theirs, reference)
         summary = _summary(frame, with_reference=theirs is not None,
-                           records=[*records, *(theirs or [])])
+                           records=[*records, *(theirs or [])],
+                           attested=_attested(results, reference))
         text = build(records, summary=summary, notes=_skip_notes(store, their_store),
                      reference=reference_name or None)
     path = output if output is not None else results / "report.html"
