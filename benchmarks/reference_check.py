@@ -35,6 +35,19 @@ precision:
            on the training and validation errors (target propagation amplifies float32
            rounding: the tolerance is 10 times it); BP on 2 threads instead of 1: within 5.4e-8.
 
+Before any re-run, every finished record of a cell is checked against itself and its suite:
+its history holds every epoch of its protocol, its selected epoch and `final` are what the
+selection rule (`select_epoch`) gives on that history, and its settings are the suite's now (the
+data's identity and the code digest apart: the re-run compares those). A record that fails, or a
+file named like a record that the store does not count, is a failed cell with one line; the
+cell is not re-run.
+
+Where a cell reproduces, the code digest it was re-run under is attested for the digest of the
+records it reproduced, with the commit and time of the check, in the folder's
+attested-code.json (`bioplaus_bench.results.attestation`; added to what is there, nothing
+dropped): `bench table` marks the cell † only where the current code is neither its records'
+nor attested. An attestation file that is not one stops the check before any re-run (exit 2).
+
 A record computed on another device (CUDA) is compared with 10 × those tolerances, which were
 not measured there, and its line says so. Cells whose algorithm source has changed since they
 were run (their code digest differs from the re-run's) are named: a mismatch there is the
@@ -65,8 +78,15 @@ from bioplaus_bench.data import DataSettings, check_available  # noqa: E402
 from bioplaus_bench.data.types import file_in_the_way  # noqa: E402
 from bioplaus_bench.errors import InputError  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.results.record import Record  # noqa: E402
-from bioplaus_bench.results.store import ResultStore  # noqa: E402
+from bioplaus_bench.results.attestation import (  # noqa: E402
+    ATTESTATION_FILE,
+    Attested,
+    merged,
+    read_attestation,
+    write_attestation,
+)
+from bioplaus_bench.results.record import Record, select_epoch  # noqa: E402
+from bioplaus_bench.results.store import Refused, ResultStore  # noqa: E402
 
 # (relative tolerance of losses, samples an error may differ by) per precision; see above.
 TOLERANCE = {"float64": (1e-9, 0), "float32": (2e-3, 10)}
@@ -77,10 +97,17 @@ ACCURACIES = {"test_accuracy": "test", "val_accuracy": "val", "train_accuracy": 
 
 @dataclass(frozen=True)
 class Job:
-    """One re-run: a reference record and the folder its suite's cell is run again into."""
+    """One reference cell: its records, and the stacked run of them that is run again."""
 
+    folder: Path  # the reference folder of its suite, where its attestation goes
     suite_file: Path
     records: tuple[Record, ...]  # one stacked run's records, the lowest seed first
+    cell_records: tuple[Record, ...]  # every finished record of the cell, each checked alone
+
+    @property
+    def cell(self) -> str:
+        r = self.records[0]
+        return f"{r.suite or self.suite_file.stem} {r.dataset}/{r.algorithm}"
 
     @property
     def seeds(self) -> list[int]:
@@ -103,15 +130,18 @@ def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list
         if only is not None and folder.name != only:
             continue
         cells: dict[tuple[str, str], list[Record]] = {}
-        for record in ResultStore(folder).records():
+        store = ResultStore(folder)
+        for record in store.records():
             if record.status == "ok" and record.history:
                 cells.setdefault((record.dataset, record.algorithm), []).append(record)
+        problems += [f"{folder.name} {skipped.name}: FAILED, not counted: {skipped.why}"
+                     for skipped in store.skipped]
         for (dataset, entry), records in sorted(cells.items()):
             first, *others = sorted(records, key=lambda r: r.seed)
             stack = (first, *(r for r in others if _run(r) == _run(first)))
             suite_file = suites / f"{first.suite or folder.name}.yaml"
             if suite_file.is_file():
-                found.append(Job(suite_file, stack))
+                found.append(Job(folder, suite_file, stack, (first, *others)))
             else:
                 problems.append(f"{folder.name} {dataset}/{entry}: cannot check, no suite file "
                                 f"{suite_file}")
@@ -159,18 +189,73 @@ def check_data(found: list[Job], data_dir: Path) -> None:
                             DataSettings(root=data_dir, verify_checksums=not _skip_checksums(r)))
 
 
-def settings_differences(reference: Record, new: Record) -> list[str]:
-    """The settings paths that differ, but for the epoch count and the code digest."""
+def settings_differences(reference: dict, new: dict, ignored: tuple[str, ...] = (
+        "dataset.protocol.epochs", "inputs.code")) -> list[str]:
+    """The paths of two records' settings (``Record.config``) that differ, but for those under
+    ``ignored`` (by default the epoch count and the code digest: a re-run of one epoch)."""
     def flat(value, path=""):
         if isinstance(value, dict):
             for key, item in value.items():
                 yield from flat(item, f"{path}.{key}" if path else key)
         else:
             yield path, value
-    ignored = {"dataset.protocol.epochs"}
-    a, b = dict(flat(reference.config)), dict(flat(new.config))
-    return sorted(path for path in a.keys() | b.keys() if path not in ignored
-                  and not path.startswith("inputs.code") and a.get(path) != b.get(path))
+    a, b = dict(flat(reference)), dict(flat(new))
+    return sorted(path for path in a.keys() | b.keys() if a.get(path) != b.get(path)
+                  and not any(path == top or path.startswith(top + ".") for top in ignored))
+
+
+def inconsistencies(jobs: list[Job]) -> dict[int, str]:
+    """Per job (its index) that fails, the line saying how: a record that does not agree with
+    itself (its selected epoch and ``final`` are not what the selection rule gives on its
+    history, or its history lacks an epoch of its protocol), or whose settings are no longer its
+    suite's (the data's identity and the code digest apart: the re-run compares those). Found
+    from the records alone, before any re-run."""
+    from bioplaus_bench.suite import load_suite
+
+    registry = load_registry()
+    suites: dict[Path, dict] = {}
+    found = {}
+    for i, job in enumerate(jobs):
+        if job.suite_file not in suites:
+            suites[job.suite_file] = {(c.dataset_id, c.algorithm_id, c.seed): c for c in
+                                      load_suite(job.suite_file, registry).cells(
+                                          registry=registry)}
+        for record in job.cell_records:
+            problem = _inconsistency(record, suites[job.suite_file])
+            if problem:
+                found[i] = f"{job.cell} seed {record.seed}: {problem}"
+                break
+    return found
+
+
+def _inconsistency(record: Record, cells: dict) -> str | None:
+    cell = cells.get((record.dataset, record.algorithm, record.seed))
+    if cell is None:
+        return (f"MISMATCH, the suite has no cell {record.dataset}/{record.algorithm} seed "
+                f"{record.seed}")
+    differing = settings_differences(record.config, cell.config(), ignored=("inputs",))
+    if differing:
+        return "MISMATCH, the suite's settings are not the record's: " + ", ".join(differing)
+    epochs = [row.get("epoch") for row in record.history or ()]
+    if epochs != list(range(1, record.epochs + 1)):
+        return (f"INCONSISTENT, its history holds epochs {_epoch_list(epochs)}, not 1 to "
+                f"{record.epochs} as its protocol runs")
+    selected, final = select_epoch(record.history or [], record.task,
+                                   any("val_loss" in row for row in record.history or ()))
+    if selected != record.selected_epoch:
+        return (f"INCONSISTENT, selected epoch {record.selected_epoch} in the record, "
+                f"{selected} by the selection rule on its history")
+    stored = record.final or {}
+    for key in sorted(final.keys() | stored.keys()):
+        if final.get(key) != stored.get(key):
+            return (f"INCONSISTENT, final {key} {stored.get(key)!r} in the record, "
+                    f"{final.get(key)!r} at its selected epoch of its history")
+    return None
+
+
+def _epoch_list(epochs: list) -> str:
+    shown = ", ".join(map(str, epochs[:5]))
+    return f"{shown}, ... ({len(epochs)} rows)" if len(epochs) > 5 else shown or "none"
 
 
 def figures(record: Record) -> dict[str, float]:
@@ -241,13 +326,14 @@ def split_sizes(record: Record) -> dict[str, int] | None:
     return {"train": train, "val": validation, "test": sizes[1]}
 
 
-def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str]:
-    r = job.records[0]
-    cell = f"{r.suite or job.suite_file.stem} {r.dataset}/{r.algorithm}"
+def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str, list[Attested]]:
+    """Whether the job's first epoch reproduces, its line, and what that attests: the digest of
+    the code it ran under, for the digest of the records it reproduced."""
+    r, cell = job.records[0], job.cell
     name = f"{cell} seed {r.seed}"
     news = rerun(job, out, data_dir, device)
     if isinstance(news, str):
-        return False, f"{name}: FAILED, {news}"
+        return False, f"{name}: FAILED, {news}", []
     notes, again = [], news[r.seed]  # the stack shares its code and device
     if (r.provenance.get("code") or {}).get("source_sha256") != \
             (again.provenance.get("code") or {}).get("source_sha256"):
@@ -260,20 +346,35 @@ def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str]:
     for reference in job.records:
         new, name = news[reference.seed], f"{cell} seed {reference.seed}"
         if new.status != "ok":
-            return False, f"{name}: FAILED, the re-run ended '{new.status}' ({new.explanation})"
-        differing = settings_differences(reference, new)
+            return (False, f"{name}: FAILED, the re-run ended '{new.status}' "
+                    f"({new.explanation})", [])
+        differing = settings_differences(reference.config, new.config)
         if differing:
             return False, (f"{name}: MISMATCH, the suite's settings are not the record's: "
-                           + ", ".join(differing))
+                           + ", ".join(differing)), []
         largest, largest_name, bad = compare(reference, new, split_sizes(reference))
         if bad:
-            return False, f"{name}: MISMATCH at epoch 1: {'; '.join(bad)}{note}"
+            return False, f"{name}: MISMATCH at epoch 1: {'; '.join(bad)}{note}", []
         if largest >= worst:
             worst, worst_name = largest, f"{largest_name}, seed {reference.seed}"
     seeds = (f"seeds {','.join(map(str, job.seeds))} stacked as run" if len(job.seeds) > 1
              else f"seed {r.seed}")
     return True, (f"{cell} {seeds}: ok (largest relative difference {worst:.1e}"
-                  + (f", {worst_name}" if worst else "") + f"){note}")
+                  + (f", {worst_name}" if worst else "") + f"){note}"), attests(job, again)
+
+
+def attests(job: Job, again: Record) -> list[Attested]:
+    """What a re-run that reproduced the job's records attests (nothing where a digest is
+    unknown: a record older than code digests)."""
+    code = _digest(again)
+    return [Attested(code, record_code, again.provenance.get("git_commit"),
+                     again.provenance.get("finished_at"))
+            for record_code in sorted({_digest(r) for r in job.records} - {None})
+            if code is not None]
+
+
+def _digest(record: Record) -> str | None:
+    return (record.provenance.get("code") or {}).get("source_sha256")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,19 +404,49 @@ def check_all(args: argparse.Namespace) -> int:
     if not found:
         print(f"no finished reference record in {args.results}", file=sys.stderr)
         return 1
+    attestations = {folder: _attestation(folder) for folder in sorted({j.folder for j in found})}
     data_dir = args.data_dir or default_data_dir()
     check_data(found, data_dir)
-    failures = len(problems)
+    inconsistent = inconsistencies(found)
+    for line in inconsistent.values():
+        print(line, flush=True)
+    failures = len(problems) + len(inconsistent)
+    new: dict[Path, dict[tuple[str, str], list[Attested]]] = {}
     with tempfile.TemporaryDirectory(prefix="reference-check-") as temporary:
         for i, job in enumerate(found):
+            if i in inconsistent:
+                continue
             out = (args.keep or Path(temporary)) / f"{job.records[0].suite}-{i}"
-            ok, line = check(job, out, data_dir, args.device)
+            ok, line, attested = check(job, out, data_dir, args.device)
             failures += not ok
             print(line, flush=True)
+            if attested:
+                r = job.records[0]
+                new.setdefault(job.folder, {})[(r.dataset, r.algorithm)] = attested
+    for folder, cells in new.items():
+        _write_attestation(folder, merged(attestations[folder], cells))
     differing = failures - len(problems)
     print(f"{len(found) - differing} of {len(found)} reference cells reproduce their first epoch"
           + (f"; {failures} cells fail the check" if failures else ""), flush=True)
     return 1 if failures else 0
+
+
+def _attestation(folder: Path) -> dict:
+    """The folder's attestation, to add to: one that is not an attestation stops the check
+    before any re-run (writing over it would drop what it attests)."""
+    try:
+        return read_attestation(folder)
+    except Refused as why:
+        raise InputError(f"{folder / ATTESTATION_FILE}: {why}; fix or remove it") from None
+
+
+def _write_attestation(folder: Path, attestation: dict) -> None:
+    try:
+        path = write_attestation(folder, attestation)
+    except OSError as error:
+        raise InputError(f"cannot write {folder / ATTESTATION_FILE}: "
+                         f"{error.strerror or error}") from None
+    print(f"attested in {path}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,20 @@ BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "epoch_time.
 
 
 @pytest.mark.slow
+def run_to_the_end(script):
+    """Run ``script`` as `python SCRIPT` would (its argv already set): it must end with exit
+    code 0, whether it returns or calls sys.exit."""
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit:
+        assert exit.code in (0, None), f"{script.name} exited {exit.code}"
+
+
 def test_the_speed_benchmark_prints_its_tables_and_the_goals(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32,float64",
         "--algorithms", "bp,dfa,ddtp-linear", "--data-dir", str(tmp_path), "--no-inference"])
-    runpy.run_path(str(BENCHMARK), run_name="__main__")
+    run_to_the_end(BENCHMARK)
     out = capsys.readouterr().out
     assert "### mnist (mlp), float32" in out and "### float64 time / float32 time" in out
     assert "| ddtp-linear |" in out and "% of peak)" in out
@@ -32,7 +41,7 @@ def test_the_backward_rules_goal_is_checked_on_every_network_timed(monkeypatch, 
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist,cnn", "--dtypes", "float32",
         "--algorithms", "bp,usf,dfa", "--no-epoch", "--no-inference"])
-    runpy.run_path(str(BENCHMARK), run_name="__main__")
+    run_to_the_end(BENCHMARK)
     out = capsys.readouterr().out
     goal = out.split("### Goal: every backward-pass rule ≤ 1.3 × BP")[1]
     rows = [line for line in goal.splitlines() if line.startswith(("| mnist |", "| cnn |"))]
@@ -44,7 +53,7 @@ def test_the_inference_rules_are_timed_against_bp_with_the_goal(monkeypatch, cap
     monkeypatch.setattr(sys, "argv", [
         str(BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float32",
         "--algorithms", "bp", "--no-epoch", "--inference", "pc:T=20;ep:T_free=3,T_nudged=2"])
-    runpy.run_path(str(BENCHMARK), run_name="__main__")
+    run_to_the_end(BENCHMARK)
     out = capsys.readouterr().out
     section = out.split("### Rules with an inference phase: mnist, float32")[1]
     assert "| pc | T=20 |" in section and "| ep | T_free=3, T_nudged=2 |" in section
@@ -91,7 +100,7 @@ def test_the_seed_benchmark_prints_serial_against_vectorised_and_the_goal(monkey
     monkeypatch.setattr(sys, "argv", [
         str(SEEDS_BENCHMARK), "--quick", "--models", "mnist", "--dtypes", "float64",
         "--algorithms", "bp,ddtp-linear", "--seeds", "1,10"])
-    runpy.run_path(str(SEEDS_BENCHMARK), run_name="__main__")
+    run_to_the_end(SEEDS_BENCHMARK)
     out = capsys.readouterr().out
     assert "### mnist (mlp), float64" in out and "| S=10 ms | ratio |" in out
     goal = out.split("### Goal: 10 vectorised seeds of every target-propagation method")[1]
@@ -105,7 +114,7 @@ CHOICES_BENCHMARK = BENCHMARK.parent / "design_choices.py"
 
 def run_design_choices(monkeypatch, capsys, sections: str) -> str:
     monkeypatch.setattr(sys, "argv", [str(CHOICES_BENCHMARK), "--rounds", "1", "--only", sections])
-    runpy.run_path(str(CHOICES_BENCHMARK), run_name="__main__")
+    run_to_the_end(CHOICES_BENCHMARK)
     return capsys.readouterr().out
 
 

@@ -254,7 +254,8 @@ def test_collect_does_not_write_through_a_link_in_the_reference_folder(tmp_path)
         campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
         source = campaign.work / "table1" / "mnist" / "dfa" / "mnist" / "dfa" / "seed-0.json"
         source.parent.mkdir(parents=True)
-        source.write_text('{"status": "ok"}')
+        committed = Path(__file__).resolve().parents[1] / "results" / "reference" / "table1"
+        source.write_text((committed / "mnist" / "dfa" / "seed-0.json").read_text())
         victim = tmp_path / "victim.txt"
         victim.write_text(MINE)
         target = link(campaign.out / "table1" / "mnist" / "dfa" / "seed-0.json", victim)

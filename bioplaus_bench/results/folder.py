@@ -190,10 +190,11 @@ class Results:
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {self.folder}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
+        attested = self._attested
         summary = summarise(frame, baseline)
         if self._reference is not None:
             summary = add_reference_statistics(summary, frame)
-        return mark_changed_code(summary, frame, self._current_code)
+        return mark_changed_code(summary, frame, self._current_code, attested)
 
     def summary(self, baseline: str | None = None, *, compare: Compare | None = None
                 ) -> pd.DataFrame:
@@ -244,9 +245,19 @@ class Results:
     # --- the code that made the cells ----------------------------------------------------------
 
     @cached_property
+    def _attested(self) -> set[tuple[str, str, str, str]]:
+        """What the reference checks attested of the folder's cells and of the reference
+        folder's (its entries as the table names them): a cell run by older code is not marked
+        where the current code was attested to reproduce it (``attestation``)."""
+        from .attestation import attested_code
+
+        theirs = attested_code(self._reference.store.root, REF) if self._reference else set()
+        return attested_code(self.folder) | theirs
+
+    @cached_property
     def _current_code(self) -> dict[str, str]:
         """The source digest of each installed algorithm of the records as a run would record
-        it now, to mark the cells run by code that has changed since. Plugin files are not
+        it now, to mark the cells run by code that has changed since (and not attested). Plugin files are not
         loaded here: their cells are not judged, not even by the code of an installed algorithm
         of the same name (a record made by another implementation of a name leaves that name
         unjudged)."""

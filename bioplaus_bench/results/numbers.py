@@ -11,8 +11,9 @@ FORMATS = ("markdown", "latex", "csv")  # bench table --format
 NO_VALUE = "–"
 CODE_MARK = "†"
 CODE_NOTE = ("† the algorithm's source has changed since these records were run (their code "
-             "digest is not the current code's): the numbers are the old code's; re-running the "
-             "suite re-runs them.")
+             "digest is not the current code's, nor attested by `make reference-check` to "
+             "reproduce them): the numbers are the old code's; re-running the suite re-runs "
+             "them.")
 P_VS_REF = "p_vs_ref:"  # the columns of p-values against each reference entry (--reference)
 REF = "ref:"  # the reference's entry ids in a joint table; suite entry ids never hold a ':'
 

@@ -6,13 +6,14 @@ count, data split, subset, network, dataset, data or metric (or a precision the 
 not use) refuses with one line naming what differs. The config hash cannot decide it: it also
 covers the algorithm's code, which differs between your rule and the reference by nature.
 
-Also: which cells were run by code that has changed since (``mark_changed_code``)."""
+Also: which cells were run by code that has changed since, unless a reference check attested
+the current code for them (``mark_changed_code``)."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -266,14 +267,18 @@ def unreferenced(summary: pd.DataFrame) -> list[str]:
             summary[~summary.dataset.isin(covered)].drop_duplicates("dataset").dataset_label]
 
 
-def mark_changed_code(summary: pd.DataFrame, frame: pd.DataFrame,
-                      current: Mapping[str, str]) -> pd.DataFrame:
+def mark_changed_code(summary: pd.DataFrame, frame: pd.DataFrame, current: Mapping[str, str],
+                      attested: Collection[tuple[str, str, str, str]] = ()) -> pd.DataFrame:
     """``code_changed`` per row: whether a record of the cell names a code digest (its
-    provenance) other than ``current`` (algorithm name -> the digest of its source now).
-    Algorithms missing from ``current`` (not installed here) are not judged."""
+    provenance) other than ``current`` (algorithm name -> the digest of its source now) that
+    no reference check has attested for it (``attested``: (dataset, entry, record digest,
+    digest that reproduced it), see ``attestation``). Algorithms missing from ``current`` (not
+    installed here) are not judged."""
     now = frame.algorithm_name.map(current)
     changed = frame[(frame.code != "") & now.notna() & (frame.code != now)]
-    keys = set(zip(changed.dataset, changed.algorithm, strict=True))
+    keys = {(d, a) for d, a, code, digest in zip(changed.dataset, changed.algorithm, changed.code,
+                                                 now[changed.index], strict=True)
+            if (d, a, code, digest) not in attested}
     summary = summary.copy()
     summary["code_changed"] = [(d, a) in keys for d, a in
                                zip(summary.dataset, summary.algorithm, strict=True)]

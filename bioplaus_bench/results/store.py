@@ -339,31 +339,33 @@ def _read_in_place(path: Path) -> Record:
     return record
 
 
-def _read_json(path: Path) -> Any:
-    """The parsed JSON of a regular file of at most MAX_RECORD_BYTES, None when there is no
-    file. The file is opened without following a link and without blocking, so a FIFO put in
-    its place between the check and the opening cannot hang the reader either."""
+def _read_json(path: Path, limit: int | None = None) -> Any:
+    """The parsed JSON of a regular file of at most ``limit`` bytes (MAX_RECORD_BYTES), None
+    when there is no file. The file is opened without following a link and without blocking,
+    so a FIFO put in its place between the check and the opening cannot hang the reader
+    either."""
     try:
         info = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):  # no record there (yet)
         return None
     except OSError as error:
         raise Refused(f"unreadable: {error.strerror or error}") from None
-    _check_file(info)
+    limit = MAX_RECORD_BYTES if limit is None else limit
+    _check_file(info, limit)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as error:
         raise Refused(f"unreadable: {error.strerror or error}") from None
     try:
-        _check_file(os.fstat(fd))
+        _check_file(os.fstat(fd), limit)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_RECORD_BYTES + 1)
+            data = f.read(limit + 1)
     except OSError as error:
         raise Refused(f"unreadable: {error.strerror or error}") from None
     finally:
         os.close(fd)
-    if len(data) > MAX_RECORD_BYTES:
-        raise Refused(f"larger than {MAX_RECORD_BYTES} bytes")
+    if len(data) > limit:
+        raise Refused(f"larger than {limit} bytes")
     try:
         return json.loads(data.decode("utf-8"))
     except ValueError as error:  # bad JSON or bad UTF-8
@@ -372,10 +374,10 @@ def _read_json(path: Path) -> Any:
         raise Refused("not JSON of a record: nested too deeply") from None
 
 
-def _check_file(info: os.stat_result) -> None:
+def _check_file(info: os.stat_result, limit: int) -> None:
     if stat.S_ISLNK(info.st_mode):
         raise Refused("a symbolic link, not followed")
     if not stat.S_ISREG(info.st_mode):
         raise Refused("not a regular file")
-    if info.st_size > MAX_RECORD_BYTES:
-        raise Refused(f"larger than {MAX_RECORD_BYTES} bytes")
+    if info.st_size > limit:
+        raise Refused(f"larger than {limit} bytes")
