@@ -65,6 +65,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,9 +123,11 @@ def default_data_dir() -> Path:
     return shared if shared.is_dir() else ROOT / "data"
 
 
-def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list[str]]:
-    """One job per reference cell (its lowest finished seed and the seeds stacked with it), and
-    the cells that cannot be checked, each as a line."""
+def jobs(results: Path, suites: Path, only: str | None, cells_wanted: Sequence[str] = ()
+         ) -> tuple[list[Job], list[str]]:
+    """One job per reference cell (its lowest finished seed and the seeds stacked with it), of
+    the cells named ``DATASET/ENTRY`` in ``cells_wanted`` if any, and the cells that cannot be
+    checked, each as a line."""
     found, problems = [], []
     for folder in sorted(p for p in results.iterdir() if p.is_dir()):
         if only is not None and folder.name != only:
@@ -137,6 +140,8 @@ def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list
         problems += [f"{folder.name} {skipped.name}: FAILED, not counted: {skipped.why}"
                      for skipped in store.skipped]
         for (dataset, entry), records in sorted(cells.items()):
+            if cells_wanted and f"{dataset}/{entry}" not in cells_wanted:
+                continue
             first, *others = sorted(records, key=lambda r: r.seed)
             stack = (first, *(r for r in others if _run(r) == _run(first)))
             suite_file = suites / f"{first.suite or folder.name}.yaml"
@@ -145,6 +150,11 @@ def jobs(results: Path, suites: Path, only: str | None) -> tuple[list[Job], list
             else:
                 problems.append(f"{folder.name} {dataset}/{entry}: cannot check, no suite file "
                                 f"{suite_file}")
+    named = {f"{job.records[0].dataset}/{job.records[0].algorithm}" for job in found}
+    unknown = [cell for cell in cells_wanted if cell not in named]
+    if unknown:
+        raise InputError(f"--cells: no reference cell {unknown[0]} in {results}; expected "
+                         "DATASET/ENTRY of its records, e.g. mnist/bp")
     return found, problems
 
 
@@ -385,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="default: $BIOPLAUS_DATA, else ../shared/data if present, else ./data")
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--suite", default=None, help="only this reference suite (e.g. table1)")
+    parser.add_argument("--cells", type=lambda text: text.split(","), default=(),
+                        help="only these cells, DATASET/ENTRY separated by commas "
+                        "(e.g. mnist/bp,mnist/dfa)")
     parser.add_argument("--keep", type=Path, default=None,
                         help="write the re-runs' records here instead of a temporary folder")
     args = parser.parse_args(argv)
@@ -398,7 +411,7 @@ def check_all(args: argparse.Namespace) -> int:
                              else "not a folder") + "; expected a folder")
     if args.keep is not None and (in_the_way := file_in_the_way(args.keep)) is not None:
         raise InputError(f"--keep {args.keep}: {in_the_way} is a file; expected a folder")
-    found, problems = jobs(args.results, args.suites, args.suite)
+    found, problems = jobs(args.results, args.suites, args.suite, args.cells)
     for line in problems:
         print(line, flush=True)
     if not found:

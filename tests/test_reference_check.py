@@ -357,3 +357,22 @@ def test_the_committed_reference_agrees_with_itself_and_its_suites():
     found, problems = script.jobs(ROOT / "results" / "reference", ROOT / "suites", None)
     assert problems == [] and len(found) >= 18
     assert script.inconsistencies(found) == {}
+
+
+def test_cells_checks_only_the_named_cells_and_refuses_an_unknown_one(tmp_path, capsys):
+    script = load_script()
+    suites, results = tmp_path / "suites", tmp_path / "reference"
+    suites.mkdir()
+    suite = write(suites / "tiny.yaml", TINY_SUITE)
+    run = invoke("run", suite, "--out", results / "tiny", "--quiet", "--vectorize-seeds")
+    assert run.exit_code == 0, run.output
+    base = ["--results", str(results), "--suites", str(suites), "--data-dir", str(tmp_path)]
+    assert script.main([*base, "--cells", "teacher/dfa"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" seeds ")[0] for line in lines if line.startswith("tiny ")] == [
+        "tiny teacher/dfa"]
+    assert lines[-1] == "1 of 1 reference cells reproduce their first epoch"
+    attested = json.loads((results / "tiny" / ATTESTATION_FILE).read_text())["cells"]
+    assert set(attested) == {"teacher/dfa"}
+    assert script.main([*base, "--cells", "teacher/dfa,teacher/nope"]) == 2
+    assert "--cells: no reference cell teacher/nope" in capsys.readouterr().err
