@@ -100,10 +100,10 @@ MISMATCHES = [  # (what the user's run changes, the one line's account of it)
 ]
 
 
-def remedy(ref, epochs, subset=None):
+def remedy(epochs, subset=None):
     """The `bench run` a refusal names, for a run of ``epochs`` (on ``subset`` images)."""
-    tail = f" --subset {subset} --out {ref}-{epochs}-epochs-subset-{subset}" if subset \
-        else f" --out {ref}-{epochs}-epochs"
+    tail = f" --subset {subset} --out results/ref-reference-{epochs}-epochs-subset-{subset}" \
+        if subset else f" --out results/ref-reference-{epochs}-epochs"
     return (f"; a reference at your protocol: bench run suites/ref.yaml --datasets teacher "
             f"--only bp,dfa --only-seeds 0,1,2 --epochs {epochs}" + tail)
 
@@ -119,9 +119,9 @@ def test_another_protocol_refuses_with_one_line_naming_it(folders, tmp_path, cha
     expected = f"error: --reference {ref}: not the same protocol, so no comparison: teacher: " \
                f"{account}"
     if "--epochs" in change:  # longer than the reference: the run that makes one is named
-        expected += remedy(ref, 3)
+        expected += remedy(3)
     elif "--subset" in change:
-        expected += remedy(ref, 2, subset=20)
+        expected += remedy(2, subset=20)
     for command in (["table", out, "--reference", ref],
                     ["report", out, "--reference", ref, "--out", tmp_path / "p.html"]):
         result = invoke(*command)
@@ -188,9 +188,12 @@ def test_the_named_run_makes_a_reference_that_compares(folders, tmp_path):
     assert refused.exit_code == 2
     command = refused.stderr.strip().split("a reference at your protocol: bench ", 1)[1].split()
     command[1] = str(folders / "ref.yaml")  # suites/ref.yaml is where the suite lives here
+    out = command.index("--out") + 1
+    assert command[out] == "results/ref-reference-3-epochs"
+    command[out] = str(tmp_path / command[out])
     made = invoke(*command, "--quiet")
     assert made.exit_code == 0, made.output
-    table = invoke("table", mine, "--reference", command[command.index("--out") + 1])
+    table = invoke("table", mine, "--reference", command[out])
     assert table.exit_code == 0, table.output
     assert "| DFA (reference) |" in table.stdout
 

@@ -135,7 +135,7 @@ def at_your_protocol(records: list[Record], reference: list[Record], name: str
         if found:
             problems.append(f"{dataset}: " + ", ".join(found))
             if quick_trial_only:
-                remedies.append(_same_protocol_run(ours, by_dataset[dataset], name))
+                remedies.append(_same_protocol_run(ours, by_dataset[dataset]))
     if problems:
         raise InputError(f"--reference {name}: not the same protocol, so no comparison: "
                          + "; ".join(problems) + "".join(
@@ -143,7 +143,7 @@ def at_your_protocol(records: list[Record], reference: list[Record], name: str
     return [r for dataset in sorted(by_dataset) for r in by_dataset[dataset]], horizons
 
 
-def _same_protocol_run(ours: list[Record], theirs: list[Record], name: str) -> str:
+def _same_protocol_run(ours: list[Record], theirs: list[Record]) -> str:
     """The `bench run` of the reference's suite that gives its cells at your epoch count and
     subset (a reference is cut to a shorter run, never extended or subsampled)."""
     mine = ours[0]
@@ -158,7 +158,7 @@ def _same_protocol_run(ours: list[Record], theirs: list[Record], name: str) -> s
                f"--epochs {mine.epochs}")
     if mine.config.get("subset"):
         command += f" --subset {mine.config['subset']}"
-    return command + f" --out {name.rstrip('/')}-{tag}"
+    return command + f" --out results/{suites[0]}-reference-{tag}"
 
 
 def horizon_note(horizons: Mapping[str, int]) -> str:
