@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["Results", "load"]
+from .version import __version__
+
+__all__ = ["Results", "__version__", "load"]
 
 if TYPE_CHECKING:
     from .results.folder import Results, load

@@ -30,8 +30,10 @@ def imports(path: Path) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.add(target)
-            found |= {f"{target}.{alias.name}" for alias in node.names}
+            names = {f"{target}.{alias.name}" for alias in node.names}
+            found |= names
+            if not names <= MODULES:  # `from . import sibling` needs the sibling, not the package
+                found.add(target)
     return found
 
 
@@ -76,6 +78,9 @@ def test_nothing_below_the_registry_imports_it_or_the_runner_even_late():
                  for p in (PACKAGE / layer).rglob("*.py") for t in imports(p)
                  if t in ABOVE or t.startswith(tuple(f"{name}." for name in ABOVE))]
     assert not offenders, offenders
+
+
+MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError, StorageError
 from ..files import LinkRefused, open_folder, write_atomically
 from ..spec.cell import Cell
