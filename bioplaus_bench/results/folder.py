@@ -190,11 +190,10 @@ class Results:
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {self.folder}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
-        attested = self._attested
         summary = summarise(frame, baseline)
         if self._reference is not None:
             summary = add_reference_statistics(summary, frame)
-        return mark_changed_code(summary, frame, self._current_code, attested)
+        return mark_changed_code(summary, frame, self._current_code, self._attested)
 
     def summary(self, baseline: str | None = None, *, compare: Compare | None = None
                 ) -> pd.DataFrame:

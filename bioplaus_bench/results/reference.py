@@ -80,16 +80,24 @@ def _name(path: str) -> str:
     return f"{name} ({path})" if rest else name
 
 
-def _differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+def _differing(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The protocol paths whose values differ (the data's identity only where both have one)."""
     paths = sorted(ours.keys() | theirs.keys())
     if not (_has_data(ours) and _has_data(theirs)):  # an old record: no data identity to compare
         paths = [path for path in paths if path.partition(".")[0] != "data"]
-    return [f"{_name(path)} {_show(ours.get(path))} here, {_show(theirs.get(path))} in the "
-            "reference" for path in paths if ours.get(path) != theirs.get(path)]
+    return [path for path in paths if ours.get(path) != theirs.get(path)]
+
+
+def _account(path: str, ours: dict[str, Any], theirs: dict[str, Any]) -> str:
+    return f"{_name(path)} {_show(ours.get(path))} here, {_show(theirs.get(path))} in the reference"
 
 
 def _has_data(fields: dict[str, Any]) -> bool:
     return any(path.partition(".")[0] == "data" for path in fields)
+
+
+# What `bench run --epochs/--subset` change: a reference at your protocol is one such run away.
+QUICK_TRIAL_PATHS = {"epochs", "subset"}
 
 
 def at_your_protocol(records: list[Record], reference: list[Record], name: str
@@ -123,9 +131,11 @@ def at_your_protocol(records: list[Record], reference: list[Record], name: str
         quick_trial_only = True
         for theirs in _distinct(by_dataset[dataset]):
             for mine in _distinct(ours):
-                differences = _differences(protocol_of(mine), protocol_of(theirs))
-                found += [d for d in differences if d not in found]
-                quick_trial_only &= all(d.startswith(("epochs ", "subset ")) for d in differences)
+                flat_mine, flat_theirs = protocol_of(mine), protocol_of(theirs)
+                differing = _differing(flat_mine, flat_theirs)
+                found += [account for path in differing
+                          if (account := _account(path, flat_mine, flat_theirs)) not in found]
+                quick_trial_only &= set(differing) <= QUICK_TRIAL_PATHS
         precisions = sorted({str(r.config["precision"]) for r in by_dataset[dataset]
                              if r.config.get("precision")})
         for precision in sorted({str(r.config["precision"]) for r in ours

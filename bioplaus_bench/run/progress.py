@@ -77,8 +77,7 @@ class LogReporter:
         """``cell`` starts in this process; ``stacked``: with that many seeds (itself included)
         trained together as one computation."""
         with self._lock:
-            self._running = cell.key if stacked == 1 else \
-                f"{cell.dataset_id}/{cell.algorithm_id}, {stacked} seeds vectorised"
+            self._running = _running(cell, stacked)
             self._epoch = ""
 
     def epoch(self, cell: Cell, phase: str, done: int, total: int) -> None:
@@ -95,6 +94,12 @@ class LogReporter:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _running(cell: Cell, stacked: int) -> str:
+    """What runs: the cell, or the stack of seeds it leads."""
+    return cell.key if stacked == 1 else \
+        f"{cell.dataset_id}/{cell.algorithm_id}, {stacked} seeds vectorised"
 
 
 def _duration(seconds: float) -> str:
@@ -137,10 +142,8 @@ class RichReporter(LogReporter):
         self.progress.console.print(message, markup=False, highlight=False)
 
     def cell_started(self, cell: Cell, index: int, stacked: int = 1) -> None:
-        description = cell.key if stacked == 1 else \
-            f"{cell.dataset_id}/{cell.algorithm_id} ({stacked} seeds vectorised)"
-        self.progress.update(self._task(self.current), description=description, completed=0,
-                             total=1, visible=True)
+        self.progress.update(self._task(self.current), description=_running(cell, stacked),
+                             completed=0, total=1, visible=True)
 
     def epoch(self, cell: Cell, phase: str, done: int, total: int) -> None:
         self.progress.update(self._task(self.current), description=f"{cell.key} {phase}",
