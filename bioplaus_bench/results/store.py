@@ -184,11 +184,13 @@ class ResultStore:
                 found.append((path, _read_in_place(path)))
             except Refused as why:
                 self._skip(path, str(why))
-        off_column = _off_column([record for _, record in found])
-        for path, record in found:
-            if id(record) in off_column:
-                self._skip(path, off_column[id(record)])
-        return iter([record for _, record in found if id(record) not in off_column])
+        counted = []
+        for (path, record), off in zip(found, _off_column([r for _, r in found]), strict=True):
+            if off is None:
+                counted.append(record)
+            else:
+                self._skip(path, off)
+        return iter(counted)
 
     def _candidates(self) -> Iterator[Path]:
         """The files at the records' depth named like records, in order; a link to a folder
@@ -306,25 +308,28 @@ def read_record(path: Path, cell: tuple[str, str, int] | None = None) -> Record 
     return record
 
 
-def _off_column(records: list[Record]) -> dict[int, str]:
-    """Why each record (by ``id``) whose task and metric are not its dataset column's is not
-    counted. A column's task and metric are those most of its records hold (a dataset has one
-    task, a suite one metric); where two are held equally often, none is trusted."""
+def _off_column(records: list[Record]) -> list[str | None]:
+    """Per record, why it is not counted when its task and metric are not its dataset column's
+    (None when they are). A column's task and metric are those most of its records hold (a
+    dataset has one task, a suite one metric); where two are held equally often, none is
+    trusted."""
     kinds: dict[str, Counter[tuple[str, str]]] = {}
     for record in records:
         kinds.setdefault(record.dataset, Counter())[(record.task, record.metric)] += 1
-    refused = {}
+    reasons: list[str | None] = []
     for record in records:
-        (top, count), *others = kinds[record.dataset].most_common()
+        held = kinds[record.dataset].most_common()
+        (top, count), *others = held
         if others and others[0][1] == count:
-            held = ", ".join(f"{n} {task} of {metric}"
-                             for (task, metric), n in kinds[record.dataset].most_common())
-            refused[id(record)] = (f"the records of {record.dataset} disagree on the task and "
-                                   f"metric ({held}), so none counts")
+            listed = ", ".join(f"{n} {task} of {metric}" for (task, metric), n in held)
+            reasons.append(f"the records of {record.dataset} disagree on the task and metric "
+                           f"({listed}), so none counts")
         elif (record.task, record.metric) != top:
-            refused[id(record)] = (f"a {record.task} record of {record.metric} where the "
-                                   f"records of {record.dataset} are {top[0]} of {top[1]}")
-    return refused
+            reasons.append(f"a {record.task} record of {record.metric} where the records of "
+                           f"{record.dataset} are {top[0]} of {top[1]}")
+        else:
+            reasons.append(None)
+    return reasons
 
 
 def _read_in_place(path: Path) -> Record:
