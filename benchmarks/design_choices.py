@@ -38,11 +38,11 @@ from arguments import listing, positive  # noqa: E402
 
 from bioplaus_bench.api import ArchitectureSpec, Classification  # noqa: E402
 from bioplaus_bench.backward.rule import glorot_uniform_magnitude  # noqa: E402
+from bioplaus_bench.execution.build import build_network  # noqa: E402
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
 from bioplaus_bench.model.networks import Network, forward_pass  # noqa: E402
 from bioplaus_bench.model.optim import adam  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.run.build import build_network  # noqa: E402
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
 from bioplaus_bench.spec.cell import OptimizerConfig  # noqa: E402
 
 BATCH = 128

@@ -50,11 +50,11 @@ from arguments import DTYPES, device, listing, one_line_errors, positive  # noqa
 from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification  # noqa: E402
 from bioplaus_bench.data import DataSettings  # noqa: E402
 from bioplaus_bench.errors import DataMissingError, InputError  # noqa: E402
+from bioplaus_bench.execution.build import build_network  # noqa: E402
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
+from bioplaus_bench.execution.setup import Environment, batches, evaluate, prepare  # noqa: E402
+from bioplaus_bench.execution.training import train_cell  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.run.build import build_network  # noqa: E402
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.run.setup import Environment, batches, evaluate, prepare  # noqa: E402
-from bioplaus_bench.run.training import train_cell  # noqa: E402
 from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig  # noqa: E402
 from bioplaus_bench.suite import load_suite  # noqa: E402
 

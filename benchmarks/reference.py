@@ -72,12 +72,12 @@ from bioplaus_bench.data.types import (  # noqa: E402
     make_cache_folder,
 )
 from bioplaus_bench.errors import InputError  # noqa: E402
+from bioplaus_bench.execution.checkpoint import CHECKPOINT_KEYS  # noqa: E402
+from bioplaus_bench.execution.inputs import with_inputs  # noqa: E402
 from bioplaus_bench.files import write_atomically  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
 from bioplaus_bench.results.record import Record  # noqa: E402
 from bioplaus_bench.results.store import ResultStore  # noqa: E402
-from bioplaus_bench.run.checkpoint import CHECKPOINT_KEYS  # noqa: E402
-from bioplaus_bench.run.inputs import with_inputs  # noqa: E402
 from bioplaus_bench.suite.load import load_suite  # noqa: E402
 
 FINISHED = ("ok", "diverged")

@@ -37,11 +37,11 @@ from arguments import DTYPES, device, listing, one_line_errors, positive, positi
 from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
 
 from bioplaus_bench.api import Classification  # noqa: E402
+from bioplaus_bench.execution.build import build_network  # noqa: E402
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
+from bioplaus_bench.execution.stacked import StackedRunner, stack_runners  # noqa: E402
 from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
 from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.run.build import build_network  # noqa: E402
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.run.stacked import StackedRunner, stack_runners  # noqa: E402
 
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]

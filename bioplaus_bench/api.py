@@ -37,6 +37,8 @@ from .backward.rule import (
 )
 from .data import Data, Dataset, DataSettings, NoOptions, Split, split_validation
 from .errors import DataMissingError
+from .execution.build import build_network
+from .execution.executors import Executor, ExecutorOptions, RunContext
 from .hookspecs import hookimpl
 from .metrics import Metric
 from .model.algorithm import Algorithm, Capabilities, NoParams
@@ -54,8 +56,6 @@ from .model.networks import (
 )
 from .model.seeds import draw, linear, mean_per_seed, mse_per_seed, randn_like, sum_per_seed
 from .model.tasks import Classification, Regression, Task
-from .run.build import build_network
-from .run.executors import Executor, ExecutorOptions, RunContext
 from .spec.cell import MetricsConfig
 from .spec.schema import (
     Beta,

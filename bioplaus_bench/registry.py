@@ -40,7 +40,7 @@ ENTRY_POINT_GROUP = "bioplaus_bench.plugins"
 DISTRIBUTION = "bioplaus-bench"
 # The core's own plugins, registered through the same hooks as everyone else's.
 DEFAULT_PLUGINS = ("bioplaus_bench.data", "bioplaus_bench.model.architectures",
-                   "bioplaus_bench.metrics", "bioplaus_bench.run.executors.builtin")
+                   "bioplaus_bench.metrics", "bioplaus_bench.execution.executors.builtin")
 # kind -> (hook, singular noun); the registry keeps one dict per kind.
 KINDS = {"datasets": ("bioplaus_bench_datasets", "dataset"),
          "architectures": ("bioplaus_bench_architectures", "architecture"),

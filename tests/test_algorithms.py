@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 REGISTRY = load_registry()
 

@@ -18,11 +18,11 @@ from bioplaus_bench.api import (
     Regression,
     forward_pass,
 )
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
 from bioplaus_bench.kit.conformance import check_algorithm
 from bioplaus_bench.metrics.alignment import angle
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner
 from bioplaus_bench.spec.cell import MetricsConfig, OptimizerConfig
 
 RULES = ["feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack"]
@@ -479,7 +479,7 @@ def test_the_guides_backward_rule_example_passes_the_checks(tmp_path):
 @pytest.mark.parametrize("name", ["kolen-pollack", "brsf"])
 def test_a_cell_interrupted_after_an_epoch_resumes_to_the_same_result(registry, tmp_path, name):
     """Kolen-Pollack's B and its Adam state (the runner's), brSF's per-step draws (the RNG)."""
-    from bioplaus_bench.run.training import train_cell
+    from bioplaus_bench.execution.training import train_cell
     from bioplaus_bench.suite import load_suite
 
     class Stop(Exception):

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
 from bioplaus_bench.cli import app
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 from .conftest import write_cifar
 

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, forward_pass
 from bioplaus_bench.data import DataSettings
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.execution.setup import Environment, prepare
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
-from bioplaus_bench.run.runner import ForwardOptimisers, Runner
-from bioplaus_bench.run.setup import Environment, prepare
 from bioplaus_bench.suite import load_suite
 
 from .conftest import write_cifar

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bioplaus_bench.execution.inputs import code_identity, code_text
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.inputs import code_identity, code_text
 
 SOURCE = b'''"""A module docstring."""
 import math

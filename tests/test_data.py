@@ -16,7 +16,7 @@ import torch
 
 from bioplaus_bench import data as D
 from bioplaus_bench.data import DataMissingError, DataSettings, InputError, TeacherOptions
-from bioplaus_bench.run.setup import seed_everything
+from bioplaus_bench.execution.setup import seed_everything
 
 from .conftest import CIFAR_TRAIN_BATCHES, IDX_FILES
 

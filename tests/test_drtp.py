@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, Regression, forward_pass
 from bioplaus_bench.cli import app
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.kit.conformance import check_algorithm
 from bioplaus_bench.model.algorithm import Capabilities
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 from .conftest import write_idx_dataset
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, Regression, forward_pass
 from bioplaus_bench.cli import app
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "plugins" / "feedback_alignment"

@@ -12,11 +12,11 @@ from bioplaus_bench_plugins.equilibrium_propagation import EPParams
 from bioplaus_bench_plugins.predictive_coding import PCParams
 
 from bioplaus_bench.errors import SuiteError
+from bioplaus_bench.execution.progress import LogReporter
 from bioplaus_bench.results.page import build
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.reference import add_reference_statistics, combined_frame
 from bioplaus_bench.results.report import records_frame, render, summarise
-from bioplaus_bench.run.progress import LogReporter
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
 from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
@@ -265,7 +265,7 @@ def test_a_quiet_run_says_every_few_minutes_that_it_is_alive(capsys):
 
 
 def test_bench_run_quiet_reports_the_epochs_of_stacked_seeds(tmp_path, tiny, monkeypatch):
-    from bioplaus_bench.run import progress
+    from bioplaus_bench.execution import progress
 
     monkeypatch.setattr(progress, "LogReporter", lambda: LogReporter(heartbeat=0.0))
     run = invoke("run", tiny, "--out", tmp_path / "out", "--quiet", "--vectorize-seeds",

@@ -70,7 +70,7 @@ def test_no_module_is_longer_than_about_four_hundred_lines():
 # The layers below the registry: the registry imports them (the model's algorithm base, the
 # built-in datasets, architectures and metrics), so they are handed the objects it holds.
 BELOW_THE_REGISTRY = ("model", "data", "spec", "metrics", "tp", "backward")
-ABOVE = ("bioplaus_bench.registry", "bioplaus_bench.run")
+ABOVE = ("bioplaus_bench.registry", "bioplaus_bench.execution")
 
 
 def test_nothing_below_the_registry_imports_it_or_the_runner_even_late():

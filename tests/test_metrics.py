@@ -8,6 +8,7 @@ import torch
 from torch.func import jacrev
 
 from bioplaus_bench.api import ArchitectureSpec, Classification, Regression, forward_pass
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.metrics.alignment import (
     MetricsConfig,
     alignment,
@@ -18,7 +19,6 @@ from bioplaus_bench.metrics.alignment import (
     output_jacobians,
 )
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 REGISTRY = load_registry()
 MLP = ArchitectureSpec(hidden=(6, 5, 4))
@@ -132,7 +132,7 @@ def test_nullspace_ratio_of_a_batch_is_the_mean_over_its_samples():
 
 
 def test_metrics_are_logged_for_any_algorithm_at_the_interval(tmp_path):
-    from bioplaus_bench.run.training import train_cell
+    from bioplaus_bench.execution.training import train_cell
     from bioplaus_bench.suite import load_suite
 
     suite = tmp_path / "s.yaml"
@@ -217,7 +217,7 @@ def test_damping_search_picks_the_smallest_mean_angle_per_layer(tmp_path):
         "algorithms:\n  ddtp-linear:\n    optimizer: {lr: 1.0e-3}\n"
         "    schedule: {feedback_pretraining_epochs: 1, extra_feedback_epochs: 0}\n"
         "    metrics: {log_interval: 2}\n")
-    from bioplaus_bench.run.damping import damping_search
+    from bioplaus_bench.execution.damping import damping_search
     from bioplaus_bench.suite import load_suite
     cell = load_suite(suite, REGISTRY).cells(epochs=1)[0]
     found = damping_search(cell, REGISTRY.get("ddtp-linear").cls, grid=(0.0, 0.1, 10.0))

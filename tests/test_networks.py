@@ -12,7 +12,7 @@ from bioplaus_bench.api import (
     local_updates,
     output_target,
 )
-from bioplaus_bench.run.build import build_network
+from bioplaus_bench.execution.build import build_network
 
 
 @pytest.fixture(autouse=True)

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from bioplaus_bench.errors import InputError, StorageError
+from bioplaus_bench.execution.checkpoint import Checkpoint
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
-from bioplaus_bench.run.checkpoint import Checkpoint
 
 from .conftest import TINY_SUITE, invoke, write
 

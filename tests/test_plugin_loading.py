@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from bioplaus_bench import registry as plugins
 from bioplaus_bench.cli import app
 from bioplaus_bench.errors import PluginError
+from bioplaus_bench.execution import executors
+from bioplaus_bench.execution.inputs import code_identity, describe_code
 from bioplaus_bench.registry import Wanted, load_registry
-from bioplaus_bench.run import executors
-from bioplaus_bench.run.inputs import code_identity, describe_code
 from bioplaus_bench.suite import load_suite
 
 runner = CliRunner()
@@ -476,7 +476,7 @@ def test_worker_processes_run_the_plugin_files_algorithm_not_the_built_in_of_its
 
 
 def test_implementations_are_told_apart_by_package_or_files():
-    from bioplaus_bench.run.inputs import same_implementation
+    from bioplaus_bench.execution.inputs import same_implementation
 
     built_in = {"files": ["algorithm.py", "predictive_coding.py"], "source_sha256": "a",
                 "distribution": "bioplaus-bench 0.1.0"}

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bioplaus_bench.errors import Terminated
-from bioplaus_bench.run.executors.ray import _suite_signal_handlers
+from bioplaus_bench.execution.executors.ray import _suite_signal_handlers
 
 from .conftest import HELD_PLUGIN, bench_process, records, wait_for, write
 

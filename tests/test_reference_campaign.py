@@ -55,8 +55,8 @@ def save_checkpoint(campaign, group, cell, *, epoch: int, pretrained: int, elaps
                     config_hash: str | None = None) -> Path:
     """A checkpoint as `bench run` writes it, of the cell as this code and data give it unless
     ``config_hash`` says otherwise."""
-    from bioplaus_bench.run.checkpoint import Checkpoint
-    from bioplaus_bench.run.inputs import with_inputs
+    from bioplaus_bench.execution.checkpoint import Checkpoint
+    from bioplaus_bench.execution.inputs import with_inputs
 
     if config_hash is None:
         config_hash = with_inputs([cell], campaign.registry, campaign.data)[0].config_hash()

@@ -216,8 +216,8 @@ def test_a_record_that_disagrees_with_itself_fails_before_any_rerun(
 
 def current_digest(algorithm: str) -> str:
     """The code digest a run of the algorithm records now."""
+    from bioplaus_bench.execution.inputs import code_identity
     from bioplaus_bench.registry import load_registry
-    from bioplaus_bench.run.inputs import code_identity
 
     return code_identity(load_registry().get(algorithm).cls)["source_sha256"]
 

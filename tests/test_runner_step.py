@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bioplaus_bench.execution.runner import Runner
+from bioplaus_bench.execution.training import train_cell
 from bioplaus_bench.kit.conformance import check_algorithm, run_checks
 from bioplaus_bench.kit.harness import teacher_cell
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.runner import Runner
-from bioplaus_bench.run.training import train_cell
 
 BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "epoch_time.py"
 

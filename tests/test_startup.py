@@ -68,7 +68,7 @@ def test_the_help_s_data_variable_is_the_data_layer_s():
 
 
 def test_the_damping_help_s_default_grid_is_the_search_s():
-    from bioplaus_bench.run.damping import DAMPING_GRID
+    from bioplaus_bench.execution.damping import DAMPING_GRID
 
     described = (0.0, *(10.0 ** k for k in range(-5, 2)))  # "0 and the powers of ten ..."
     assert described == DAMPING_GRID

@@ -17,8 +17,8 @@ from bioplaus_bench.api import (
     local_updates,
     output_target,
 )
+from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.build import build_network
 
 REGISTRY = load_registry()
 TP = ["dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl", "ddtp-control"]

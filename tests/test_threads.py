@@ -1,11 +1,11 @@
 """Torch threads of `bench run`: one per process unless OMP_NUM_THREADS or --threads say otherwise
-(run/threads.py says why; benchmarks/threads.py measures it)."""
+(execution/threads.py says why; benchmarks/threads.py measures it)."""
 
 import pytest
 import torch
 
 from bioplaus_bench.errors import InputError
-from bioplaus_bench.run.threads import torch_threads
+from bioplaus_bench.execution.threads import torch_threads
 
 from .conftest import TINY_SUITE, invoke, records, write
 

@@ -15,10 +15,10 @@ from bioplaus_bench.api import (
 )
 from bioplaus_bench.data import DataSettings
 from bioplaus_bench.errors import SuiteError
+from bioplaus_bench.execution.runner import ForwardOptimisers
+from bioplaus_bench.execution.setup import Environment, prepare
+from bioplaus_bench.execution.training import summarise, train_cell
 from bioplaus_bench.registry import AlgorithmInfo, Registry, load_registry
-from bioplaus_bench.run.runner import ForwardOptimisers
-from bioplaus_bench.run.setup import Environment, prepare
-from bioplaus_bench.run.training import summarise, train_cell
 from bioplaus_bench.suite import load_suite
 
 from .conftest import write_idx_dataset

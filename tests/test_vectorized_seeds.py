@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from bioplaus_bench.data import DataSettings
+from bioplaus_bench.execution.seed_group import train_seed_group
+from bioplaus_bench.execution.setup import Environment
+from bioplaus_bench.execution.training import train_cell
 from bioplaus_bench.registry import load_registry
-from bioplaus_bench.run.seed_group import train_seed_group
-from bioplaus_bench.run.setup import Environment
-from bioplaus_bench.run.training import train_cell
 from bioplaus_bench.suite import load_suite
 from tests.conftest import write_idx_dataset
 
@@ -236,7 +236,7 @@ def test_chunks_give_the_records_of_one_chunk(tmp_path, env, registry):
 
 
 def test_seeds_that_do_not_fit_in_memory_run_in_chunks(tmp_path, env, registry, monkeypatch):
-    from bioplaus_bench.run import seed_group
+    from bioplaus_bench.execution import seed_group
 
     cls = registry.get("bp").cls
     cells = seed_cells(tmp_path, registry, "bp", "mnist")
@@ -253,7 +253,7 @@ def test_seeds_that_do_not_fit_in_memory_run_in_chunks(tmp_path, env, registry, 
 
 
 def test_on_a_cpu_seeds_are_stacked_only_where_it_pays(tmp_path, env, registry, monkeypatch):
-    from bioplaus_bench.run import seed_group
+    from bioplaus_bench.execution import seed_group
 
     cls = registry.get("bp").cls
     notes = []

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..errors import InputError, StorageError, Terminated
-from ..run.threads import set_torch_threads
+from ..execution.threads import set_torch_threads
 from .common import (
     DataDirOption,
     DeviceOption,
@@ -31,8 +31,8 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..execution.executors import SeedVectorization
     from ..results.store import ResultStore
-    from ..run.executors import SeedVectorization
 
 
 @app.command()
@@ -97,12 +97,12 @@ def run(
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
     from .. import data as data_module
+    from ..execution.executors import ExecutorOptions, run_cells
+    from ..execution.inputs import with_inputs
+    from ..execution.progress import LogReporter, RichReporter
+    from ..execution.setup import Environment
     from ..results.report import records_frame, render, summarise
     from ..results.store import ResultStore
-    from ..run.executors import ExecutorOptions, run_cells
-    from ..run.inputs import with_inputs
-    from ..run.progress import LogReporter, RichReporter
-    from ..run.setup import Environment
 
     with input_errors():
         set_torch_threads(threads)
@@ -163,7 +163,7 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
             raise InputError("--seed-chunk needs --vectorize-seeds (or vectorize_seeds: true in "
                              "the suite)")
         return None
-    from ..run.executors import SeedVectorization
+    from ..execution.executors import SeedVectorization
 
     if jobs != 1 or executor != "local":
         raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "

@@ -48,9 +48,9 @@ def damping(
 ) -> None:
     """Search the GNT damping λ of every hidden layer (algorithms.md §9.2) and print it for the suite."""
     from .. import data as data_module
-    from ..run.damping import DAMPING_GRID, damping_search
-    from ..run.setup import Environment
-    from ..run.threads import set_torch_threads
+    from ..execution.damping import DAMPING_GRID, damping_search
+    from ..execution.setup import Environment
+    from ..execution.threads import set_torch_threads
     from ..suite import fragment, fragment_yaml
 
     with input_errors():
@@ -109,8 +109,8 @@ def tune(
     validation error; stopped searches resume from the study file. Prints the best values as
     a suite fragment."""
     from .. import data as data_module
-    from ..run.setup import Environment
-    from ..run.threads import set_torch_threads
+    from ..execution.setup import Environment
+    from ..execution.threads import set_torch_threads
     from ..suite import fragment_yaml
     from ..suite.tune import tune as search
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..execution.setup import Environment, prepare, seed_everything
+from ..execution.stacked import stack_runners
+from ..execution.training import train_cell
 from ..model.algorithm import Algorithm
 from ..model.networks import Network
 from ..model.seeds import seed_streams
-from ..run.setup import Environment, prepare, seed_everything
-from ..run.stacked import stack_runners
-from ..run.training import train_cell
 from .harness import (
     OPTIMIZER,
     Failure,

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor
 
 from ..data import TeacherOptions
+from ..execution.build import build_network
+from ..execution.runner import ForwardOptimisers, Proposal, Runner, StepResult, UpdateError
+from ..execution.setup import seed_everything
 from ..model.algorithm import Algorithm
 from ..model.networks import ArchitectureSpec, Network
 from ..model.tasks import Classification
-from ..run.build import build_network
-from ..run.runner import ForwardOptimisers, Proposal, Runner, StepResult, UpdateError
-from ..run.setup import seed_everything
 from ..spec.cell import Cell, DatasetConfig, OptimizerConfig, Protocol, ScheduleConfig, Settings
 
 ARCHITECTURES: dict[str, tuple[ArchitectureSpec, tuple[int, ...]]] = {

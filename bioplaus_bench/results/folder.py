@@ -261,7 +261,7 @@ class Results:
         of the same name (a record made by another implementation of a name leaves that name
         unjudged)."""
         from ..registry import Wanted, load_registry
-        from ..run.inputs import code_identity, same_implementation
+        from ..execution.inputs import code_identity, same_implementation
 
         records = [*self.own_records, *(self._reference.records if self._reference else [])]
         algorithms = set(self._frame.algorithm_name)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..execution.executors import execute_cell
+from ..execution.inputs import code_identity, describe_code, same_implementation, with_inputs
+from ..execution.setup import Environment
 from ..files import LinkRefused
 from ..model.algorithm import Algorithm
 from ..registry import Registry
-from ..run.executors import execute_cell
-from ..run.inputs import code_identity, describe_code, same_implementation, with_inputs
-from ..run.setup import Environment
 from ..spec.cell import Cell
 from ..spec.schema import Path_, Source, coerce, coerce_dataclass
 from .document import SearchSpace, Suite

@@ -1,5 +1,5 @@
 """The ``local`` executor: the cells in this process one after the other, or with ``-j N`` in N
-spawned worker processes, each with this process's torch threads (``run/threads.py``)."""
+spawned worker processes, each with this process's torch threads (``execution/threads.py``)."""
 
 from __future__ import annotations
 
