@@ -80,6 +80,22 @@ def test_nothing_below_the_registry_imports_it_or_the_runner_even_late():
     assert not offenders, offenders
 
 
+# The specification of a run is data: the model builds from it, never the other way round.
+SPEC_MAY_IMPORT = ("bioplaus_bench.spec", "bioplaus_bench.errors")
+
+
+def within(target: str, modules: tuple[str, ...]) -> bool:
+    return target in modules or target.startswith(tuple(f"{name}." for name in modules))
+
+
+def test_the_specification_imports_no_other_layer_of_the_package():
+    offenders = [f"{module_name(p)} imports {t}" for p in (PACKAGE / "spec").rglob("*.py")
+                 for t in imports(p)
+                 if within(t, ("bioplaus_bench", "bioplaus_bench_plugins"))
+                 and not within(t, SPEC_MAY_IMPORT)]
+    assert not offenders, offenders
+
+
 MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from ..model.networks import ArchitectureSpec
+from .architecture import ArchitectureSpec
 from .schema import Beta, Check, Name, NonNegativeInt, PositiveFloat, PositiveInt
 
 Precision = Literal["float32", "float64"]
