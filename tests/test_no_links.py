@@ -19,7 +19,7 @@ from bioplaus_bench.execution.checkpoint import Checkpoint
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
 MINE = "a file of the user's, outside the results folder\n"

@@ -44,7 +44,7 @@ def write(path: Path, data: dict) -> Path:
 
 def campaign_on_tiny_mnist(reference, tmp_path):
     """A campaign whose data settings read a tiny MNIST (checksums skipped), for config hashes."""
-    from .conftest import write_idx_dataset
+    from .helpers import write_idx_dataset
 
     write_idx_dataset(tmp_path / "data")
     data = reference.DataSettings(root=tmp_path / "data", verify_checksums=False)

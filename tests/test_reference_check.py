@@ -14,7 +14,7 @@ import pytest
 from bioplaus_bench.results.attestation import ATTESTATION_FILE
 from bioplaus_bench.results.numbers import CODE_NOTE
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,14 +13,14 @@ import pytest
 import bioplaus_bench
 from bioplaus_bench.errors import InputError
 
-from .conftest import invoke, records
+from .helpers import invoke, records
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A tiny run (2 epochs, bp and dfa, 2 seeds) with a file that is not a record, and a
     reference of the same suite run for 3 epochs."""
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     root = tmp_path_factory.mktemp("api")
     suite = write(root / "tiny.yaml", TINY_SUITE)

@@ -14,7 +14,7 @@ import torch
 
 from bioplaus_bench.results.store import ResultStore
 
-from .conftest import HELD_PLUGIN, bench_process, invoke, records, wait_for, write
+from .helpers import HELD_PLUGIN, bench_process, invoke, records, wait_for, write
 
 FAULTY_PLUGIN = '''\
 import os

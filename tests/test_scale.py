@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import HELD_PLUGIN, PLUGIN, TINY_SUITE, bench_process, invoke, records, wait_for, write
+from .helpers import HELD_PLUGIN, PLUGIN, TINY_SUITE, bench_process, invoke, records, wait_for, write
 
 # The CLI tests' tiny suite without DFA, with a search space for BP and the --plugin rule.
 TINY = TINY_SUITE.replace("name: tiny", "name: scale").split("  dfa:\n")[0] + """\

@@ -15,7 +15,7 @@ from bioplaus_bench.execution.setup import Environment
 from bioplaus_bench.execution.training import train_cell
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
-from tests.conftest import write_idx_dataset
+from tests.helpers import write_idx_dataset
 
 BUILT_INS = ["bp", "dfa", "dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl",
              "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp",
