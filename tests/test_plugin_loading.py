@@ -491,3 +491,21 @@ def test_implementations_are_told_apart_by_package_or_files():
     assert same_implementation(built_in, {"files": built_in["files"],
                                           "distribution": "someone-else 1.0"}) is False
     assert same_implementation({}, mine) is None and same_implementation(mine, {}) is None
+
+
+def test_the_hook_specs_name_the_types_of_what_the_registry_holds():
+    import typing
+
+    from bioplaus_bench import api, hookspecs
+
+    def item_type(hook: str) -> typing.Any:  # the T of the hook spec's `-> list[T]`
+        (item,) = typing.get_args(typing.get_type_hints(getattr(hookspecs, hook), vars(api))["return"])
+        return item
+
+    registry = load_registry()
+    (algorithm_base,) = typing.get_args(item_type("bioplaus_bench_algorithms"))
+    assert registry.algorithms
+    assert all(issubclass(info.cls, algorithm_base) for info in registry.algorithms.values())
+    for kind, (hook, _) in plugins.KINDS.items():
+        provided = registry.provided(kind)
+        assert provided and all(isinstance(p.value, item_type(hook)) for p in provided.values()), kind
