@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -38,6 +38,9 @@ from .reference import (
 )
 from .report import csv_columns, records_frame, render, skipped_note, summarise
 from .store import ResultStore, Skipped
+
+if TYPE_CHECKING:
+    from ..execution.executors import RunSummary
 
 TableFormat = Literal["markdown", "latex", "csv"]
 Compare = Literal["paper"]
@@ -100,12 +103,16 @@ class _Reference:
 
 class Results:
     """The records of a results folder (and of a reference beside them), as DataFrames and as
-    the table and page the command line prints. Made by ``load``."""
+    the table and page the command line prints. Made by ``load``, and by ``bioplaus_bench.run``
+    with the records of that run only (``outcome`` then says how its cells ended)."""
 
     def __init__(self, store: ResultStore, records: list[Record], *,
-                 warn: Callable[[str], None], reference: _Reference | None = None):
+                 warn: Callable[[str], None], reference: _Reference | None = None,
+                 outcome: RunSummary | None = None):
         self.folder = store.root
         self.own_records = records
+        # Made by ``bioplaus_bench.run``: how each cell ended and how many were reused.
+        self.outcome = outcome
         self._store = store
         self._reference = reference
         self._warn = warn

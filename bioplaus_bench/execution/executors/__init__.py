@@ -33,8 +33,16 @@ from ..training import CellTimeout, train_cell
 
 @dataclass
 class RunSummary:
+    """How a run's cells ended: their statuses, how many were reused from earlier runs, and
+    each cell's record by its index in the run (reused ones included)."""
+
     statuses: Counter = field(default_factory=Counter)
     cached: int = 0
+    records: dict[int, Record] = field(default_factory=dict)
+
+    def in_order(self) -> list[Record]:
+        """The records in the order of the run's cells."""
+        return [self.records[index] for index in sorted(self.records)]
 
     @property
     def failed(self) -> bool:
@@ -84,6 +92,7 @@ class RunContext:
         if record.status != "timeout":
             self.checkpoint(cell).unlink(missing_ok=True)
         self.summary.statuses[record.status] += 1
+        self.summary.records[index] = record
         self.reporter.cell_finished(cell, index, record.status, _detail(record))
 
     def lost(self, cell: Cell, error: BaseException) -> Record:
@@ -122,6 +131,7 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
             if record is not None:
                 summary.cached += 1
                 summary.statuses[record.status] += 1
+                summary.records[index] = record
                 reporter.cell_finished(cell, index, "cached")
             else:
                 todo.append((index, cell))
