@@ -155,7 +155,7 @@ def test_a_missing_or_empty_folder_is_one_line(tmp_path):
 
 
 def test_run_gives_this_runs_records_and_the_table_bench_run_prints(tmp_path):
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
     results = bioplaus_bench.run(suite, out=tmp_path / "api", only=["bp", "dfa"],
@@ -180,7 +180,7 @@ def test_run_gives_this_runs_records_and_the_table_bench_run_prints(tmp_path):
 
 def test_run_keeps_only_this_runs_cells(tmp_path):
     """A record of another protocol in the folder (here: 3 epochs) is not of this run."""
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
     bioplaus_bench.run(suite, out=tmp_path / "out", only=["bp"], only_seeds=[0], epochs=3,
@@ -193,7 +193,7 @@ def test_run_keeps_only_this_runs_cells(tmp_path):
 
 
 def test_run_refuses_bad_input_in_one_line_before_any_cell_runs(tmp_path):
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
     with pytest.raises(InputError, match=r"--only-seeds: not among the suite's seeds \(5\)"):
@@ -209,7 +209,7 @@ def test_ctrl_c_in_a_run_says_what_is_kept(tmp_path, monkeypatch):
     from bioplaus_bench.errors import RunInterrupted
     from bioplaus_bench.execution.executors import RunContext
 
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
     execute = RunContext.execute
