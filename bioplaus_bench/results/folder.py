@@ -108,11 +108,13 @@ class Results:
 
     def __init__(self, store: ResultStore, records: list[Record], *,
                  warn: Callable[[str], None], reference: _Reference | None = None,
-                 outcome: RunSummary | None = None):
+                 outcome: RunSummary | None = None, baseline: str | None = None):
         self.folder = store.root
         self.own_records = records
-        # Made by ``bioplaus_bench.run``: how each cell ended and how many were reused.
+        # Made by ``bioplaus_bench.run``: how each cell ended and how many were reused, and
+        # the suite's baseline now (cached records name the one they were run with).
         self.outcome = outcome
+        self._baseline = baseline
         self._store = store
         self._reference = reference
         self._warn = warn
@@ -197,7 +199,7 @@ class Results:
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {self.folder}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
-        summary = summarise(frame, baseline)
+        summary = summarise(frame, baseline or self._baseline)
         if self._reference is not None:
             summary = add_reference_statistics(summary, frame)
         return mark_changed_code(summary, frame, self._current_code, self._attested)

@@ -122,7 +122,8 @@ def run(suite: str | Path, *,
             finished = sum(store.is_finished(cell) for cell in cells)
             raise RunInterrupted(finished, len(cells), store.root,
                                  terminated=isinstance(stop, Terminated)) from stop
-    return Results(store, outcome.in_order(), warn=warn, outcome=outcome)
+    return Results(store, outcome.in_order(), warn=warn, outcome=outcome,
+                   baseline=loaded.baseline)
 
 
 def load_suite_with_plugins(suite: str | Path, overrides: Sequence[str],
@@ -189,15 +190,15 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
 
 
 def _reporter(progress: Progress | LogReporter) -> LogReporter:
-    from ..execution.progress import LogReporter, RichReporter
+    from ..execution import progress as reporters
 
-    if isinstance(progress, LogReporter):
+    if not isinstance(progress, str):
         return progress
     if progress not in ("auto", "live", "log"):
         raise InputError(f"progress: expected 'auto', 'live', 'log' or a reporter, "
                          f"got {progress!r}")
     live = progress == "live" or progress == "auto" and sys.stderr.isatty()
-    return RichReporter() if live else LogReporter()
+    return reporters.RichReporter() if live else reporters.LogReporter()
 
 
 def _to_stderr(line: str) -> None:
