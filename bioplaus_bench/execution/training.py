@@ -265,7 +265,7 @@ def _training_epoch(engine: SeedEngine, runs: Sequence[SeedRun], epoch: int,
                 counting[s] = False
             elif (logged := step.metrics[s]) is not None:
                 runs[s].state["metrics"].append({"epoch": epoch, "batch": index, **logged})
-        if not any(running):
+        if not any(running):  # every seed has ended: nothing of the epoch is left to count
             break
         loss_sum += torch.where(counting, step.loss, 0.0) * step.size
         if step.hits is not None:
