@@ -300,6 +300,35 @@ def test_a_diverging_seed_does_not_disturb_the_others(tmp_path, env, registry):
     assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
 
 
+ENDINGS = {  # how the first seed of a stack ends early: the seeds, protocol, its status
+    "diverged": ("[3, 0, 1]", "", "error"),
+    "pruned": ("[1, 0]", ", pruning: {from_epoch: 2, min_train_accuracy: 0.2}", "ok"),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_the_stack_goes_on_when_its_first_seed_ends(tmp_path, env, registry, ending):
+    seeds, protocol, status = ENDINGS[ending]
+    cls = diverging(registry.get("bp").cls) if ending == "diverged" else registry.get("bp").cls
+    path = tmp_path / "suite.yaml"
+    text = suite_text(["bp"], epochs=3).replace("seeds: [0, 1, 2]", f"seeds: {seeds}")
+    path.write_text(text.replace("eval_batch_size: 5}", f"eval_batch_size: 5{protocol}}}", 1))
+    cells = load_suite(path, registry).cells(only=["bp"], datasets=["mnist"])
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    first, *others = expected
+    assert first["status"] == status and len(first["history"]) < 3  # it ends early
+    assert all(r["status"] == "ok" and len(r["history"]) == 3 for r in others)
+    epochs = []
+
+    def count(phase, done, total):
+        epochs.append(done)
+        if len(epochs) > 3:
+            raise AssertionError(f"the stack did not stop: epochs {epochs}")
+    results = run_vectorised(cells, cls, env, tmp_path / "vectorised", on_epoch=count)
+    assert epochs == [1, 2, 3]
+    assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
+
+
 # --- through the command line ------------------------------------------------------------------
 
 CLI_SUITE = """\
