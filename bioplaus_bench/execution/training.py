@@ -29,6 +29,9 @@ from .runner import ForwardOptimisers, Runner
 from .setup import Environment, batches, evaluate, prepare
 
 EpochCallback = Callable[[str, int, int], None]  # (phase, epoch done, epochs in phase)
+# Called with each finished epoch's history row; True stops the cell there as pruned
+# (`bench tune`'s pruner, which judges a trial by its validation error so far).
+StopRule = Callable[[dict[str, Any]], bool]
 
 
 class CellTimeout(BaseException):
@@ -39,19 +42,21 @@ class CellTimeout(BaseException):
 def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None, *,
                checkpoint: Path | None = None, on_epoch: EpochCallback | None = None,
                probe: Callable[[Runner, Data], Any] | None = None,
-               time_limit: float | None = None) -> dict[str, Any]:
+               time_limit: float | None = None, stop: StopRule | None = None
+               ) -> dict[str, Any]:
     """Train one cell; return its result (status, history, selected epoch, final metrics, and
     the logged metrics). ``probe``, if given, is called with the runner and the data after the
     last epoch of a cell that finished ok; what it returns is stored under ``"probe"``.
-    ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes."""
+    ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes; ``stop``
+    prunes the cell after an epoch for which it returns True."""
     env = env or Environment()
     with deadline(time_limit) as out_of_time:
-        return _train(cell, cls, env, checkpoint, on_epoch, probe, out_of_time)
+        return _train(cell, cls, env, checkpoint, on_epoch, probe, out_of_time, stop)
 
 
 def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path | None,
            on_epoch: EpochCallback | None, probe: Callable[[Runner, Data], Any] | None,
-           out_of_time: Callable[[], None]) -> dict[str, Any]:
+           out_of_time: Callable[[], None], stop: StopRule | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     store = Checkpoint(checkpoint, cell.config_hash())
     data, runner, state = restore(cell, cls, env, store)
@@ -96,9 +101,10 @@ def _train(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path 
         state["history"].append(row)
         state["epoch"] = epoch
         pruning = protocol.pruning
-        if pruning and state["status"] == "ok" and task.kind == "classification" \
-                and state["epoch"] >= pruning.from_epoch \
-                and row["train_accuracy"] < pruning.min_train_accuracy:
+        too_poor = pruning and task.kind == "classification" \
+            and state["epoch"] >= pruning.from_epoch \
+            and row["train_accuracy"] < pruning.min_train_accuracy
+        if state["status"] == "ok" and (too_poor or stop is not None and stop(row)):
             state["pruned_at"] = state["epoch"]
         snapshot()
         notify("epoch", state["epoch"], protocol.epochs)

@@ -88,11 +88,15 @@ def _static_provenance() -> dict[str, Any]:
 
 def provenance(cell: Cell, device: str) -> dict[str, Any]:
     """Where and with what the record was computed; ``code`` and ``data`` (the algorithm's
-    source digest, the data's identity) are also in the config hash."""
-    return {**_static_provenance(), "device": device, "dtype": cell.precision,
+    source digest, the data's identity) are also in the config hash, ``settings`` (how the
+    settings were obtained) is not."""
+    made = {**_static_provenance(), "device": device, "dtype": cell.precision,
             "config_hash": cell.config_hash(), "torch_threads": torch.get_num_threads(),
             **cell.inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if cell.settings_origin:  # how the suite's settings were obtained (paper, tuned): tables say
+        made["settings"] = cell.settings_origin
+    return made
 
 
 def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> Record:
