@@ -22,12 +22,17 @@ from .conftest import TINY_SUITE, invoke, write
 optuna = pytest.importorskip("optuna", reason="optuna is not installed "
                                               "(pip install 'bioplaus-bench[tune]')")
 
-from bioplaus_bench.suite.tune import (  # noqa: E402  (after the optuna check)
+from bioplaus_bench.suite.document import Tuned  # noqa: E402  (after the optuna check)
+from bioplaus_bench.suite.fragments import fragment_yaml  # noqa: E402
+from bioplaus_bench.suite.tune import (  # noqa: E402
     STUDY_NAME,
+    StudyPlan,
+    StudyResult,
     TrialLink,
     open_study,
     plan,
     pruning_rule,
+    tuned_document,
 )
 
 BUDGET = """\
@@ -148,6 +153,23 @@ def test_records_that_do_not_state_their_settings_keep_their_caption():
     assert "Settings" not in render(summarise(records_frame([record])))
 
 
+def test_entries_written_through_one_yaml_alias_are_tuned_apart(tmp_path):
+    """fa_family.yaml shares one entry among several (`usf: *bp_protocol`): each keeps its own
+    tuned values in the written suite."""
+    text = SUITE.replace("  fa:\n", "  fa: &shared\n") + "  fa2: *shared\n"
+    suite = load_suite(write(tmp_path / "s.yaml", text), REGISTRY)
+    found = [StudyResult(StudyPlan("teacher", entry, tmp_path / f"{entry}.db", [], {}, {}),
+                         Tuned(suite.tuning, suite.algorithms[entry].search,
+                               {"optimizer.lr": lr}, str(tmp_path / f"{entry}.db"), "0" * 64,
+                               0, 0.5))
+             for entry, lr in (("fa", 0.01), ("fa2", 0.02))]
+    written = write(tmp_path / "tuned.yaml", fragment_yaml(tuned_document(suite, found)))
+    cells = {c.algorithm_id: c for c in load_suite(written, REGISTRY).cells() if c.seed == 0}
+    assert (cells["fa"].settings.optimizer.lr, cells["fa2"].settings.optimizer.lr) == (0.01, 0.02)
+    assert cells["fa2"].settings_origin["values"] == {"optimizer.lr": 0.02}
+    assert cells["dfa"].settings_origin == {}  # searched, not tuned in this call: not stated
+
+
 def test_a_killed_tune_resumes_with_its_finished_trials_kept(tmp_path):
     suite = write(tmp_path / "s.yaml", SUITE)
     args = ["tune", suite, "--only", "dfa", "--out", tmp_path / "r"]
@@ -202,9 +224,12 @@ def test_more_trials_or_the_tuned_values_themselves_are_the_same_protocol(tuned,
     copy = tmp_path / "r"
     shutil.copytree(out, copy)
     tuned_suite = copy / "tuning" / "tuning-tuned.yaml"
+    study = copy / "tuning" / "teacher" / "dfa.db"
+    before = study.read_bytes()
     result = invoke("tune", tuned_suite, "--only", "dfa", "--out", copy)
     assert result.exit_code == 0, result.output
     assert "teacher/dfa: all 3 trials finished earlier" in result.stderr
+    assert study.read_bytes() == before  # so its digest in the tuned suite stays true
 
 
 def test_pruning_stops_a_trial_worse_than_the_median_after_its_warm_up(tmp_path):

@@ -115,6 +115,7 @@ def tune(
     from .. import data as data_module
     from ..execution.setup import Environment
     from ..execution.threads import set_torch_threads
+    from ..results.numbers import one_line
     from ..suite import fragment_yaml
     from ..suite.tune import tune as search
     from ..suite.tune import tuned_document
@@ -133,7 +134,8 @@ def tune(
                        plugin_files=list(registry.files),
                        log=lambda line: err.print(line, markup=False, highlight=False,
                                                   soft_wrap=True))
-    text = (f"# Written by bench tune from {loaded.path}: the tuned values of each entry are "
+    text = (f"# Written by bench tune from {one_line(str(loaded.path))}: the tuned values of "
+            "each entry are "
             "under datasets.<id>,\n# where they came from under tuned.<id>.\n"
             + fragment_yaml(tuned_document(loaded, found)))
     output = folder / "tuning" / f"{loaded.name}-tuned.yaml"

@@ -157,6 +157,9 @@ def plan(suite: Suite, registry: Registry, out: Path, env: Environment, *,
             protocol = _protocol(budget, spaces, base, registry.get(base[0].algorithm).cls)
             plans.append(StudyPlan(dataset, entry, out / "tuning" / dataset / f"{entry}.db", base,
                                    spaces, protocol))
+    if not plans:
+        raise InputError(f"{suite.path}: nothing to tune: {', '.join(searched)} "
+                         f"{'is' if len(searched) == 1 else 'are'} skipped on every dataset chosen")
     return plans
 
 
@@ -355,7 +358,8 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
             return cells, TrialLink(plan.storage, trial._trial_id, budget)
 
         _run_trials(study, budget.trials - done, start, registry, env, jobs, plugin_files,
-                    lambda trial, records: _end(study, trial, records, None, log, name))
+                    lambda trial, records: _end(study, trial, records, None, log, name),
+                    lambda trial, why: _end(study, trial, None, why, log, name))
     else:
         log(f"{name}: all {budget.trials} trials finished earlier ({plan.path})")
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -373,9 +377,11 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
 
 def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: Registry,
                 env: Environment, jobs: int, plugin_files: list[str],
-                end: Callable[[Any, list[Record]], None]) -> None:
+                end: Callable[[Any, list[Record]], None], lost: Callable[[Any, str], None]
+                ) -> None:
     """Ask ``count`` trials of the study and run them, ``jobs`` at a time in spawned worker
-    processes (one torch thread each, as ``bench run -j``), or here with ``jobs`` 1."""
+    processes (one torch thread each, as ``bench run -j``), or here with ``jobs`` 1. A trial
+    whose worker dies is ``lost`` (the others go on)."""
     asked = 0
 
     def next_trial() -> tuple[Any, list[Cell], TrialLink] | None:
@@ -414,7 +420,13 @@ def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: R
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                end(running.pop(future), future.result())
+                trial = running.pop(future)
+                try:
+                    records = future.result()
+                except Exception as error:  # a worker that died (os._exit, a crash)
+                    lost(trial, f"error (its worker failed: {type(error).__name__}: {error})")
+                else:
+                    end(trial, records)
             fill()
 
 
