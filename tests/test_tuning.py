@@ -217,6 +217,39 @@ def test_a_study_of_another_protocol_is_refused_in_one_line(tuned, tmp_path, ove
     assert study.read_bytes() == before
 
 
+def test_a_file_that_is_not_a_study_is_refused_in_one_line(tmp_path):
+    suite = write(tmp_path / "s.yaml", SUITE)
+    study = tmp_path / "r" / "tuning" / "teacher" / "dfa.db"
+    study.parent.mkdir(parents=True)
+    study.write_text("not a database\n" * 100)
+    result = invoke("tune", suite, "--only", "dfa", "--out", tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {study}: not a study of bench tune (")
+    assert line.endswith("); move the file away to start afresh")
+
+
+def test_a_study_is_tuned_by_one_process_at_a_time(tuned, tmp_path):
+    import fcntl
+    import os
+
+    suite, finished, _ = tuned
+    out = tmp_path / "r"
+    shutil.copytree(finished, out)
+    lock = out / "tuning" / "teacher" / "fa.db.lock"
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another tune of fa holds it
+        result = invoke("tune", suite, "--out", out)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            f"error: {out / 'tuning' / 'teacher' / 'fa.db'} is being tuned by another bench "
+            "tune; wait for it to finish"]
+        assert invoke("tune", suite, "--only", "dfa", "--out", out).exit_code == 0  # beside it
+    finally:
+        os.close(fd)
+
+
 def test_more_trials_or_the_tuned_values_themselves_are_the_same_protocol(tuned, tmp_path):
     """`trials` says when to stop, and the suite's value at a searched key is replaced by each
     trial's: a tuned suite tunes on in its studies."""

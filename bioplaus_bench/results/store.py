@@ -113,7 +113,7 @@ def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> R
         provenance=provenance(cell, device), **result)
 
 
-def _open_lock_file(path: Path) -> int:
+def open_lock_file(path: Path) -> int:
     """The lock file, opened for writing: its holder's line overwrites it, so it is never a
     link (``O_NOFOLLOW``) nor a file that has another name (a hard link), where that would
     overwrite another file; ``OSError`` otherwise."""
@@ -247,7 +247,7 @@ class ResultStore:
         created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = _open_lock_file(self.root / LOCK_FILE)
+            fd = open_lock_file(self.root / LOCK_FILE)
         except OSError as error:
             raise InputError(f"results folder {self.root} is not writable: "
                              f"{error.strerror or error}") from None

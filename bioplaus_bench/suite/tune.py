@@ -8,7 +8,8 @@ used to choose). A trial's cells are the suite's cells with the trial's values p
 (``trial_cell``), run by ``execute_cell`` as ``bench run`` runs any cell; each epoch's
 validation error of a trial's first seed goes to Optuna's pruner, which stops a poor trial early.
 
-A study is an SQLite file per (dataset, entry), ``<out>/tuning/<dataset>/<entry>.db``: a killed
+A study is an SQLite file per (dataset, entry), ``<out>/tuning/<dataset>/<entry>.db``, tuned by
+one process at a time (a lock file beside it; other studies may be tuned beside): a killed
 search continues where it stopped (finished trials are kept, a trial that was running is run
 again with its values; the budget's ``trials`` counts the total). A study is tied to its
 protocol: the budget, the search space and the settings of the cell, as flat keys in its user
@@ -19,14 +20,17 @@ mixed. The result is the suite with the tuned values and, for each, where they c
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
+import os
 import pickle
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from ..model.algorithm import Algorithm
 from ..plugin_files import import_plugin_file
 from ..registry import Registry
 from ..results.record import Record
+from ..results.store import open_lock_file
 from ..spec.cell import Cell
 from ..spec.schema import Path_, Source, coerce, coerce_dataclass
 from .document import SearchSpace, Suite, Tuned, TuningBudget
@@ -196,13 +201,19 @@ def open_study(plan: StudyPlan, budget: TuningBudget, cls: type[Algorithm]) -> A
     if plan.path.is_symlink():  # SQLite writes the study in place: never through a link
         raise InputError(f"cannot write the study {plan.path}: {LinkRefused(plan.path).strerror}")
     plan.path.parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=plan.storage,
-                                load_if_exists=True, direction="minimize")
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=plan.storage,
+                                    load_if_exists=True, direction="minimize")
+    except Exception as error:  # not SQLite, or not a study: the file is anyone's
+        first_line = " ".join(str(error).split("\n", 1)[0].split())
+        raise InputError(f"{plan.path}: not a study of bench tune ({type(error).__name__}: "
+                         f"{first_line}); move the file away to start afresh") from None
     _one_implementation(study, cls, plan.path)  # first: another rule has other params too
     made = study.user_attrs.get("protocol")
     if made is None:
         study.set_user_attr("protocol", plan.protocol)
     elif made != plan.protocol:
+        made = made if isinstance(made, dict) else {}
         key = next(k for k in [*plan.protocol, *made] if made.get(k) != plan.protocol.get(k))
         raise InputError(f"{plan.path}: this study was made under {key}={made.get(key, 'none')}, "
                          f"not {key}={plan.protocol.get(key, 'none')}: its trials are not mixed "
@@ -323,9 +334,33 @@ def tune(suite: Suite, registry: Registry, out: Path, *, only: list[str] | None 
     plans = plan(suite, registry, out, env, only=only, datasets=datasets)
     assert suite.tuning is not None  # plan() requires it
     budget = suite.tuning if trials is None else dataclasses.replace(suite.tuning, trials=trials)
-    studies = [(p, open_study(p, budget, registry.get(p.cells[0].algorithm).cls)) for p in plans]
-    return [StudyResult(p, _search(p, study, budget, registry, env, jobs, list(plugin_files),
-                                   log)) for p, study in studies]
+    with contextlib.ExitStack() as held:
+        for p in plans:
+            held.enter_context(_held(p.path))
+        studies = [(p, open_study(p, budget, registry.get(p.cells[0].algorithm).cls))
+                   for p in plans]
+        return [StudyResult(p, _search(p, study, budget, registry, env, jobs,
+                                       list(plugin_files), log)) for p, study in studies]
+
+
+@contextlib.contextmanager
+def _held(study: Path) -> Iterator[None]:
+    """One tune per study file at a time (tunes of other entries may run beside it): a second
+    stops here. The operating system drops the lock when its holder dies, even by SIGKILL."""
+    study.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = open_lock_file(study.with_name(f"{study.name}.lock"))
+    except OSError as error:
+        raise InputError(f"cannot lock the study {study}: {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{study} is being tuned by another bench tune; wait for it to "
+                             "finish") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registry,
