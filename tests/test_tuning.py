@@ -144,6 +144,9 @@ def test_a_tuned_suites_tables_say_how_each_methods_settings_were_obtained(tuned
     header, *rows = invoke("table", tmp_path / "r", "--format", "csv").stdout.splitlines()
     column = header.split(",").index("settings_origin")
     assert [row.split(",")[column] for row in rows][0] == "paper"
+    assert invoke("report", tmp_path / "r").exit_code == 0
+    assert "Settings: BP: paper; DFA, FA: tuned (3 trials" in (tmp_path / "r" / "report.html"
+                                                                ).read_text()
 
 
 def test_records_that_do_not_state_their_settings_keep_their_caption():

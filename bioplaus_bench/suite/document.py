@@ -48,11 +48,11 @@ class SearchSpace:
 class TrialPruning:
     """How ``bench tune`` stops poor trials early, from each epoch's validation error of a
     trial's first seed: ``median`` (Optuna's MedianPruner: worse than the median of earlier
-    trials at the same epoch), ``successive-halving`` (Optuna's SuccessiveHalvingPruner,
-    rungs from ``warmup_epochs`` up by ``reduction_factor``) or ``none``."""
+    trials at the same epoch), ``successive-halving`` (Optuna's SuccessiveHalvingPruner, rungs
+    from the epoch after the warm-up up by ``reduction_factor``) or ``none``."""
 
     rule: Literal["median", "successive-halving", "none"] = "median"
-    warmup_epochs: NonNegativeInt = 1  # epochs a trial always runs (median: never pruned before)
+    warmup_epochs: NonNegativeInt = 1  # epochs a trial always runs: never pruned during them
     startup_trials: NonNegativeInt = 2  # median: trials that run in full before any is pruned
     reduction_factor: Annotated[int, Check(lambda n: n >= 2, "an integer ≥ 2")] = 3
 
@@ -99,7 +99,7 @@ class AlgorithmEntry:
     datasets: dict[str, Any] = field(default_factory=dict)  # per-dataset Settings overrides
     # bench tune: KEY.PATH (relative to the entry, e.g. optimizer.lr) -> SearchSpace
     search: dict[str, Any] = field(default_factory=dict)
-    # How the settings were obtained, for tables: "paper", or any short text (default: untuned).
+    # How the settings were obtained, for tables: "paper", or any short text (none: "not tuned").
     origin: str | None = None
     tuned: dict[Name, Tuned] = field(default_factory=dict)  # dataset id -> provenance
 
