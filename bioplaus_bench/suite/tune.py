@@ -220,8 +220,10 @@ def open_study(plan: StudyPlan, budget: TuningBudget, cls: type[Algorithm]) -> A
                          "with another protocol's; move the file away to start afresh")
     resumed = len(study.get_trials(deepcopy=False))
     return optuna.load_study(study_name=STUDY_NAME, storage=plan.storage,
+                             # constant_liar: trials asked while others run (-j) are
+                             # drawn away from those, not next to them; alone, no change.
                              sampler=optuna.samplers.TPESampler(
-                                 seed=budget.sampler_seed + 7919 * resumed),
+                                 seed=budget.sampler_seed + 7919 * resumed, constant_liar=True),
                              pruner=_pruner(budget))
 
 
