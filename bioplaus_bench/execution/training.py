@@ -36,6 +36,9 @@ from .runner import ForwardOptimisers, Runner
 from .setup import Environment, batches, evaluate, prepare
 
 EpochCallback = Callable[[str, int, int], None]  # (phase, epoch done, epochs in phase)
+# Called with each finished epoch's history row; True stops the cell there as pruned
+# (`bench tune`'s pruner, which judges a trial by its validation error so far).
+StopRule = Callable[[dict[str, Any]], bool]
 
 
 class CellTimeout(BaseException):
@@ -46,15 +49,17 @@ class CellTimeout(BaseException):
 def train_cell(cell: Cell, cls: type[Algorithm], env: Environment | None = None, *,
                checkpoint: Path | None = None, on_epoch: EpochCallback | None = None,
                probe: Callable[[Runner, Data], Any] | None = None,
-               time_limit: float | None = None) -> dict[str, Any]:
+               time_limit: float | None = None, stop: StopRule | None = None
+               ) -> dict[str, Any]:
     """Train one cell; return its result (status, history, selected epoch, final metrics, and
     the logged metrics). ``probe``, if given, is called with the runner and the data after the
     last epoch of a cell that finished ok; what it returns is stored under ``"probe"``.
-    ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes."""
+    ``time_limit`` (seconds of this call) raises ``CellTimeout`` when it passes; ``stop``
+    prunes the cell after an epoch for which it returns True."""
     env = env or Environment()
     with deadline(time_limit) as out_of_time:
         data, run = set_up(cell, cls, env, checkpoint)
-        train_seeds([run], SingleSeedEngine(run, data), on_epoch, out_of_time)
+        train_seeds([run], SingleSeedEngine(run, data), on_epoch, out_of_time, stop)
         result = seed_result(run, data.task.kind, data.val is not None)
         if probe is not None and run.state["status"] == "ok":  # a probe of a failed run means nothing
             result["probe"] = probe(run.runner, data)
@@ -168,10 +173,11 @@ class SingleSeedEngine:
 # --- the epoch loop ------------------------------------------------------------------------
 
 def train_seeds(runs: Sequence[SeedRun], engine: SeedEngine, on_epoch: EpochCallback | None,
-                out_of_time: Callable[[], None]) -> None:
+                out_of_time: Callable[[], None], stop: StopRule | None = None) -> None:
     """Train the seeds ``runs`` (one cell's, at the same point of their runs) together, stepped
     by ``engine``, to the end of the protocol; each seed's ``state`` holds its result. A seed
-    that fails or is pruned stops counting, the others go on; the epoch's time is shared."""
+    that fails or is pruned (by the protocol's rule, or by ``stop``) stops counting, the others
+    go on; the epoch's time is shared."""
     cell = runs[0].cell
     protocol, schedule = cell.dataset.protocol, cell.settings.schedule
     trains_feedback = type(runs[0].runner.algorithm).capabilities.trainable_feedback
@@ -224,9 +230,9 @@ def train_seeds(runs: Sequence[SeedRun], engine: SeedEngine, on_epoch: EpochCall
             run.state["history"].append(row)
             run.state["epoch"] = epoch
             pruning = protocol.pruning
-            if pruning and run.state["status"] == "ok" and engine.task.kind == "classification" \
-                    and epoch >= pruning.from_epoch \
-                    and row["train_accuracy"] < pruning.min_train_accuracy:
+            too_poor = pruning and engine.task.kind == "classification" \
+                and epoch >= pruning.from_epoch and row["train_accuracy"] < pruning.min_train_accuracy
+            if run.state["status"] == "ok" and (too_poor or stop is not None and stop(row)):
                 run.state["pruned_at"] = epoch
         snapshot(chosen)
         notify("epoch", epoch, protocol.epochs)

@@ -88,11 +88,15 @@ def _static_provenance() -> dict[str, Any]:
 
 def provenance(cell: Cell, device: str) -> dict[str, Any]:
     """Where and with what the record was computed; ``code`` and ``data`` (the algorithm's
-    source digest, the data's identity) are also in the config hash."""
-    return {**_static_provenance(), "device": device, "dtype": cell.precision,
+    source digest, the data's identity) are also in the config hash, ``settings`` (how the
+    settings were obtained) is not."""
+    made = {**_static_provenance(), "device": device, "dtype": cell.precision,
             "config_hash": cell.config_hash(), "torch_threads": torch.get_num_threads(),
             **cell.inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if cell.settings_origin:  # how the suite's settings were obtained (paper, tuned): tables say
+        made["settings"] = cell.settings_origin
+    return made
 
 
 def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> Record:
@@ -109,7 +113,7 @@ def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> R
         provenance=provenance(cell, device), **result)
 
 
-def _open_lock_file(path: Path) -> int:
+def open_lock_file(path: Path) -> int:
     """The lock file, opened for writing: its holder's line overwrites it, so it is never a
     link (``O_NOFOLLOW``) nor a file that has another name (a hard link), where that would
     overwrite another file; ``OSError`` otherwise."""
@@ -243,7 +247,7 @@ class ResultStore:
         created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = _open_lock_file(self.root / LOCK_FILE)
+            fd = open_lock_file(self.root / LOCK_FILE)
         except OSError as error:
             raise InputError(f"results folder {self.root} is not writable: "
                              f"{error.strerror or error}") from None

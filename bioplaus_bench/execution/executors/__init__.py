@@ -28,7 +28,7 @@ from ...spec.cell import Cell
 from ..inputs import code_identity, describe_code, same_implementation
 from ..progress import LogReporter
 from ..setup import Environment
-from ..training import CellTimeout, train_cell
+from ..training import CellTimeout, StopRule, train_cell
 
 
 @dataclass
@@ -179,12 +179,14 @@ def _refuse_other_implementations(cells: list[Cell], store: ResultStore, registr
 
 def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
                  checkpoint: Path | None, force: bool, *,
-                 on_epoch: Callable[[str, int, int], None] | None = None) -> Record:
+                 on_epoch: Callable[[str, int, int], None] | None = None,
+                 stop: StopRule | None = None) -> Record:
     """Run one cell and return its record. It never raises for a failing cell: any exception of
     the plugin, ``SystemExit`` included, is an ``error`` record with the traceback, and a cell
     past its time limit a ``timeout`` record. Only Ctrl-C and SIGTERM (``KeyboardInterrupt``,
     ``errors.Terminated``) stop the run. ``plugins`` is a loaded registry, or the ``--plugin``
-    files to load one from (in a worker process, where classes are not passed)."""
+    files to load one from (in a worker process, where classes are not passed). ``stop``:
+    ``train_cell``'s, for ``bench tune``'s pruner."""
     if cell.skip_reason:
         return _record(cell, {"status": "skipped", "reason": cell.skip_reason}, env, plugins)
     if force and checkpoint is not None:
@@ -194,7 +196,7 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
         registry = _registry(plugins, cell)
         result = train_cell(cell, registry.get(cell.algorithm).cls,
                             dataclasses.replace(env, registry=registry), checkpoint=checkpoint,
-                            on_epoch=on_epoch, time_limit=time_limit)
+                            on_epoch=on_epoch, time_limit=time_limit, stop=stop)
     except KeyboardInterrupt:
         raise
     except CellTimeout as timeout:  # the last epoch's checkpoint stays: a re-run continues
