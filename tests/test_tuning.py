@@ -17,7 +17,7 @@ from bioplaus_bench.registry import load_registry
 from bioplaus_bench.results.report import records_frame, render, summarise
 from bioplaus_bench.suite import load_suite
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 optuna = pytest.importorskip("optuna", reason="optuna is not installed "
                                               "(pip install 'bioplaus-bench[tune]')")
@@ -367,3 +367,23 @@ def test_trials_run_side_by_side_with_jobs(tmp_path):
     assert result.exit_code == 0, result.output
     trials = study_of(tmp_path / "r" / "tuning" / "teacher" / "dfa.db").trials
     assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+
+
+def test_structured_choices_such_as_adams_betas_are_searched_and_written_as_they_are(tmp_path):
+    """Optuna stores plain choices only: a list of betas pairs is searched by index, and the
+    tuned suite holds the pair chosen (the one the best trial ran with)."""
+    choices = [[0.9, 0.999], [0.99, 0.999], [0.9, 0.99]]
+    text = SUITE.replace("      params.feedback_scale: {low: 0.5, high: 2.0}\n",
+                         f"      optimizer.betas: {{choices: {choices}}}\n")
+    suite = write(tmp_path / "betas.yaml", text)
+    result = invoke("tune", suite, "--out", tmp_path / "r", "--only", "fa")
+    assert result.exit_code == 0, result.output
+    best = study_of(tmp_path / "r" / "tuning" / "teacher" / "fa.db").best_trial
+    assert best.params["optimizer.betas"] in range(len(choices))
+    chosen = choices[best.params["optimizer.betas"]]
+    cells = {c.algorithm_id: c for c in load_suite(
+        tmp_path / "r" / "tuning" / "tuning-tuned.yaml", REGISTRY).cells() if c.seed == 0}
+    assert cells["fa"].settings.optimizer.betas == tuple(chosen)
+    assert cells["fa"].settings_origin["values"]["optimizer.betas"] == chosen
+    # The trial ran with that pair: its shown values name it.
+    assert f"optimizer.betas={chosen}" in best.user_attrs["shown"]

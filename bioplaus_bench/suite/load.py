@@ -296,9 +296,11 @@ def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: 
             if not space.choices:
                 raise source.error((*at, "choices"), "expected at least one choice")
             for i, choice in enumerate(space.choices):
-                if not isinstance(choice, bool | int | float | str) and choice is not None:
+                if not _scalar(choice) and not (isinstance(choice, list) and choice
+                                                and all(map(_scalar, choice))):
                     raise source.error((*at, "choices", i), "a choice must be a number, a "
-                                       "string, true/false or null")
+                                       "string, true/false, null or a list of those (Adam's "
+                                       "betas)")
             samples = list(space.choices)
         else:
             if space.low is None or space.high is None:
@@ -404,3 +406,5 @@ def _dataset(raw: Any, where: Path_, source: Source, registry: Registry) -> Data
     return config
 
 
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)

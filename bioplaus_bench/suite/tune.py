@@ -101,13 +101,35 @@ def _replaced(node: Any, path: list[str], value: Any, where: Path_, source: Sour
 
 def _suggest(trial: Any, key: str, space: SearchSpace) -> Any:
     if space.choices is not None:
-        return trial.suggest_categorical(key, list(space.choices))
+        return _choice(space, trial.suggest_categorical(key, _stored_choices(space)))
     assert space.low is not None and space.high is not None  # load_suite requires them
     if all(isinstance(v, int) for v in (space.low, space.high)) \
             and not isinstance(space.step, float):
         return trial.suggest_int(key, space.low, space.high, step=space.step or 1, log=space.log)
     return trial.suggest_float(key, float(space.low), float(space.high), step=space.step,
                                log=space.log)
+
+
+def _stored_choices(space: SearchSpace) -> list[Any]:
+    """The choices as the study stores them: Optuna keeps None, bools, numbers and strings
+    only, so a list of structured choices (Adam's betas: ``[[0.9, 0.999], [0.99, 0.999]]``) is
+    searched by the index of each choice."""
+    assert space.choices is not None
+    choices = list(space.choices)
+    plain = all(c is None or isinstance(c, bool | int | float | str) for c in choices)
+    return choices if plain else list(range(len(choices)))
+
+
+def _choice(space: SearchSpace, stored: Any) -> Any:
+    """The choice a stored value stands for (``_stored_choices``)."""
+    assert space.choices is not None
+    return stored if _stored_choices(space) == list(space.choices) else space.choices[stored]
+
+
+def _trial_values(params: dict[str, Any], spaces: dict[str, SearchSpace]) -> dict[str, Any]:
+    """A trial's values as the suite writes them, from what the study stored."""
+    return {key: _choice(spaces[key], value) if spaces[key].choices is not None else value
+            for key, value in params.items()}
 
 
 def _first_value(space: SearchSpace) -> Any:
@@ -407,7 +429,7 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
     total = len(study.get_trials(deepcopy=False, states=finished))
     log(f"{name}: best trial {best.number} of {total}, validation error {best.value:.6g}")
     return Tuned(budget=dataclasses.replace(budget, trials=total), search=plan.spaces,
-                 values=dict(best.params), study=str(plan.path),
+                 values=_trial_values(best.params, plan.spaces), study=str(plan.path),
                  sha256=hashlib.sha256(plan.path.read_bytes()).hexdigest(), trial=best.number,
                  validation_error=best.value)
 
