@@ -79,7 +79,8 @@ def run(
     vectorize_seeds: Annotated[bool | None, typer.Option(
         "--vectorize-seeds/--serial-seeds",
         help="Run the seeds of each cell as one computation (each seed's result is its serial "
-        "run's, to rounding) [default: the suite's vectorize_seeds, else serial].")] = None,
+        "run's, to rounding); with -j N, each such stack in a worker process of its own, N at "
+        "once [default: the suite's vectorize_seeds, else serial].")] = None,
     seed_chunk: Annotated[int | None, typer.Option(
         min=1, help="With --vectorize-seeds: at most N seeds at once, also for networks that "
         "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay) "

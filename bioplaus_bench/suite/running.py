@@ -71,7 +71,8 @@ def run(suite: str | Path, *,
     Where they run: ``executor`` ("local", "ray", or an executor plugin's name), ``jobs`` local
     worker processes, ``threads`` torch threads per process [default: $OMP_NUM_THREADS, else 1;
     this process's count is set], ``device``; ``vectorize_seeds`` runs the seeds of each cell as
-    one computation [default: the suite's setting], at most ``seed_chunk`` at once.
+    one computation [default: the suite's setting], at most ``seed_chunk`` at once (with
+    ``jobs`` N, each such stack in a worker process of its own, N at once).
     ``cell_timeout`` (seconds) overrides the suite's limit per cell. ``force`` re-runs cells
     that have records. Data lies under ``data_dir`` [default: $BIOPLAUS_DATA, else ./data] and is
     downloaded only when ``download`` (or BIOPLAUS_DOWNLOAD=1).
@@ -109,7 +110,7 @@ def run(suite: str | Path, *,
     store = ResultStore(Path(out) if out is not None else Path("results") / loaded.name)
     vectorize = _seed_vectorization(
         vectorize_seeds if vectorize_seeds is not None else loaded.vectorize_seeds,
-        seed_chunk, jobs, executor)
+        seed_chunk, executor)
     options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
     with store.lock():
         store.make_folders(cells)
@@ -173,7 +174,7 @@ def _only_seeds(cells: list[Cell], seeds: Iterable[int]) -> list[Cell]:
     return [cell for cell in cells if cell.seed in chosen]
 
 
-def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
+def _seed_vectorization(on: bool, chunk: int | None, executor: str
                         ) -> SeedVectorization | None:
     if not on:
         if chunk is not None:
@@ -182,9 +183,9 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
         return None
     from ..execution.executors import SeedVectorization
 
-    if jobs != 1 or executor != "local":
-        raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "
-                         "use it with the local executor and without --jobs")
+    if executor != "local":
+        raise InputError("--vectorize-seeds runs the seeds of each cell together in one process: "
+                         "use it with the local executor (-j N runs N such stacks at once)")
     return SeedVectorization(chunk)
 
 
