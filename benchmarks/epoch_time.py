@@ -43,31 +43,32 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import DTYPES, device, listing, one_line_errors, positive  # noqa: E402
-
-from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification  # noqa: E402
-from bioplaus_bench.data import DataSettings  # noqa: E402
-from bioplaus_bench.errors import DataMissingError, InputError  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.execution.setup import Environment, batches, evaluate, prepare  # noqa: E402
-from bioplaus_bench.execution.training import train_cell  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig  # noqa: E402
-from bioplaus_bench.suite import load_suite  # noqa: E402
+from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification
+from bioplaus_bench.data import DataSettings
+from bioplaus_bench.errors import DataMissingError, InputError
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.execution.setup import Environment, batches, evaluate, prepare
+from bioplaus_bench.execution.training import train_cell
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.scripts import (
+    BATCH,
+    DTYPES,
+    MODELS,
+    OPTIMIZER,
+    RANDOM_WIDTH,
+    device,
+    listing,
+    one_line_errors,
+    positive,
+    synchronize,
+)
+from bioplaus_bench.spec.cell import Cell, MetricsConfig
+from bioplaus_bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {
-    "mnist": (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28), 430),
-    "cifar": (ArchitectureSpec(hidden=(1024,) * 3), (3, 32, 32), 352),
-    "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
-}
 # (timed minibatches per round, rounds) for --quick and for a full run
 SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 4))}
-BATCH = 128
-RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
 # The shipped suites whose MNIST cell section 4 trains, in this order: table 1's, else the
 # first that has the rule.
 EPOCH_SUITES = ("table1", "energy", "fa_family")
@@ -89,12 +90,6 @@ INFERENCE_GOAL = ("pc", {"T": 20}, 15.0)
 LOG_INTERVAL = 80
 LOGGED = MetricsConfig(gnt_damping=1.0)  # every angle the suite logs, GNT's included
 # A learning rate small enough that the weights barely move however many minibatches are timed.
-OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(function: Callable[[], object], device: str) -> float:

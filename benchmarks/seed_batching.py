@@ -27,21 +27,28 @@ import gc
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import DTYPES, device, listing, one_line_errors, positive, positives  # noqa: E402
-from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
-
-from bioplaus_bench.api import Classification  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.execution.stacked import StackedRunner, stack_runners  # noqa: E402
-from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.api import Classification
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.execution.stacked import StackedRunner, stack_runners
+from bioplaus_bench.model.seeds import seed_streams
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.scripts import (
+    BATCH,
+    DTYPES,
+    MODELS,
+    OPTIMIZER,
+    RANDOM_WIDTH,
+    device,
+    listing,
+    one_line_errors,
+    positive,
+    positives,
+    synchronize,
+)
 
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]

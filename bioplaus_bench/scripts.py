@@ -1,6 +1,8 @@
-"""What the benchmark and check scripts share on their command lines: comma-separated lists
-checked against what they may hold, positive numbers, a device that is there, and bad input as
-one line with exit code 2, as `bench` does (``one_line_errors``), never a traceback."""
+"""What scripts built on the package (those under benchmarks/) share on their argparse command
+lines: comma-separated lists checked against what they may hold, positive numbers, a device that
+is there, and bad input as one line with exit code 2, as `bench` does (``one_line_errors``),
+never a traceback. In the package, so that a script imports it like the rest of the package
+(no script imports another, nor edits ``sys.path``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ import sys
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
-from bioplaus_bench.errors import InputError
+import torch
+
+from .api import ArchitectureSpec
+from .errors import InputError
+from .spec.cell import OptimizerConfig
 
 DTYPES = ("float32", "float64")
 T = TypeVar("T")
@@ -49,8 +55,6 @@ def positives(text: str) -> list[int]:
 
 def device(text: str) -> str:
     """An argparse type: a torch device of this machine (cpu, cuda, cuda:1, mps)."""
-    import torch
-
     try:
         chosen = torch.device(text)
     except RuntimeError:
@@ -74,3 +78,21 @@ def one_line_errors(action: Callable[[], T]) -> T | int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+# --- what the speed benchmarks (epoch_time.py, seed_batching.py) time -------------------------
+
+# (network, input shape, minibatches of an epoch at BATCH) of each timed model
+MODELS = {
+    "mnist": (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28), 430),
+    "cifar": (ArchitectureSpec(hidden=(1024,) * 3), (3, 32, 32), 352),
+    "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
+}
+BATCH = 128
+RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
+OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
