@@ -26,7 +26,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -34,7 +34,7 @@ from bioplaus_bench.api import ArchitectureSpec, Classification
 from bioplaus_bench.backward.rule import glorot_uniform_magnitude
 from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
-from bioplaus_bench.model.networks import Network, forward_pass
+from bioplaus_bench.model.networks import Dense, Network, forward_pass
 from bioplaus_bench.model.optim import adam
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.scripts import listing, positive
@@ -57,7 +57,7 @@ def seconds(function: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def take_turns(variants: dict[str, Callable[[], object]], repeats: int, rounds: int
+def take_turns(variants: Mapping[str, Callable[[], object]], repeats: int, rounds: int
                ) -> dict[str, list[float]]:
     """Seconds per call of each variant in every round (after one warm-up call each)."""
     for function in variants.values():
@@ -151,7 +151,7 @@ def layer_graphs(rounds: int) -> None:
 def magnitudes(rounds: int) -> None:
     print("## 4. brSF's magnitudes of the MNIST MLP's weights, float32 (backward/rule.py)\n")
     net = network(MNIST, torch.float32)
-    weights = [layer.linear.weight for layer in net.layers]
+    weights = [layer.linear.weight for layer in net.layers if isinstance(layer, Dense)]
     values = sum(w.numel() for w in weights)
     x, y = batch(MNIST, torch.float32)
     bp = runner("bp", net)

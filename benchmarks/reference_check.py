@@ -8,15 +8,16 @@ it with the first epoch stored in its record, so that a later change to the nume
 
 For every folder results/reference/<suite>/ and every (dataset, entry) in it, the lowest seed
 whose record is `ok` is run again through the normal runner, together with the seeds it was
-stacked with (the campaign's --vectorize-seeds: the records of one stacked run carry the same
-commit and finish time), `bench run suites/<suite>.yaml --datasets D --only E --only-seeds
-S[,S] --epochs 1 --vectorize-seeds` (--serial-seeds for a seed that ran alone), in a temporary
-folder. Stacked as it was run, a seed's arithmetic is the record's, so every seed of the stack
-is compared. Each re-run record must have its reference record's settings but for the epoch
-count (a suite edited since is a mismatch: the records are no longer its cells), and its
-epoch-1 figures (training loss, test and validation loss and error, the feedback losses, and
-every feedback pre-training epoch's loss) must equal the record's within the tolerance of its
-precision:
+stacked with (the campaign stacks seeds: the records of one stacked run carry the same commit
+and finish time), in this process: `bioplaus_bench.run("suites/<suite>.yaml", datasets=[D],
+only=[E], only_seeds=[S, ...], epochs=1, vectorize_seeds=True)` (False for a seed that ran
+alone), into a temporary folder. Stacked as it was run, a seed's arithmetic is the record's, so
+every seed of the stack is compared. Each re-run record must have its reference record's
+settings but for the epoch count (``results.protocol.settings_differences``: a suite edited
+since is a mismatch, the records are no longer its cells), and its epoch-1 figures (training
+loss, test and validation loss and error, the feedback losses, and every feedback pre-training
+epoch's loss) must equal the record's within the tolerance of its precision (errors counted in
+samples of their split, whose sizes the dataset plugin gives):
 
   float64: relative 1e-9 on the losses, errors exact. Measured at the table1 settings (epoch
            1 after the feedback pre-training, one thread): re-run as they were run, the 17
@@ -67,6 +68,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -269,9 +271,15 @@ def _epoch_list(epochs: list) -> str:
     return f"{shown}, ... ({len(epochs)} rows)" if len(epochs) > 5 else shown or "none"
 
 
+def first_epoch(record: Record) -> dict[str, Any]:
+    """The first row of a record's history (a job's records have one: ``jobs``)."""
+    assert record.history, f"{record.dataset}/{record.algorithm} seed {record.seed}: no history"
+    return record.history[0]
+
+
 def figures(record: Record) -> dict[str, float]:
     """The first epoch's numbers: losses, and errors counted in samples of their split."""
-    row = record.history[0]
+    row = first_epoch(record)
     found = {}
     for key, value in [*((key, row.get(key)) for key in LOSSES),
                        ("pretraining_feedback_loss", record.pretraining_feedback_loss)]:
@@ -280,7 +288,7 @@ def figures(record: Record) -> dict[str, float]:
     return found
 
 
-def _numbers(name: str, value) -> list[tuple[str, float]]:
+def _numbers(name: str, value: Any) -> list[tuple[str, float]]:
     """A figure, or each number of a list of them (a loss per layer, per pre-training epoch)."""
     if isinstance(value, list):
         return [item for i, v in enumerate(value) for item in _numbers(f"{name}[{i}]", v)]
@@ -288,7 +296,7 @@ def _numbers(name: str, value) -> list[tuple[str, float]]:
 
 
 def accuracies(record: Record) -> dict[str, float]:
-    row = record.history[0]
+    row = first_epoch(record)
     return {key: row[key] for key in ACCURACIES if row.get(key) is not None}
 
 
@@ -297,7 +305,8 @@ def compare(reference: Record, new: Record, samples: dict[str, int] | None = Non
     """The largest relative difference of the losses (and its name), and the figures outside
     the tolerance. ``samples``: the size of each split, to count error differences in samples
     (None: compared as losses)."""
-    rel_tol, sample_tol = TOLERANCE.get(reference.config.get("precision"), TOLERANCE["float32"])
+    rel_tol, sample_tol = TOLERANCE.get(str(reference.config.get("precision")),
+                                        TOLERANCE["float32"])
     if reference.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
         rel_tol, sample_tol = rel_tol * OTHER_DEVICE, math.ceil(sample_tol * OTHER_DEVICE)
     ours, theirs = figures(new), figures(reference)
@@ -380,10 +389,11 @@ def attests(job: Job, again: Record) -> list[Attested]:
     """What a re-run that reproduced the job's records attests (nothing where a digest is
     unknown: a record older than code digests)."""
     code = _digest(again)
+    if code is None:
+        return []
+    reproduced = {digest for record in job.records if (digest := _digest(record)) is not None}
     return [Attested(code, record_code, again.provenance.get("git_commit"),
-                     again.provenance.get("finished_at"))
-            for record_code in sorted({_digest(r) for r in job.records} - {None})
-            if code is not None]
+                     str(again.provenance["finished_at"])) for record_code in sorted(reproduced)]
 
 
 def _digest(record: Record) -> str | None:

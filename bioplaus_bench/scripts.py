@@ -14,9 +14,7 @@ from typing import TypeVar
 
 import torch
 
-from .api import ArchitectureSpec
 from .errors import InputError
-from .spec.cell import OptimizerConfig
 
 DTYPES = ("float32", "float64")
 T = TypeVar("T")
@@ -79,20 +77,3 @@ def one_line_errors(action: Callable[[], T]) -> T | int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-
-# --- what the speed benchmarks (epoch_time.py, seed_batching.py) time -------------------------
-
-# (network, input shape, minibatches of an epoch at BATCH) of each timed model
-MODELS = {
-    "mnist": (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28), 430),
-    "cifar": (ArchitectureSpec(hidden=(1024,) * 3), (3, 32, 32), 352),
-    "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
-}
-BATCH = 128
-RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
-OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()

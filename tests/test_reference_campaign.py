@@ -351,22 +351,15 @@ def test_bad_options_of_the_campaign_are_one_line_and_exit_2(reference, tmp_path
     assert not (tmp_path / "work").exists()
 
 
-TINY_TABLE1 = """\
-name: table1
-seeds: [0, 1, 2]
-precision: float64
-vectorize_seeds: true
-datasets:
-  mnist:
-    source: mnist
-    architecture: {type: mlp, hidden: [8]}
-    protocol: {epochs: 1, batch_size: 16, validation: 10}
-algorithms:
-  bp:
-    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
-  dfa:
-    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}
-"""
+ADAM = {"lr": 1.0e-3, "betas": [0.9, 0.999], "eps": 1.0e-8}
+# A suite named as Table 1's, of a tiny MNIST MLP and one epoch (a suite file is YAML, and JSON
+# is YAML).
+TINY_TABLE1 = {"name": "table1", "seeds": [0, 1, 2], "precision": "float64",
+               "datasets": {"mnist": {"source": "mnist",
+                                      "architecture": {"type": "mlp", "hidden": [8]},
+                                      "protocol": {"epochs": 1, "batch_size": 16,
+                                                   "validation": 10}}},
+               "algorithms": {"bp": {"optimizer": ADAM}, "dfa": {"optimizer": ADAM}}}
 
 
 def test_a_list_runs_through_bioplaus_bench_run_and_its_records_reach_the_reference(
@@ -376,9 +369,7 @@ def test_a_list_runs_through_bioplaus_bench_run_and_its_records_reach_the_refere
     folder, the run's lines go to the campaign's log, and a second run finds nothing to do."""
     import bioplaus_bench
 
-    suites = tmp_path / "suites"
-    suites.mkdir()
-    write(suites / "table1.yaml", {}).write_text(TINY_TABLE1)
+    suites = write(tmp_path / "suites" / "table1.yaml", TINY_TABLE1).parent
     monkeypatch.setattr(reference, "suite_file", lambda name: suites / f"{name}.yaml")
     campaign = campaign_on_tiny_mnist(reference, tmp_path)
     dfa, bp = reference.Group("table1", "mnist", "dfa"), reference.Group("table1", "mnist", "bp")
