@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import Any, TextIO
+from typing import TextIO
 
 import torch
 
@@ -388,7 +388,7 @@ class CampaignLog(LogReporter):
                   "folder", flush=True)
 
 
-def run(campaign: Campaign, stages: list[Stage], args: Any) -> int:
+def run(campaign: Campaign, stages: list[Stage], args: argparse.Namespace) -> int:
     """Run the missing cells of ``stages``, list by list, one `bioplaus_bench.run` of each
     suite of a list; an ``InputError`` before any group starts when the data of one is not
     there or the work folder cannot be made."""
@@ -412,7 +412,7 @@ def run(campaign: Campaign, stages: list[Stage], args: Any) -> int:
     return 1 if failed else 0
 
 
-def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: Any,
+def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: argparse.Namespace,
                 log: TextIO) -> bool:
     """One `bioplaus_bench.run` of the missing cells of ``groups`` (of one suite), in their
     order; whether a cell failed."""

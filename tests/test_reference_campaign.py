@@ -409,3 +409,20 @@ def test_checkpoints_of_a_campaign_before_bioplaus_bench_run_are_read_and_adopte
     campaign.adopt_legacy(group)
     assert new.is_file() and not legacy.exists()
     assert campaign.partial(group, cell).resumes is True
+
+
+def test_a_skipped_record_finishes_a_skipped_cell_only(reference, tmp_path):
+    """One meaning of finished (``Record.finished``, as `bench run` reuses records), but a
+    `skipped` record does not stand for a cell that runs: such a reference cell is stale."""
+    import dataclasses
+
+    from bioplaus_bench.results.store import make_record
+
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    cell = campaign.cells(reference.STAGES[0], reference.Group("table1", "mnist", "bp"))[0]
+    skipped = dataclasses.replace(cell, skip_reason="not run on this dataset")
+    store = campaign.reference(cell)
+    store.write(make_record(skipped, {"status": "skipped", "reason": "not run on this dataset"},
+                            "cpu", "classification"), skipped)
+    assert campaign.state(cell) == "stale" and store.finished(cell) is None
+    assert store.state(skipped) == "finished" and store.finished(skipped) is not None

@@ -119,8 +119,8 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
               reporter: LogReporter, options: ExecutorOptions = ExecutorOptions(),
               force: bool = False, vectorize: SeedVectorization | None = None) -> RunSummary:
     """Run ``cells`` with ``executor``: the cached ones are counted, the others run. With
-    ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation in
-    this process (``run_seed_groups``) instead."""
+    ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation
+    (``run_seed_groups``: in this process, or each stack in a ``-j N`` worker) instead."""
     if not force:
         _refuse_other_implementations(cells, store, registry)
     summary = RunSummary()
