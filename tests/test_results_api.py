@@ -192,12 +192,29 @@ def test_run_keeps_only_this_runs_cells(tmp_path):
     assert len(bioplaus_bench.load(tmp_path / "out").records) == 2
 
 
+def test_only_cells_runs_those_cells_in_their_order(tmp_path):
+    """A share of a suite chosen cell by cell (the reference campaign's missing cells, cheapest
+    first): only those run, in that order, at the suite's protocol."""
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    results = bioplaus_bench.run(suite, out=tmp_path / "out", progress="log",
+                                 only_cells=[("teacher", "dfa", 1), ("teacher", "bp", 0)])
+    assert [(r.algorithm, r.seed) for r in results.outcome.in_order()] == [("dfa", 1), ("bp", 0)]
+    assert sorted(records(tmp_path / "out")) == ["teacher/bp/seed-0.json",
+                                                 "teacher/dfa/seed-1.json"]
+    assert all(r.paper_protocol for r in results.own_records)
+
+
 def test_run_refuses_bad_input_in_one_line_before_any_cell_runs(tmp_path):
     from .helpers import TINY_SUITE, write
 
     suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
     with pytest.raises(InputError, match=r"--only-seeds: not among the suite's seeds \(5\)"):
         bioplaus_bench.run(suite, out=tmp_path / "out", only_seeds=[5])
+    with pytest.raises(InputError, match="only_cells: teacher/bp/5 is not among the cells "
+                       "chosen; expected"):
+        bioplaus_bench.run(suite, out=tmp_path / "out", only_cells=[("teacher", "bp", 5)])
     with pytest.raises(InputError, match="progress: expected 'auto', 'live', 'log'"):
         bioplaus_bench.run(suite, out=tmp_path / "out", progress="loud")
     with pytest.raises(InputError, match="cannot read suite"):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..errors import InputError, RunInterrupted, StorageError, Terminated
+from ..errors import InputError, RunInterrupted, StorageError
 from .common import (
     DataDirOption,
     DeviceOption,
@@ -79,7 +77,8 @@ def run(
     vectorize_seeds: Annotated[bool | None, typer.Option(
         "--vectorize-seeds/--serial-seeds",
         help="Run the seeds of each cell as one computation (each seed's result is its serial "
-        "run's, to rounding) [default: the suite's vectorize_seeds, else serial].")] = None,
+        "run's, to rounding); with -j N, each such stack in a worker process of its own, N at "
+        "once [default: the suite's vectorize_seeds, else serial].")] = None,
     seed_chunk: Annotated[int | None, typer.Option(
         min=1, help="With --vectorize-seeds: at most N seeds at once, also for networks that "
         "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay) "
@@ -126,7 +125,9 @@ def _seeds(text: str | None) -> list[int] | None:
 def _interruptible():
     """Ctrl-C and SIGTERM: one line saying what is kept and how to go on, and exit code 130
     (SIGINT) or 143 (SIGTERM), as a shell reports a process ended by that signal."""
-    with _sigterm_stops() as sigterm:
+    from ..suite.running import sigterm_stops
+
+    with sigterm_stops() as sigterm:
         try:
             yield
         except RunInterrupted as stop:
@@ -139,29 +140,6 @@ def _interruptible():
                       "continue from their last epoch)", markup=False, highlight=False,
                       soft_wrap=True)
             raise typer.Exit(143 if terminated else 130) from None
-
-
-@contextlib.contextmanager
-def _sigterm_stops():
-    """While cells run, SIGTERM raises ``Terminated`` (and sets the event yielded). An ignored
-    SIGTERM stays ignored (the starter asked for it), and so does an ignored SIGINT, which a
-    shell without job control gives a background job so that Ctrl-C stops only the foreground
-    one: ``kill PID`` stops such a run gracefully."""
-    received = threading.Event()
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        yield received
-        return
-
-    def terminate(signum, frame) -> None:
-        received.set()
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @contextlib.contextmanager

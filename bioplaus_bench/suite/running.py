@@ -11,9 +11,12 @@ seed) cell without a finished record and gives the run's records as a ``Results`
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,6 +39,7 @@ def run(suite: str | Path, *,
         only: Sequence[str] | None = None,
         seeds: int | None = None,
         only_seeds: Iterable[int] | None = None,
+        only_cells: Sequence[tuple[str, str, int]] | None = None,
         epochs: int | None = None,
         subset: int | None = None,
         overrides: Sequence[str] = (),
@@ -63,15 +67,18 @@ def run(suite: str | Path, *,
     each cell ended and how many were reused.
 
     The cells: ``datasets`` and ``only`` (algorithm entries) choose among the suite's, ``seeds``
-    keeps the first N of its seeds and ``only_seeds`` those seeds (a share of the work, not a
-    change of protocol); ``epochs`` and ``subset`` (the first N training samples) change the
-    protocol, and ``overrides`` set suite values (``"KEY.PATH=VALUE"``, as ``--set``).
+    keeps the first N of its seeds and ``only_seeds`` those seeds, ``only_cells`` those
+    (dataset, entry, seed) cells, run in that order (a share of the work, not a change of
+    protocol: the reference campaign's missing cells, cheapest first); ``epochs`` and
+    ``subset`` (the first N training samples) change the protocol, and ``overrides`` set suite
+    values (``"KEY.PATH=VALUE"``, as ``--set``).
     ``plugins``: plugin files to load (they win over installed plugins of the same name).
 
     Where they run: ``executor`` ("local", "ray", or an executor plugin's name), ``jobs`` local
     worker processes, ``threads`` torch threads per process [default: $OMP_NUM_THREADS, else 1;
     this process's count is set], ``device``; ``vectorize_seeds`` runs the seeds of each cell as
-    one computation [default: the suite's setting], at most ``seed_chunk`` at once.
+    one computation [default: the suite's setting], at most ``seed_chunk`` at once (with
+    ``jobs`` N, each such stack in a worker process of its own, N at once).
     ``cell_timeout`` (seconds) overrides the suite's limit per cell. ``force`` re-runs cells
     that have records. Data lies under ``data_dir`` [default: $BIOPLAUS_DATA, else ./data] and is
     downloaded only when ``download`` (or BIOPLAUS_DOWNLOAD=1).
@@ -104,12 +111,14 @@ def run(suite: str | Path, *,
                          subset=subset, registry=registry)
     if only_seeds is not None:
         cells = _only_seeds(cells, only_seeds)
+    if only_cells is not None:
+        cells = _only_cells(cells, only_cells)
     _check_data(cells, registry, settings)
     cells = with_inputs(cells, registry, settings)
     store = ResultStore(Path(out) if out is not None else Path("results") / loaded.name)
     vectorize = _seed_vectorization(
         vectorize_seeds if vectorize_seeds is not None else loaded.vectorize_seeds,
-        seed_chunk, jobs, executor)
+        seed_chunk, executor)
     options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
     with store.lock():
         store.make_folders(cells)
@@ -174,7 +183,41 @@ def _only_seeds(cells: list[Cell], seeds: Iterable[int]) -> list[Cell]:
     return [cell for cell in cells if cell.seed in chosen]
 
 
-def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
+def _only_cells(cells: list[Cell], chosen: Sequence[tuple[str, str, int]]) -> list[Cell]:
+    by_key = {(cell.dataset_id, cell.algorithm_id, cell.seed): cell for cell in cells}
+    unknown = [key for key in chosen if key not in by_key]
+    if not chosen or unknown:
+        named = "/".join(map(str, unknown[0])) if unknown else "none given"
+        raise InputError(f"only_cells: {named} is not among the cells chosen; expected "
+                         "(dataset, entry, seed) of the suite's cells")
+    return [by_key[key] for key in dict.fromkeys(chosen)]
+
+
+@contextlib.contextmanager
+def sigterm_stops() -> Iterator[threading.Event]:
+    """While cells run, SIGTERM raises ``Terminated`` (and sets the event yielded), which
+    ``run`` turns into ``RunInterrupted`` as for Ctrl-C. An ignored SIGTERM stays ignored (the
+    starter asked for it), and so does an ignored SIGINT, which a shell without job control
+    gives a background job so that Ctrl-C stops only the foreground one: ``kill PID`` stops
+    such a run gracefully. Outside the main thread, signals are not this code's to handle."""
+    received = threading.Event()
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        yield received
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        received.set()
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _seed_vectorization(on: bool, chunk: int | None, executor: str
                         ) -> SeedVectorization | None:
     if not on:
         if chunk is not None:
@@ -183,9 +226,9 @@ def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
         return None
     from ..execution.executors import SeedVectorization
 
-    if jobs != 1 or executor != "local":
-        raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "
-                         "use it with the local executor and without --jobs")
+    if executor != "local":
+        raise InputError("--vectorize-seeds runs the seeds of each cell together in one process: "
+                         "use it with the local executor (-j N runs N such stacks at once)")
     return SeedVectorization(chunk)
 
 
