@@ -74,7 +74,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Ten
 class EPParams:
     T_free: PositiveInt = 20  # sweeps of the free phase (and of a prediction)
     T_nudged: PositiveInt = 10  # sweeps of each nudged phase
-    beta: NudgingBeta = 0.5  # nudging strength
+    beta: NudgingBeta = 0.1  # nudging strength: in the β² regime, ~2 % bias (docs/plugins.md)
     symmetric: bool = True  # ±β phases (Laborieux et al. 2021); False: +β against the free phase
 
 
