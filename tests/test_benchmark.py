@@ -138,14 +138,14 @@ DEFAULTS_BENCHMARK = BENCHMARK.parent / "energy_defaults.py"
 def test_the_defaults_benchmark_prints_every_rule_s_errors_costs_and_choice(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         str(DEFAULTS_BENCHMARK), "--quick", "--depths", "1,2", "--width", "8", "--batch", "8",
-        "--trained-steps", "2", "--converged", "30", "--rounds", "1"])
+        "--trained-steps", "2", "--family-steps", "2", "--converged", "30", "--rounds", "1"])
     run_to_the_end(DEFAULTS_BENCHMARK)
     out = capsys.readouterr().out
     for title in ("PC: 784-8-10, initial weights", "PC: 784-2×8-10, after 2 BP steps",
                   "EP: 784-2×8-10, initial weights", "EP: error against β, both phases 30",
                   "The feedback-alignment family: 784-2×8-10, after 2 steps of its rule"):
         assert f"### {title}" in out, title
-    assert "| pc T=20, inference_lr=0.1, output_weight=1 |" in out
+    assert "| pc T=20, inference_lr=0.1, inference_momentum=0, output_weight=1 |" in out
     assert "| angle to ∇ℓ(s*) ° |" in out and "| W3 ° |" in out
     chosen = out.split("### Chosen")[1].splitlines()
     assert {line.split(":")[0] for line in chosen if line.startswith("- ")} == {
