@@ -6,8 +6,8 @@ On the MNIST-sized MLPs 784-256-10 and the paper's 784-5×256-10 (tanh, Glorot, 
 and ``--width`` change them) and a generated task (Gaussian 28×28 inputs, labels the argmax of a
 fixed random linear map of them: no dataset needed), for a grid of each rule's parameters:
 
-- ``pc``: T, the inference rate and the output weight β (clamped and center nudging), at the
-  initial weights and after ``--trained-steps`` BP steps;
+- ``pc``: T, the inference rate, its momentum and the output weight β (clamped and center
+  nudging), at the initial weights and after ``--trained-steps`` BP steps;
 - ``ep``: the free and nudged relaxation lengths and β, at the same two points, against BP's
   gradient and against the gradient of the loss at the free fixed point (EP's own objective,
   computed as EP's limit β = 1e-3 with both phases relaxed ``--converged`` sweeps, the estimate
@@ -22,7 +22,7 @@ each layer's weight, the relative error ``‖u − g‖ / ‖g‖``, and the cos
 (forward pass and proposed updates) over BP's, each the quickest of ``--rounds`` rounds in which
 they take turns. Then, for each rule, the setting the criterion picks: the cheapest whose angle
 is below ``--goal`` degrees on every network and at both points (the smallest angle where none
-is). The defaults' run, on one thread of a shared two-core machine, takes about 20 minutes.
+is). The defaults' run, on one thread of a shared two-core machine, takes about 15 minutes.
 
     .venv/bin/python benchmarks/energy_defaults.py [--only pc,ep,fa] [--depths 1,5]
         [--width 256] [--batch 64] [--trained-steps 200] [--family-steps 1000]
@@ -60,7 +60,7 @@ TASK = Classification(10)
 # BP's tuned MNIST Adam, which energy.yaml and fa_family.yaml give every rule measured here
 BP_MNIST_ADAM = OptimizerConfig(lr=0.0002970474733093798, betas=(0.99, 0.999),
                                 eps=6.927830087224072e-08)
-TIMED_SECONDS = 0.02
+TIMED_SECONDS = 0.02  # each timed call is repeated until BP's calls last at least this long
 Setting = tuple[str, dict]  # (rule, params other than its defaults)
 
 # PC: the former default (T = 20, rate 0.1, β = 1) and β = 1 relaxed to its equilibrium; then
