@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/bench run suites/smoke.yaml
 	$(BIN)/bench report results/smoke
 
-# mypy checks what pyproject.toml's [tool.mypy] names: the whole package.
+# mypy checks what pyproject.toml's [tool.mypy] names: the whole package, plugins/ and benchmarks/.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -25,25 +25,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import listing, positive  # noqa: E402
-
-from bioplaus_bench.api import ArchitectureSpec, Classification  # noqa: E402
-from bioplaus_bench.backward.rule import glorot_uniform_magnitude  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.model.networks import Network, forward_pass  # noqa: E402
-from bioplaus_bench.model.optim import adam  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.spec.cell import OptimizerConfig  # noqa: E402
+from bioplaus_bench.api import ArchitectureSpec, Classification
+from bioplaus_bench.backward.rule import glorot_uniform_magnitude
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.model.networks import Dense, Network, forward_pass
+from bioplaus_bench.model.optim import adam
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.scripts import listing, positive
+from bioplaus_bench.spec.cell import OptimizerConfig
 
 BATCH = 128
 MNIST = (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28))
@@ -62,7 +57,7 @@ def seconds(function: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def take_turns(variants: dict[str, Callable[[], object]], repeats: int, rounds: int
+def take_turns(variants: Mapping[str, Callable[[], object]], repeats: int, rounds: int
                ) -> dict[str, list[float]]:
     """Seconds per call of each variant in every round (after one warm-up call each)."""
     for function in variants.values():
@@ -156,7 +151,7 @@ def layer_graphs(rounds: int) -> None:
 def magnitudes(rounds: int) -> None:
     print("## 4. brSF's magnitudes of the MNIST MLP's weights, float32 (backward/rule.py)\n")
     net = network(MNIST, torch.float32)
-    weights = [layer.linear.weight for layer in net.layers]
+    weights = [layer.linear.weight for layer in net.layers if isinstance(layer, Dense)]
     values = sum(w.numel() for w in weights)
     x, y = batch(MNIST, torch.float32)
     bp = runner("bp", net)

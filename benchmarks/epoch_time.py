@@ -43,31 +43,24 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import DTYPES, device, listing, one_line_errors, positive  # noqa: E402
-
-from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification  # noqa: E402
-from bioplaus_bench.data import DataSettings  # noqa: E402
-from bioplaus_bench.errors import DataMissingError, InputError  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.execution.setup import Environment, batches, evaluate, prepare  # noqa: E402
-from bioplaus_bench.execution.training import train_cell  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.spec.cell import Cell, MetricsConfig, OptimizerConfig  # noqa: E402
-from bioplaus_bench.suite import load_suite  # noqa: E402
+from bioplaus_bench.api import ArchitectureSpec, BackwardRule, Classification
+from bioplaus_bench.data import DataSettings
+from bioplaus_bench.data.types import default_data_dir
+from bioplaus_bench.errors import DataMissingError, InputError
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.execution.setup import Environment, batches, evaluate, prepare
+from bioplaus_bench.execution.training import train_cell
+from bioplaus_bench.registry import Registry, load_registry
+from bioplaus_bench.scripts import DTYPES, device, listing, one_line_errors, positive
+from bioplaus_bench.spec.cell import Cell, MetricsConfig
+from bioplaus_bench.suite import load_suite
+from bioplaus_bench.suite.document import Suite
+from bioplaus_bench.timed_networks import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {
-    "mnist": (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28), 430),
-    "cifar": (ArchitectureSpec(hidden=(1024,) * 3), (3, 32, 32), 352),
-    "cnn": (ArchitectureSpec(type="cnn", conv_channels=(32, 64), hidden=(512,)), (3, 32, 32), 352),
-}
 # (timed minibatches per round, rounds) for --quick and for a full run
 SAMPLING = {"mnist": ((10, 3), (10, 15)), "cifar": ((2, 2), (3, 6)), "cnn": ((1, 1), (1, 4))}
-BATCH = 128
-RANDOM_WIDTH = {"mnist": 1024, "cifar": 2048}
 # The shipped suites whose MNIST cell section 4 trains, in this order: table 1's, else the
 # first that has the rule.
 EPOCH_SUITES = ("table1", "energy", "fa_family")
@@ -81,20 +74,14 @@ RATIO_GOALS = {"dfa": 1.3, "ddtp-linear": 2.0, "ddtp-control": 2.0, "dtp": 3.0,
 # for this network is not published). EP: T_free/T_nudged = 20/10, and 180/20, the setting
 # Ernoult et al. (2019) give for their 3-hidden-layer MNIST MLP (as recalled; the symmetric
 # estimate, two nudged phases, as Laborieux et al. 2021).
-INFERENCE_SETTINGS = [("pc", {"T": 20}), ("pc", {"T": 20, "nudge": "center"}), ("pc", {"T": 100}),
-                      ("ep", {"T_free": 20, "T_nudged": 10}),
-                      ("ep", {"T_free": 180, "T_nudged": 20})]
+INFERENCE_SETTINGS: list[tuple[str, dict[str, object]]] = [
+    ("pc", {"T": 20}), ("pc", {"T": 20, "nudge": "center"}), ("pc", {"T": 100}),
+    ("ep", {"T_free": 20, "T_nudged": 10}), ("ep", {"T_free": 180, "T_nudged": 20})]
 # PC at T = 20 within 15 × BP (MNIST MLP): what a batched relaxation, not one per sample, allows
 INFERENCE_GOAL = ("pc", {"T": 20}, 15.0)
 LOG_INTERVAL = 80
 LOGGED = MetricsConfig(gnt_damping=1.0)  # every angle the suite logs, GNT's included
 # A learning rate small enough that the weights barely move however many minibatches are timed.
-OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(function: Callable[[], object], device: str) -> float:
@@ -113,7 +100,7 @@ def matmul_peak(dtype: torch.dtype, device: str, n: int = 1024, repeats: int = 1
     return 2 * n ** 3 / seconds / 1e9
 
 
-def bp_flops(spec: ArchitectureSpec, input_shape) -> float | None:
+def bp_flops(spec: ArchitectureSpec, input_shape: tuple[int, ...]) -> float | None:
     """Forward + backward matmul FLOPs of one MLP minibatch (backward: 2× forward)."""
     if spec.type != "mlp":
         return None
@@ -146,8 +133,12 @@ class Trainer:
     def step(self, log: bool = False) -> None:
         self.runner.step(self.x, self.y, metrics=LOGGED if log else None)
 
+    def steps(self, count: int, log: bool = False) -> None:
+        for _ in range(count):
+            self.step(log)
+
     def seconds_per_step(self, steps: int, log: bool = False) -> float:
-        return timed(lambda: [self.step(log) for _ in range(steps)], self.device) / steps
+        return timed(lambda: self.steps(steps, log), self.device) / steps
 
 
 @dataclass(frozen=True)
@@ -175,7 +166,7 @@ def time_model(model: str, dtypes: list[str], names: list[str], quick: bool, dev
         for key, trainer in trainers.items():
             samples[key].append(trainer.seconds_per_step(steps))
 
-    def ratio(key, reference) -> float:
+    def ratio(key: tuple[str, str], reference: tuple[str, str]) -> float:
         return statistics.median(t / r for t, r in zip(samples[key], samples[reference],
                                                        strict=True))
     result: dict[str, dict[str, Timing]] = {dtype: {} for dtype in dtypes}
@@ -220,7 +211,7 @@ def print_precision_table(results: dict, models: list[str], names: list[str]) ->
     print()
 
 
-def mnist_cells(names: list[str], registry) -> dict[str, Cell | None]:
+def mnist_cells(names: list[str], registry: Registry) -> dict[str, Cell | None]:
     """Per name, its MNIST cell in the first of ``EPOCH_SUITES`` that has it (None: none has):
     one epoch, seed 0, float32, no feedback pre-training."""
     suites = [load_suite(ROOT / "suites" / f"{suite}.yaml", registry) for suite in EPOCH_SUITES]
@@ -228,7 +219,7 @@ def mnist_cells(names: list[str], registry) -> dict[str, Cell | None]:
                         if name in suite.algorithms), None) for name in names}
 
 
-def _mnist_cell(suite, name: str) -> Cell:
+def _mnist_cell(suite: Suite, name: str) -> Cell:
     cell = suite.cells(seeds=1, datasets=["mnist"], only=[name], epochs=1)[0]
     schedule = dataclasses.replace(cell.settings.schedule, feedback_pretraining_epochs=0)
     return dataclasses.replace(cell, precision="float32", settings=dataclasses.replace(
@@ -239,8 +230,7 @@ def whole_epochs(names: list[str], data_dir: Path | None, device: str,
                  verify_checksums: bool = True) -> None:
     print("### A whole MNIST epoch as `bench run` trains it (table 1, float32, seed 0)\n")
     registry = load_registry()
-    settings = DataSettings(verify_checksums=verify_checksums,
-                            **({"root": data_dir} if data_dir else {}))
+    settings = DataSettings(root=data_dir or default_data_dir(), verify_checksums=verify_checksums)
     env = Environment(settings, device)
     cells = mnist_cells(["bp", *names], registry)
     bp = cells["bp"]
@@ -254,8 +244,10 @@ def whole_epochs(names: list[str], data_dir: Path | None, device: str,
     draw = statistics.median(
         timed(lambda: list(batches(data.train, protocol.batch_size, shuffle=True)), device)
         for _ in range(3))
+    assert data.val is not None  # table 1 holds a validation split out
+    evaluated = (data.val, data.test)
     evaluation = timed(lambda: [evaluate(network, data.task, split, protocol.eval_batch_size)
-                                for split in (data.val, data.test)], device)
+                                for split in evaluated], device)
     print(f"MNIST from {env.data.root}: {len(data.train)} training, {len(data.val)} validation, "
           f"{len(data.test)} test samples. Drawing one epoch's minibatches (shuffle, gather) "
           f"takes {draw * 1000:.0f} ms; evaluating the validation and test sets "
@@ -290,14 +282,15 @@ def print_goals(peak: float, f32: dict[str, Timing], f64: dict[str, Timing] | No
         print(f"| {goal} | {value:.2f}{unit} | {verdict} |")
 
     flops = bp_flops(*MODELS["mnist"][:2])
+    assert flops is not None  # an MLP's are counted
     row("BP float32 ≥ 1/3 of the matmul peak", flops / f32["bp"].seconds / 1e9 / peak, 1 / 3,
         " of peak", at_least=True)
     for name, goal in RATIO_GOALS.items():
         if name in f32:
             row(f"{name} ≤ {goal:g} × BP", f32[name].vs_bp, goal, " ×")
     for name in f32:
-        if f64 and name in f64:
-            row(f"{name}: float64 ≤ 2 × float32", f64[name].vs_float32, 2.0, " ×")
+        if f64 and name in f64 and (vs_float32 := f64[name].vs_float32) is not None:
+            row(f"{name}: float64 ≤ 2 × float32", vs_float32, 2.0, " ×")
     for name in f32:
         row(f"{name}: logging @{LOG_INTERVAL} < +10%", 100 * f32[name].logging, 10.0, " %")
     print()
@@ -338,7 +331,7 @@ def parse_inference(text: str) -> list[tuple[str, dict]]:
     return settings
 
 
-def check_inference(settings: list[tuple[str, dict]], registry) -> None:
+def check_inference(settings: list[tuple[str, dict]], registry: Registry) -> None:
     """Each setting names a rule and parameters it has: found before any timing."""
     for name, overrides in settings:
         fields = {f.name for f in dataclasses.fields(registry.get(name).cls.Params)}

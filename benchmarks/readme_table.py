@@ -17,14 +17,11 @@ import sys
 from pathlib import Path
 
 import bioplaus_bench
+from bioplaus_bench.errors import InputError
 from bioplaus_bench.files import write_atomically
+from bioplaus_bench.scripts import one_line_errors
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-from arguments import one_line_errors  # noqa: E402
-
-from bioplaus_bench.errors import InputError  # noqa: E402
 
 RESULTS = "results/reference/table1"
 START = ("<!-- reference-table:start: written by `make readme-table` from `bench table "

@@ -16,17 +16,22 @@ an interrupted campaign leaves as many finished cells as possible):
   d. the rest of Tables 1-3, and every cell of lists a-d at the suites' ten seeds.
 `--seeds N` asks for the first N seeds of every list (10 on a GPU, where stacking pays).
 
-Each group (one suite, dataset and algorithm, the seeds it still misses) is one `bench run
---vectorize-seeds --only-seeds ...` of the shipped suite, with nothing changed: no tuning, no
-shorter schedule, the configs' precision. It works in a folder of its own under the work folder
-($BIOPLAUS_CACHE/reference, outside the repository), where its checkpoints live: a campaign that
-is stopped (Ctrl-C, SIGTERM, the end of a working session) resumes from the last epoch of every
-running cell, as long as the code and settings are unchanged (the config hash decides). Finished
-records are copied into results/reference/<suite>/ as each group ends (`collect` copies what
-has finished so far, e.g. before committing while the campaign goes on).
+Each group (one suite, dataset and algorithm, the seeds it still misses) is one stack of seeds
+of the shipped suite, with nothing changed: no tuning, no shorter schedule, the configs'
+precision. The groups of a list are one `bioplaus_bench.run` of each suite (its missing cells,
+in the list's order, seeds stacked; `--jobs N`: each group in a worker process of its own, N at
+once, one torch thread each by default; `--jobs 1`: one after the other in this process). Its
+results folder is the work folder's <suite>/ ($BIOPLAUS_CACHE/reference, outside the
+repository), where the checkpoints live: a campaign that is stopped (Ctrl-C, SIGTERM, the end of
+a working session) resumes from the last epoch of every running cell, as long as the code and
+settings are unchanged (the config hash decides). Finished records are copied into
+results/reference/<suite>/ as each group ends (`collect` copies what has finished so far, e.g.
+before committing while the campaign goes on). The run's lines (each cell's end, a line every
+few minutes) go to the work folder's logs/campaign.log; a line on stdout as each group starts
+and ends.
 
-A cell counts as done when results/reference holds its record, finished (ok, or diverged, which
-is a result too), at the suite's protocol and with the settings the suite has now; a record of
+A cell counts as done when results/reference holds its record, finished, at the suite's protocol
+and with the settings the suite has now (`ResultStore.state(cell, any_code=True)`); a record of
 older code still counts (`bench table` marks it when the algorithm's source has changed since),
 while one of other settings is stale and is run again.
 
@@ -47,40 +52,40 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
+from typing import TextIO
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-
-from arguments import one_line_errors  # noqa: E402
-
-from bioplaus_bench.data import check_available  # noqa: E402
-from bioplaus_bench.data.types import (  # noqa: E402
+import bioplaus_bench
+from bioplaus_bench.data import check_available
+from bioplaus_bench.data.types import (
     CACHE_ENV,
     DataSettings,
     default_cache_dir,
     file_in_the_way,
     make_cache_folder,
 )
-from bioplaus_bench.errors import InputError  # noqa: E402
-from bioplaus_bench.execution.checkpoint import CHECKPOINT_KEYS  # noqa: E402
-from bioplaus_bench.execution.inputs import with_inputs  # noqa: E402
-from bioplaus_bench.files import write_atomically  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.results.record import Record  # noqa: E402
-from bioplaus_bench.results.store import ResultStore  # noqa: E402
-from bioplaus_bench.suite.load import load_suite  # noqa: E402
+from bioplaus_bench.errors import InputError
+from bioplaus_bench.execution.checkpoint import CHECKPOINT_KEYS
+from bioplaus_bench.execution.inputs import with_inputs
+from bioplaus_bench.execution.progress import LogReporter
+from bioplaus_bench.files import write_atomically
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.results.record import Record
+from bioplaus_bench.results.store import ResultStore
+from bioplaus_bench.scripts import one_line_errors
+from bioplaus_bench.spec.cell import Cell
+from bioplaus_bench.suite.document import Suite
+from bioplaus_bench.suite.load import load_suite
+from bioplaus_bench.suite.running import sigterm_stops
 
-FINISHED = ("ok", "diverged")
+ROOT = Path(__file__).resolve().parents[1]
 TABLE1_METHODS = ("bp", "dfa", "ddtp-linear", "dtp", "ddtp-control", "dtp-drl",
                   "dtp-pretrained", "ddtp-rhl")  # cheapest first (benchmarks/epoch_time.py)
 
@@ -157,14 +162,14 @@ class Campaign:
         self.out, self.work, self.seeds = out, work, seeds
         self.data = data or DataSettings()
         self.registry = load_registry()
-        self.suites = {}
+        self.suites: dict[str, Suite] = {}
 
-    def suite(self, name: str):
+    def suite(self, name: str) -> Suite:
         if name not in self.suites:
-            self.suites[name] = load_suite(ROOT / "suites" / f"{name}.yaml", self.registry)
+            self.suites[name] = load_suite(suite_file(name), self.registry)
         return self.suites[name]
 
-    def cells(self, stage: Stage, group: Group) -> list:
+    def cells(self, stage: Stage, group: Group) -> list[Cell]:
         """The group's cells at the suite's protocol, for the stage's seeds."""
         suite = self.suite(group.suite)
         wanted = list(suite.seeds)[: self.seeds or stage.seeds]
@@ -172,30 +177,30 @@ class Campaign:
                                              registry=self.registry)
                 if cell.seed in wanted and not cell.skip_reason]
 
-    def record_path(self, root: Path, cell) -> Path:
-        return root / cell.suite / cell.dataset_id / cell.algorithm_id / f"seed-{cell.seed}.json"
+    def reference(self, cell: Cell) -> ResultStore:
+        """The reference folder of the cell's suite."""
+        return ResultStore(self.out / cell.suite)
 
-    def reference_record(self, cell) -> Record | None:
+    def work_store(self, group: Group) -> ResultStore:
+        """The results folder of the runs of the group's suite, where its checkpoints live."""
+        return ResultStore(self.work / group.suite)
+
+    def reference_record(self, cell: Cell) -> Record | None:
         """The cell's record in the reference folder, read as `bench` reads records."""
-        return _record(ResultStore(self.out / cell.suite), cell)
+        return _load(self.reference(cell), cell)
 
-    def state(self, cell) -> str:
-        """done, stale (a record of other settings, an unfinished one or a file that is no
-        record) or missing."""
-        if not _exists(self.record_path(self.out, cell)):
-            return "missing"
-        record = self.reference_record(cell)
-        if record is None or record.status not in FINISHED:
-            return "stale"
-        if not record.paper_protocol or _settings(record.config) != _settings(cell.config()):
-            return "stale"
-        return "done"
+    def state(self, cell: Cell) -> str:
+        """done (a finished record of the suite's settings and protocol, of any code), stale
+        (a record of other settings, an unfinished one or a file that is no record) or
+        missing."""
+        state = self.reference(cell).state(cell, any_code=True)
+        return "done" if state == "finished" else state
 
-    def full_protocol(self, record: Record, cell) -> bool:
+    def full_protocol(self, record: Record, cell: Cell) -> bool:
         """Whether ``record`` is of the suite's own protocol: no deviation, the suite's epochs."""
         return record.paper_protocol and record.epochs == cell.dataset.protocol.epochs
 
-    def group_cells(self, group: Group) -> list:
+    def group_cells(self, group: Group) -> list[Cell]:
         """Every seed's cell of the group (not only a stage's seeds)."""
         return [cell for cell in self.suite(group.suite).cells(
                     only=[group.algorithm], datasets=[group.dataset], registry=self.registry)
@@ -212,7 +217,7 @@ class Campaign:
     def _measured(self, group: Group) -> float | None:
         """The mean wall time per seed of the group's finished records."""
         times = [r.wall_time for cell in self.group_cells(group)
-                 if (r := self.reference_record(cell)) and r.status in FINISHED and r.wall_time]
+                 if (r := self.reference_record(cell)) and r.finished and r.wall_time]
         return sum(times) / len(times) if times else None
 
     def _prior(self, group: Group) -> float:
@@ -226,11 +231,13 @@ class Campaign:
                   if (measured := self._measured(group)) is not None]
         return median(ratios) if ratios else 1.0
 
-    def partial(self, group: Group, cell) -> Partial | None:
+    def partial(self, group: Group, cell: Cell) -> Partial | None:
         """The cell's checkpoint in the work folder, if one there can be read."""
-        path = ResultStore(self.work / group.name).checkpoint_path(cell)
-        if not _exists(path):  # a regular file: a FIFO would block the reading
-            return None
+        path = self.work_store(group).checkpoint_path(cell)
+        if not path.is_file():  # a regular file: a FIFO would block the reading
+            path = _legacy(self, group).checkpoint_path(cell)
+            if not path.is_file():
+                return None
         try:  # plain data only, as `bench run` reads it; anything else is no progress
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not state.keys() >= CHECKPOINT_KEYS:
@@ -249,7 +256,19 @@ class Campaign:
             return Partial(done, total, elapsed, None, str(error))
         return Partial(done, total, elapsed, config_hash == resolved.config_hash())
 
-    def missing(self, stage: Stage, group: Group) -> list:
+    def adopt_legacy(self, group: Group) -> None:
+        """Move the group's records and checkpoints from the folder of its own that a campaign
+        before `bioplaus_bench.run` ran it in (<work>/<suite>/<dataset>/<entry>/) to its
+        suite's folder, so that its cells resume."""
+        legacy, store = _legacy(self, group), self.work_store(group)
+        for cell in self.group_cells(group):
+            for old, new in ((legacy.path(cell), store.path(cell)),
+                             (legacy.checkpoint_path(cell), store.checkpoint_path(cell))):
+                if old.is_file() and not old.is_symlink() and not new.exists():
+                    new.parent.mkdir(parents=True, exist_ok=True)
+                    old.rename(new)
+
+    def missing(self, stage: Stage, group: Group) -> list[Cell]:
         return [cell for cell in self.cells(stage, group) if self.state(cell) != "done"]
 
     def status(self, stages: list[Stage]) -> None:
@@ -275,7 +294,7 @@ class Campaign:
         print(f"time left: {'~' if any_prior else ''}{_hours(total_left)} of one process "
               "(one thread, seeds stacked); --jobs N divides it, roughly, up to the cores")
 
-    def _left(self, group: Group, cells: list, pace: float | None = None
+    def _left(self, group: Group, cells: list[Cell], pace: float | None = None
               ) -> tuple[float, bool, str]:
         """The time the missing cells still need, whether a prior went into it, and where
         those under way stand."""
@@ -311,12 +330,12 @@ class Campaign:
         trial run into the work folder): that one is refused, in one line."""
         found = []
         for group in sorted({group for stage in STAGES for group in stage.groups}, key=str):
-            work = ResultStore(self.work / group.name)
+            work = self.work_store(group)
             for cell in self.group_cells(group):
-                record = _record(work, cell)
-                if record is None or record.status not in FINISHED:
+                record = _load(work, cell)
+                if record is None or not record.finished:
                     continue
-                path, target = work.path(cell), self.record_path(self.out, cell)
+                path, target = work.path(cell), self.reference(cell).path(cell)
                 committed = self.reference_record(cell)
                 if committed is not None and self.full_protocol(committed, cell) \
                         and not self.full_protocol(record, cell):
@@ -334,79 +353,94 @@ class Campaign:
         for source in sorted(sources):
             check_available(self.registry.dataset(source), self.data)
 
-    def command(self, group: Group, seeds: list[int], args) -> list[str]:
-        return bench_run(ROOT / "suites" / f"{group.suite}.yaml", group.dataset,
-                         group.algorithm, seeds, self.work / group.name, device=args.device,
-                         data_dir=args.data_dir, skip_checksums=args.skip_checksums,
-                         extra=["--vectorize-seeds"])
+
+def suite_file(name: str) -> Path:
+    return ROOT / "suites" / f"{name}.yaml"
 
 
-def bench_run(suite_file: Path, dataset: str, entry: str, seeds: Sequence[int], out: Path, *,
-              device: str, data_dir: Path | None, skip_checksums: bool,
-              extra: Sequence[str] = ()) -> list[str]:
-    """The `bench run` of some seeds of one (dataset, entry) of a suite, at its protocol but
-    for what ``extra`` says, into ``out``."""
-    command = [sys.executable, "-m", "bioplaus_bench", "run", str(suite_file),
-               "--datasets", dataset, "--only", entry, "--only-seeds", ",".join(map(str, seeds)),
-               *extra, "--out", str(out), "--quiet", "--device", device]
-    if data_dir:
-        command += ["--data-dir", str(data_dir)]
-    if skip_checksums:
-        command.append("--skip-checksums")
-    return command
+class CampaignLog(LogReporter):
+    """A run's lines (each cell's end, a line every few minutes while one trains) in the
+    campaign's log file; on stdout, a line as each group ends, once its finished records are
+    copied into the reference folder."""
+
+    def __init__(self, campaign: Campaign, log: TextIO, groups: dict[Group, int]) -> None:
+        super().__init__()
+        self.campaign, self.file = campaign, log
+        self.left = dict(groups)  # cells still to end, per group
+        self.statuses: dict[Group, list[str]] = {group: [] for group in groups}
+
+    def log(self, message: str) -> None:
+        with self._lock:
+            print(f"{_now()} {message}", file=self.file, flush=True)
+            self._said = self.clock()
+
+    def cell_finished(self, cell: Cell, index: int, status: str, detail: str = "") -> None:
+        super().cell_finished(cell, index, status, detail)
+        group = next(g for g in self.left if (g.dataset, g.algorithm) == (cell.dataset_id,
+                                                                          cell.algorithm_id))
+        self.left[group] -= 1
+        self.statuses[group].append(status)
+        if not self.left[group]:
+            copied = self.campaign.collect()
+            ended = ", ".join(f"{self.statuses[group].count(s)} {s}"
+                              for s in sorted(set(self.statuses[group])))
+            print(f"{_now()} end {group.name}: {ended}, {copied} new records in the reference "
+                  "folder", flush=True)
 
 
-def run(campaign: Campaign, stages: list[Stage], args) -> int:
-    """Run the missing cells of ``stages``; an ``InputError`` before any group starts when the
-    data of one is not there or the work folder cannot be made."""
+def run(campaign: Campaign, stages: list[Stage], args: argparse.Namespace) -> int:
+    """Run the missing cells of ``stages``, list by list, one `bioplaus_bench.run` of each
+    suite of a list; an ``InputError`` before any group starts when the data of one is not
+    there or the work folder cannot be made."""
     pending = [(stage, group) for stage in stages for group in stage.groups
                if campaign.missing(stage, group)]
     campaign.check_data([group for _, group in pending])
-    running: dict[Group, subprocess.Popen] = {}
-    environment = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-                   "MKL_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}  # live logs
     logs = make_cache_folder(campaign.work / "logs", campaign.work)
-    stopping: list[int] = []
-
-    def stop(signum, frame):  # the children checkpoint and stop on their own signal
-        stopping.append(signum)
-        for process in running.values():
-            process.send_signal(signum)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    failed = 0
-    while (pending or running) and not stopping:
-        while pending and len(running) < args.jobs and not stopping:
-            stage, group = pending.pop(0)
-            missing = campaign.missing(stage, group)
-            if not missing:
-                continue
-            seeds = [cell.seed for cell in missing]
-            under_way = _under_way([p for cell in missing
-                                    if (p := campaign.partial(group, cell)) is not None])
-            log = open(logs / f"{group.name.replace('/', '-')}.log", "a")  # noqa: SIM115
-            print(f"{_now()} start {group.name} seeds {','.join(map(str, seeds))} (list "
-                  f"{stage.name}; log {log.name})" + (f"; {under_way}" if under_way else ""),
-                  flush=True)
-            running[group] = subprocess.Popen(campaign.command(group, seeds, args), stdout=log,
-                                              stderr=subprocess.STDOUT, env=environment)
-        time.sleep(2)
-        for group, process in list(running.items()):
-            if process.poll() is not None:
-                del running[group]
-                failed += process.returncode not in (0, 130, 143)
-                copied = campaign.collect()
-                print(f"{_now()} end {group.name}: exit {process.returncode}, {copied} new "
-                      "records in the reference folder", flush=True)
-    for process in running.values():
-        process.wait()
+    failed = False
+    with sigterm_stops() as sigterm, open(logs / "campaign.log", "a") as log:
+        try:
+            for stage in stages:
+                for suite in dict.fromkeys(g.suite for s, g in pending if s is stage):
+                    groups = [g for s, g in pending if s is stage and g.suite == suite]
+                    failed |= _run_groups(campaign, stage, groups, args, log)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (``RunInterrupted`` within a run)
+            campaign.collect()
+            print(f"stopped: finished records are in {campaign.out}; checkpoints in "
+                  f"{campaign.work}; run the same command to resume", flush=True)
+            return 143 if sigterm.is_set() else 130
     campaign.collect()
-    if stopping:
-        print(f"stopped: finished records are in {campaign.out}; checkpoints in "
-              f"{campaign.work}; run the same command to resume", flush=True)
-        return 128 + stopping[0]
     return 1 if failed else 0
+
+
+def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: argparse.Namespace,
+                log: TextIO) -> bool:
+    """One `bioplaus_bench.run` of the missing cells of ``groups`` (of one suite), in their
+    order; whether a cell failed."""
+    missing: dict[Group, list[Cell]] = {}
+    for group in groups:
+        campaign.adopt_legacy(group)
+        if cells := campaign.missing(stage, group):
+            missing[group] = cells
+    if not missing:
+        return False
+    for group, cells in missing.items():
+        under_way = _under_way([p for cell in cells
+                                if (p := campaign.partial(group, cell)) is not None])
+        print(f"{_now()} start {group.name} seeds {','.join(str(c.seed) for c in cells)} (list "
+              f"{stage.name}; log {log.name})" + (f"; {under_way}" if under_way else ""),
+              flush=True)
+    first = next(iter(missing))
+    results = bioplaus_bench.run(
+        suite_file(first.suite), datasets=list(dict.fromkeys(g.dataset for g in missing)),
+        only=list(dict.fromkeys(g.algorithm for g in missing)),
+        only_cells=[(c.dataset_id, c.algorithm_id, c.seed) for cells in missing.values()
+                    for c in cells],
+        out=campaign.work_store(first).root, data_dir=args.data_dir,
+        verify_checksums=not args.skip_checksums, device=args.device, jobs=args.jobs,
+        threads=args.threads, vectorize_seeds=True,
+        progress=CampaignLog(campaign, log, {g: len(c) for g, c in missing.items()}))
+    assert results.outcome is not None  # a run's results say how it went
+    return results.outcome.failed
 
 
 def _under_way(partials: list[Partial]) -> str:
@@ -427,22 +461,15 @@ def _under_way(partials: list[Partial]) -> str:
     return f"checkpoint at epoch {at} (pre-training included), {verdict}"
 
 
-def _settings(config: dict) -> dict:
-    """A cell's settings without the code and data identities (the record keeps those in its
-    provenance; older code still gives a reference cell, which the table marks)."""
-    return {key: value for key, value in config.items() if key != "inputs"}
-
-
-def _exists(path: Path) -> bool:
-    """Whether ``path`` is a regular file (or a link to one): nothing else is read, since a FIFO
-    named like a record or checkpoint would block the reading."""
-    return path.is_file()
-
-
-def _record(store: ResultStore, cell) -> Record | None:
+def _load(store: ResultStore, cell: Cell) -> Record | None:
     """The cell's record in ``store``, read and checked as `bench` reads it (a file that is no
-    record: None, with the store's warning); a special file is not opened."""
-    return store.load(cell) if _exists(store.path(cell)) else None
+    record: None, with the store's warning); only a regular file is opened."""
+    return store.load(cell) if store.path(cell).is_file() else None
+
+
+def _legacy(campaign: Campaign, group: Group) -> ResultStore:
+    """The folder of its own that a campaign before `bioplaus_bench.run` ran a group in."""
+    return ResultStore(campaign.work / group.name)
 
 
 def _protocol(record: Record) -> str:
@@ -485,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     return one_line_errors(lambda: campaign_action(args, chosen))
 
 
-def campaign_action(args, chosen: list[Stage]) -> int:
+def campaign_action(args: argparse.Namespace, chosen: list[Stage]) -> int:
     for option, folder in (("--out", args.out), ("--work", args.work)):
         if (in_the_way := file_in_the_way(folder)) is not None:
             from_cache = folder == default_cache_dir() / "reference" and CACHE_ENV in os.environ
@@ -498,6 +525,8 @@ def campaign_action(args, chosen: list[Stage]) -> int:
         campaign.status(chosen)
         return 0
     if args.action == "collect":
+        for group in {group for stage in STAGES for group in stage.groups}:
+            campaign.adopt_legacy(group)
         print(f"{campaign.collect()} new records in {campaign.out}")
         return 0
     if args.stages is None:  # the first list not complete, and what follows it

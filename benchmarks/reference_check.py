@@ -8,15 +8,16 @@ it with the first epoch stored in its record, so that a later change to the nume
 
 For every folder results/reference/<suite>/ and every (dataset, entry) in it, the lowest seed
 whose record is `ok` is run again through the normal runner, together with the seeds it was
-stacked with (the campaign's --vectorize-seeds: the records of one stacked run carry the same
-commit and finish time), `bench run suites/<suite>.yaml --datasets D --only E --only-seeds
-S[,S] --epochs 1 --vectorize-seeds` (--serial-seeds for a seed that ran alone), in a temporary
-folder. Stacked as it was run, a seed's arithmetic is the record's, so every seed of the stack
-is compared. Each re-run record must have its reference record's settings but for the epoch
-count (a suite edited since is a mismatch: the records are no longer its cells), and its
-epoch-1 figures (training loss, test and validation loss and error, the feedback losses, and
-every feedback pre-training epoch's loss) must equal the record's within the tolerance of its
-precision:
+stacked with (the campaign stacks seeds: the records of one stacked run carry the same commit
+and finish time), in this process: `bioplaus_bench.run("suites/<suite>.yaml", datasets=[D],
+only=[E], only_seeds=[S, ...], epochs=1, vectorize_seeds=True)` (False for a seed that ran
+alone), into a temporary folder. Stacked as it was run, a seed's arithmetic is the record's, so
+every seed of the stack is compared. Each re-run record must have its reference record's
+settings but for the epoch count (``results.protocol.settings_differences``: a suite edited
+since is a mismatch, the records are no longer its cells), and its epoch-1 figures (training
+loss, test and validation loss and error, the feedback losses, and every feedback pre-training
+epoch's loss) must equal the record's within the tolerance of its precision (errors counted in
+samples of their split, whose sizes the dataset plugin gives):
 
   float64: relative 1e-9 on the losses, errors exact. Measured at the table1 settings (epoch
            1 after the feedback pre-training, one thread): re-run as they were run, the 17
@@ -59,41 +60,47 @@ re-run), with one line.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import torch
 
-from arguments import device, one_line_errors  # noqa: E402
-from reference import bench_run  # noqa: E402  (the campaign's own command line)
-
-from bioplaus_bench.data import DataSettings, check_available  # noqa: E402
-from bioplaus_bench.data.types import file_in_the_way  # noqa: E402
-from bioplaus_bench.errors import InputError  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.results.attestation import (  # noqa: E402
+import bioplaus_bench
+from bioplaus_bench.data import DataSettings, check_available, load_data
+from bioplaus_bench.data.types import file_in_the_way
+from bioplaus_bench.errors import InputError
+from bioplaus_bench.execution.progress import LogReporter
+from bioplaus_bench.registry import Registry, load_registry
+from bioplaus_bench.results.attestation import (
     ATTESTATION_FILE,
     Attested,
     merged,
     read_attestation,
     write_attestation,
 )
-from bioplaus_bench.results.record import Record, select_epoch  # noqa: E402
-from bioplaus_bench.results.store import Refused, ResultStore  # noqa: E402
+from bioplaus_bench.results.protocol import settings_differences
+from bioplaus_bench.results.record import Record, select_epoch
+from bioplaus_bench.results.store import Refused, ResultStore
+from bioplaus_bench.scripts import device, one_line_errors
+from bioplaus_bench.spec.cell import Cell
+from bioplaus_bench.suite import load_suite
 
+ROOT = Path(__file__).resolve().parents[1]
 # (relative tolerance of losses, samples an error may differ by) per precision; see above.
 TOLERANCE = {"float64": (1e-9, 0), "float32": (2e-3, 10)}
 OTHER_DEVICE = 10.0  # the factor for a record of another device (not measured)
 LOSSES = ("train_loss", "test_loss", "val_loss", "feedback_loss", "extra_feedback_loss")
 ACCURACIES = {"test_accuracy": "test", "val_accuracy": "val", "train_accuracy": "train"}
+# What a re-run of the first epoch changes in a record's settings: its epoch count, and the code
+# digest (a cell run by older code is re-run by the current one).
+RERUN_IGNORES = ("dataset.protocol.epochs", "inputs.code")
 
 
 @dataclass(frozen=True)
@@ -164,20 +171,28 @@ def _run(record: Record) -> tuple:
 
 
 def rerun(job: Job, out: Path, data_dir: Path, device: str) -> dict[int, Record] | str:
-    """The first epoch of the job's seeds through `bench run`, stacked as they were run; the
-    records by seed, or why there are none."""
+    """The first epoch of the job's seeds through `bioplaus_bench.run`, stacked as they were
+    run; the records by seed, or why there are none."""
     r = job.records[0]
-    skip_checksums = _skip_checksums(r)
-    stacking = "--vectorize-seeds" if len(job.seeds) > 1 else "--serial-seeds"
-    command = bench_run(job.suite_file, r.dataset, r.algorithm, job.seeds, out, device=device,
-                        data_dir=data_dir, skip_checksums=skip_checksums,
-                        extra=["--epochs", "1", stacking])
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    paths = {s: out / r.dataset / r.algorithm / f"seed-{s}.json" for s in job.seeds}
-    if done.returncode != 0 or not all(path.is_file() for path in paths.values()):
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"bench run failed (exit {done.returncode}): {tail}"
-    return {s: Record.from_json(json.loads(path.read_text())) for s, path in paths.items()}
+    try:
+        results = bioplaus_bench.run(
+            job.suite_file, datasets=[r.dataset], only=[r.algorithm], only_seeds=job.seeds,
+            epochs=1, vectorize_seeds=len(job.seeds) > 1, out=out, data_dir=data_dir,
+            verify_checksums=not _skip_checksums(r), device=device, progress=Silent())
+    except InputError as error:
+        return f"the re-run failed: {error}"
+    assert results.outcome is not None  # a run's results say how it went
+    return {record.seed: record for record in results.outcome.records.values()}
+
+
+class Silent(LogReporter):
+    """A re-run says nothing: the check's line for the cell says how it went."""
+
+    def __init__(self) -> None:
+        super().__init__(heartbeat=None)
+
+    def log(self, message: str) -> None:
+        pass
 
 
 def _skip_checksums(record: Record) -> bool:
@@ -188,9 +203,7 @@ def _skip_checksums(record: Record) -> bool:
 def check_data(found: list[Job], data_dir: Path) -> None:
     """The data layer's one line (the folder and the files expected) for the first cell whose
     data is not in ``data_dir``, before any re-run."""
-    from bioplaus_bench.suite import load_suite
-
-    registry = load_registry()
+    registry = _registry()
     for job in found:
         datasets = load_suite(job.suite_file, registry).datasets
         r = job.records[0]
@@ -199,19 +212,17 @@ def check_data(found: list[Job], data_dir: Path) -> None:
                             DataSettings(root=data_dir, verify_checksums=not _skip_checksums(r)))
 
 
-def settings_differences(reference: dict, new: dict, ignored: tuple[str, ...] = (
-        "dataset.protocol.epochs", "inputs.code")) -> list[str]:
-    """The paths of two records' settings (``Record.config``) that differ, but for those under
-    ``ignored`` (by default the epoch count and the code digest: a re-run of one epoch)."""
-    def flat(value, path=""):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                yield from flat(item, f"{path}.{key}" if path else key)
-        else:
-            yield path, value
-    a, b = dict(flat(reference)), dict(flat(new))
-    return sorted(path for path in a.keys() | b.keys() if a.get(path) != b.get(path)
-                  and not any(path == top or path.startswith(top + ".") for top in ignored))
+@cache
+def _registry() -> Registry:
+    return load_registry()
+
+
+@cache
+def suite_cells(suite_file: Path) -> dict[tuple[str, str, int], Cell]:
+    """The suite's cells now, by (dataset, entry, seed)."""
+    registry = _registry()
+    return {(c.dataset_id, c.algorithm_id, c.seed): c
+            for c in load_suite(suite_file, registry).cells(registry=registry)}
 
 
 def inconsistencies(jobs: list[Job]) -> dict[int, str]:
@@ -220,25 +231,17 @@ def inconsistencies(jobs: list[Job]) -> dict[int, str]:
     history, or its history lacks an epoch of its protocol), or whose settings are no longer its
     suite's (the data's identity and the code digest apart: the re-run compares those). Found
     from the records alone, before any re-run."""
-    from bioplaus_bench.suite import load_suite
-
-    registry = load_registry()
-    suites: dict[Path, dict] = {}
     found = {}
     for i, job in enumerate(jobs):
-        if job.suite_file not in suites:
-            suites[job.suite_file] = {(c.dataset_id, c.algorithm_id, c.seed): c for c in
-                                      load_suite(job.suite_file, registry).cells(
-                                          registry=registry)}
         for record in job.cell_records:
-            problem = _inconsistency(record, suites[job.suite_file])
+            problem = _inconsistency(record, suite_cells(job.suite_file))
             if problem:
                 found[i] = f"{job.cell} seed {record.seed}: {problem}"
                 break
     return found
 
 
-def _inconsistency(record: Record, cells: dict) -> str | None:
+def _inconsistency(record: Record, cells: dict[tuple[str, str, int], Cell]) -> str | None:
     cell = cells.get((record.dataset, record.algorithm, record.seed))
     if cell is None:
         return (f"MISMATCH, the suite has no cell {record.dataset}/{record.algorithm} seed "
@@ -268,9 +271,15 @@ def _epoch_list(epochs: list) -> str:
     return f"{shown}, ... ({len(epochs)} rows)" if len(epochs) > 5 else shown or "none"
 
 
+def first_epoch(record: Record) -> dict[str, Any]:
+    """The first row of a record's history (a job's records have one: ``jobs``)."""
+    assert record.history, f"{record.dataset}/{record.algorithm} seed {record.seed}: no history"
+    return record.history[0]
+
+
 def figures(record: Record) -> dict[str, float]:
     """The first epoch's numbers: losses, and errors counted in samples of their split."""
-    row = record.history[0]
+    row = first_epoch(record)
     found = {}
     for key, value in [*((key, row.get(key)) for key in LOSSES),
                        ("pretraining_feedback_loss", record.pretraining_feedback_loss)]:
@@ -279,7 +288,7 @@ def figures(record: Record) -> dict[str, float]:
     return found
 
 
-def _numbers(name: str, value) -> list[tuple[str, float]]:
+def _numbers(name: str, value: Any) -> list[tuple[str, float]]:
     """A figure, or each number of a list of them (a loss per layer, per pre-training epoch)."""
     if isinstance(value, list):
         return [item for i, v in enumerate(value) for item in _numbers(f"{name}[{i}]", v)]
@@ -287,7 +296,7 @@ def _numbers(name: str, value) -> list[tuple[str, float]]:
 
 
 def accuracies(record: Record) -> dict[str, float]:
-    row = record.history[0]
+    row = first_epoch(record)
     return {key: row[key] for key in ACCURACIES if row.get(key) is not None}
 
 
@@ -296,7 +305,8 @@ def compare(reference: Record, new: Record, samples: dict[str, int] | None = Non
     """The largest relative difference of the losses (and its name), and the figures outside
     the tolerance. ``samples``: the size of each split, to count error differences in samples
     (None: compared as losses)."""
-    rel_tol, sample_tol = TOLERANCE.get(reference.config.get("precision"), TOLERANCE["float32"])
+    rel_tol, sample_tol = TOLERANCE.get(str(reference.config.get("precision")),
+                                        TOLERANCE["float32"])
     if reference.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
         rel_tol, sample_tol = rel_tol * OTHER_DEVICE, math.ceil(sample_tol * OTHER_DEVICE)
     ours, theirs = figures(new), figures(reference)
@@ -324,16 +334,18 @@ def compare(reference: Record, new: Record, samples: dict[str, int] | None = Non
     return worst, worst_name, bad
 
 
-def split_sizes(record: Record) -> dict[str, int] | None:
-    """The sizes of the splits of the shipped image datasets, to count errors in samples."""
-    dataset = record.config.get("dataset") or {}
-    sizes = {"mnist": (60_000, 10_000), "fashion_mnist": (60_000, 10_000),
-             "cifar10": (50_000, 10_000)}.get(dataset.get("source"))
-    if sizes is None:
-        return None
-    validation = (dataset.get("protocol") or {}).get("validation") or 0
-    train = record.config.get("subset") or sizes[0] - validation
-    return {"train": train, "val": validation, "test": sizes[1]}
+def split_sizes(job: Job, data_dir: Path) -> dict[str, int]:
+    """The number of samples of each split of the job's cell, as its dataset plugin gives them
+    (to count errors in samples)."""
+    r = job.records[0]
+    cell = suite_cells(job.suite_file)[(r.dataset, r.algorithm, r.seed)]
+    data = DataSettings(root=data_dir, verify_checksums=not _skip_checksums(r))
+    with torch.random.fork_rng():  # the validation split draws from the global generator
+        splits = load_data(_registry().dataset(cell.dataset.source), cell.dataset.options, data,
+                           seed=cell.seed, validation=cell.dataset.protocol.validation,
+                           subset=cell.subset)
+    return {"train": len(splits.train), "val": len(splits.val) if splits.val else 0,
+            "test": len(splits.test)}
 
 
 def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str, list[Attested]]:
@@ -352,17 +364,17 @@ def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str, 
         notes.append(f"record from {r.provenance.get('device')}, checked on "
                      f"{again.provenance.get('device')}: tolerance ×{OTHER_DEVICE:g}, not measured")
     note = f" ({'; '.join(notes)})" if notes else ""
-    worst, worst_name = 0.0, ""
+    worst, worst_name, sizes = 0.0, "", split_sizes(job, data_dir)
     for reference in job.records:
         new, name = news[reference.seed], f"{cell} seed {reference.seed}"
         if new.status != "ok":
             return (False, f"{name}: FAILED, the re-run ended '{new.status}' "
                     f"({new.explanation})", [])
-        differing = settings_differences(reference.config, new.config)
+        differing = settings_differences(reference.config, new.config, RERUN_IGNORES)
         if differing:
             return False, (f"{name}: MISMATCH, the suite's settings are not the record's: "
                            + ", ".join(differing)), []
-        largest, largest_name, bad = compare(reference, new, split_sizes(reference))
+        largest, largest_name, bad = compare(reference, new, sizes)
         if bad:
             return False, f"{name}: MISMATCH at epoch 1: {'; '.join(bad)}{note}", []
         if largest >= worst:
@@ -377,10 +389,11 @@ def attests(job: Job, again: Record) -> list[Attested]:
     """What a re-run that reproduced the job's records attests (nothing where a digest is
     unknown: a record older than code digests)."""
     code = _digest(again)
+    if code is None:
+        return []
+    reproduced = {digest for record in job.records if (digest := _digest(record)) is not None}
     return [Attested(code, record_code, again.provenance.get("git_commit"),
-                     again.provenance.get("finished_at"))
-            for record_code in sorted({_digest(r) for r in job.records} - {None})
-            if code is not None]
+                     str(again.provenance["finished_at"])) for record_code in sorted(reproduced)]
 
 
 def _digest(record: Record) -> str | None:

@@ -27,21 +27,17 @@ import gc
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import DTYPES, device, listing, one_line_errors, positive, positives  # noqa: E402
-from epoch_time import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize  # noqa: E402
-
-from bioplaus_bench.api import Classification  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.execution.stacked import StackedRunner, stack_runners  # noqa: E402
-from bioplaus_bench.model.seeds import seed_streams  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
+from bioplaus_bench.api import Classification
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.execution.stacked import StackedRunner, stack_runners
+from bioplaus_bench.model.seeds import seed_streams
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.scripts import DTYPES, device, listing, one_line_errors, positive, positives
+from bioplaus_bench.timed_networks import BATCH, MODELS, OPTIMIZER, RANDOM_WIDTH, synchronize
 
 ALGORITHMS = ["bp", "dfa", "ddtp-linear", "ddtp-control", "dtp", "dtp-pretrained", "ddtp-rhl",
               "dtp-drl", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp"]
@@ -105,7 +101,8 @@ def time_algorithm(name: str, model: str, dtype: torch.dtype, device: str, seeds
     stacks = {s: Seeds(name, model, dtype, device, s) for s in seeds}
     for trainer in (serial, *stacks.values()):
         trainer.step()  # warm-up: first-call allocations and kernel selection
-    serial_times, stacked_times = [], {s: [] for s in seeds}
+    serial_times: list[float] = []
+    stacked_times: dict[int, list[float]] = {s: [] for s in seeds}
     for _ in range(rounds):
         serial_times.append(serial.seconds_per_step(steps))
         for s, trainer in stacks.items():
@@ -168,7 +165,9 @@ def _layer_kinds(model: str) -> set[str]:
     return {"dense", "conv"} if MODELS[model][0].type == "cnn" else {"dense"}
 
 
-def print_goals(ratios, per_seed, device: str, seeds: tuple[int, ...]) -> None:
+def print_goals(ratios: dict[tuple[str, str, str], dict[int, float]],
+                per_seed: dict[tuple[str, str, str], tuple[float, dict[int, float]]], device: str,
+                seeds: tuple[int, ...]) -> None:
     if 10 not in seeds:
         return
     if device.startswith("cuda"):

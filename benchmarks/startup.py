@@ -17,9 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import positive  # noqa: E402
+from bioplaus_bench.scripts import positive
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = [sys.executable, "-m", "bioplaus_bench"]

@@ -17,11 +17,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import listing, positive, positives  # noqa: E402
+from bioplaus_bench.scripts import listing, positive, positives
 
 # In the child: time BP steps of one network with a given thread count; print the median.
 CHILD = """

@@ -1,9 +1,14 @@
 """bioplaus-bench: a benchmark suite for biologically plausible credit-assignment algorithms.
 
-The Python API (for notebooks and scripts): ``bioplaus_bench.load(folder, reference=None)``
-gives a ``Results``, the records of a results folder as pandas DataFrames and as the table and
-page ``bench table`` and ``bench report`` make (docs/tutorial.md). It is imported on first use:
-``import bioplaus_bench`` imports neither torch nor pandas.
+The Python API (for notebooks and scripts; docs/tutorial.md):
+
+- ``bioplaus_bench.run(suite, ...)`` runs a suite's cells, as ``bench run`` does, and gives
+  this run's records as a ``Results``;
+- ``bioplaus_bench.load(folder, reference=None)`` gives a ``Results`` for a results folder.
+
+A ``Results`` holds the records as pandas DataFrames (``records``, ``curves``, ``summary()``)
+and makes the table and page that ``bench table`` and ``bench report`` make. Both are imported on
+first use: ``import bioplaus_bench`` imports neither torch nor pandas.
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
-__all__ = ["Results", "__version__", "load"]
+__all__ = ["Results", "__version__", "load", "run"]
 
 if TYPE_CHECKING:
     from .results.folder import Results, load
+    from .suite.running import run
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name == "run":
+        from .suite.running import run
+
+        return run
+    if name in ("Results", "load"):
         from .results import folder
 
         return getattr(folder, name)

@@ -45,7 +45,6 @@ from .model.algorithm import Algorithm, Capabilities, NoParams
 from .model.architectures import Architecture
 from .model.inference import InferenceRule
 from .model.networks import (
-    ArchitectureSpec,
     ConvBlock,
     Dense,
     ForwardPass,
@@ -56,6 +55,7 @@ from .model.networks import (
 )
 from .model.seeds import draw, linear, mean_per_seed, mse_per_seed, randn_like, sum_per_seed
 from .model.tasks import Classification, Regression, Task
+from .spec.architecture import ArchitectureSpec
 from .spec.cell import MetricsConfig
 from .spec.schema import (
     Beta,

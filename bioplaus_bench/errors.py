@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class InputError(Exception):
@@ -42,3 +43,14 @@ class StorageError(Exception):
 class Terminated(KeyboardInterrupt):
     """SIGTERM during a run (a batch scheduler's preemption, ``kill``): stops it as Ctrl-C does,
     through every place that lets ``KeyboardInterrupt`` pass, and exits with 143."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM (``bioplaus_bench.run``), saying what is kept: the
+    finished cells have records in ``folder``; the same run again resumes (running cells continue
+    from their last epoch)."""
+
+    def __init__(self, finished: int, total: int, folder: Path, terminated: bool):
+        self.finished, self.total, self.folder, self.terminated = finished, total, folder, terminated
+        super().__init__(f"{finished} of {total} cells have records in {folder}; the same run "
+                         "again resumes (running cells continue from their last epoch)")

@@ -99,13 +99,13 @@ class DRTP(Algorithm):
         updates: list[Tensor] = []
         for i in range(1, depth + 1):
             layer = self.network.layer(i)
-            if i == depth:
+            if not isinstance(layer, Dense):  # a conv layer (the output layer is dense)
+                updates += _through_layer(layer, fwd, i, self.signal(fwd, i))
+            elif i == depth:
                 updates += layer.gradients(self.task.output_error(fwd.output, fwd.y), fwd.h[i - 1])
-            elif isinstance(layer, Dense):
+            else:
                 delta = self.signal(fwd, i) * layer.activation_derivative(fwd.a[i], fwd.h[i])
                 updates += layer.gradients(delta, fwd.h[i - 1])
-            else:
-                updates += _through_layer(layer, fwd, i, self.signal(fwd, i))
         return updates
 
 

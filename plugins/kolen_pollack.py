@@ -35,6 +35,7 @@ Parameter: ``weight_decay`` (λ, default 1e-2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +78,7 @@ class KolenPollack(BackwardRule):
         """``B_i`` (layers 2 … L), the shape of ``W_i``."""
         return getattr(self.feedback, f"B{i}")
 
-    def optimised_with_layers(self) -> dict[int, list[torch.nn.Parameter]]:
+    def optimised_with_layers(self) -> dict[int, Sequence[torch.nn.Parameter]]:
         return {i: [self.backward_matrix(i)] for i in range(2, self.network.depth + 1)}
 
     def forward_updates(self, fwd: ForwardPass) -> list[Tensor]:
@@ -96,7 +97,9 @@ class KolenPollack(BackwardRule):
         self._signal = (fwd, signals)
         return updates
 
-    def feedback_step(self, fwd: ForwardPass) -> Tensor | None:
+    # A tensor, one loss per seed when stacked, as the target-propagation family returns; the
+    # base still says float (its syntax tree is in every algorithm's code digest).
+    def feedback_step(self, fwd: ForwardPass) -> Tensor | None:  # type: ignore[override]
         if self._signal is None or self._signal[0] is not fwd:
             return None  # a pass without forward updates: nothing to learn from
         signals, self._signal = self._signal[1], None

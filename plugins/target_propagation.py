@@ -38,6 +38,9 @@ def _conv_layers(spec: ArchitectureSpec) -> set[int]:
     return set(range(1, len(spec.conv_channels) + 1))
 
 
+# The mixin reads the network and params of the TargetPropagation it is mixed into; its ignored
+# type errors stand where declarations would change this module's syntax tree, part of DFA's and
+# DDTP-linear's code digest (execution/inputs.py).
 class _LastHiddenBiasQuirk:
     """The original builds DDTP-linear's and DFA's MLP last hidden layer, and its feedback map,
     without a bias (algorithms.md §4.6, §13.5): reproduced unless ``last_hidden_bias`` is true. Conv
@@ -50,11 +53,11 @@ class _LastHiddenBiasQuirk:
         return spec
 
     def build_path(self) -> DirectPath:
-        spec = self.network.spec
+        spec = self.network.spec  # type: ignore[attr-defined]
         no_bias = _conv_layers(spec)
-        if spec.type == "mlp" and not self.params.last_hidden_bias:
-            no_bias.add(self.network.depth - 1)
-        return DirectPath(self.network, "linear", no_bias=no_bias)
+        if spec.type == "mlp" and not self.params.last_hidden_bias:  # type: ignore[attr-defined]
+            no_bias.add(self.network.depth - 1)  # type: ignore[attr-defined]
+        return DirectPath(self.network, "linear", no_bias=no_bias)  # type: ignore[attr-defined]
 
 
 class DTP(TargetPropagation):
@@ -144,7 +147,7 @@ class DFA(_LastHiddenBiasQuirk, TargetPropagation):
     name = "dfa"
     label = "DFA"
     summary = "Direct feedback alignment: fixed random projections of the output error."
-    Params = DFAParams
+    Params = DFAParams  # type: ignore[assignment]  # not a TPParams: DFA trains no feedback
     capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
     default_schedule = {}
 

@@ -65,7 +65,7 @@ def test_the_whole_epoch_section_trains_every_listed_algorithm(tmp_path, monkeyp
     """Section 4 end to end for every algorithm of the benchmark's list, on a tiny MNIST (table
     1's validation split of 5000 leaves 64 training samples); the timing sections are skipped
     by running the section alone."""
-    from .conftest import write_idx_dataset
+    from .helpers import write_idx_dataset
 
     write_idx_dataset(tmp_path, n_train=5064, n_test=12)
     benchmark = runpy.run_path(str(BENCHMARK))

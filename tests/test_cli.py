@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
+from .helpers import PLUGIN, TINY_SUITE, invoke, records, write
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from bioplaus_bench.cli import app
 from bioplaus_bench.execution.build import build_network
 from bioplaus_bench.registry import load_registry
 
-from .conftest import write_cifar
+from .helpers import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()

@@ -27,7 +27,7 @@ from bioplaus_bench.execution.setup import Environment, prepare
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
 
-from .conftest import write_cifar
+from .helpers import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = load_registry()

@@ -18,7 +18,7 @@ from bioplaus_bench import data as D
 from bioplaus_bench.data import DataMissingError, DataSettings, InputError, TeacherOptions
 from bioplaus_bench.execution.setup import seed_everything
 
-from .conftest import CIFAR_TRAIN_BATCHES, IDX_FILES
+from .helpers import CIFAR_TRAIN_BATCHES, IDX_FILES
 
 IDX_CLASS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 

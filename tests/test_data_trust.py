@@ -25,7 +25,7 @@ from torchvision import datasets as tv
 from bioplaus_bench import data as D
 from bioplaus_bench.data import DataMissingError, DataSettings, InputError, images
 
-from .conftest import CIFAR_TRAIN_BATCHES, IDX_FILES
+from .helpers import CIFAR_TRAIN_BATCHES, IDX_FILES
 
 CIFAR_FILES = [*CIFAR_TRAIN_BATCHES, "test_batch", "batches.meta"]
 

@@ -17,7 +17,7 @@ from bioplaus_bench.kit.conformance import check_algorithm
 from bioplaus_bench.model.algorithm import Capabilities
 from bioplaus_bench.registry import load_registry
 
-from .conftest import write_idx_dataset
+from .helpers import write_idx_dataset
 
 N_OUT = 3
 MLP = (ArchitectureSpec(type="mlp", hidden=(7, 5, 4)), (6,))

@@ -15,7 +15,7 @@ import bioplaus_bench.registry
 from bioplaus_bench.cli import app
 from bioplaus_bench.suite import load_suite
 
-from .conftest import write_cifar, write_idx_dataset
+from .helpers import write_cifar, write_idx_dataset
 from .paper_suites import SUITES
 
 SUITE = SUITES / "energy.yaml"

@@ -23,7 +23,7 @@ from bioplaus_bench.api import (
 )
 from bioplaus_bench.cli import app
 
-from .conftest import write_idx_dataset
+from .helpers import write_idx_dataset
 
 TASK = Classification(3)
 

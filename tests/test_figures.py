@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import invoke
+from .helpers import invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = (("dtp", "DTP"), ("ddtp-linear", "DDTP-linear"))

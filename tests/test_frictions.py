@@ -19,7 +19,7 @@ from bioplaus_bench.results.reference import add_reference_statistics, combined_
 from bioplaus_bench.results.report import records_frame, render, summarise
 from bioplaus_bench.spec.schema import Source, coerce_dataclass
 
-from .conftest import PLUGIN, TINY_SUITE, invoke, records, write
+from .helpers import PLUGIN, TINY_SUITE, invoke, records, write
 
 # --- a strictly positive β for nudging rules -------------------------------------------------
 

@@ -15,12 +15,24 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, absolute (relative imports resolved)."""
+def for_the_type_checker(tree: ast.Module) -> set[ast.AST]:
+    """The statements under ``if TYPE_CHECKING:``, which Python never runs."""
+    return {statement for node in ast.walk(tree) if isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+            for statement in node.body}
+
+
+def imports(path: Path, with_type_only: bool = True) -> set[str]:
+    """Every module ``path`` imports, absolute (relative imports resolved); without those
+    imported for the type checker alone unless ``with_type_only``."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skipped = set() if with_type_only else for_the_type_checker(tree)
+    for node in ast.walk(tree):
+        if node in skipped:
+            continue
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -80,13 +92,31 @@ def test_nothing_below_the_registry_imports_it_or_the_runner_even_late():
     assert not offenders, offenders
 
 
+# The specification of a run is data: the model builds from it, never the other way round.
+SPEC_MAY_IMPORT = ("bioplaus_bench.spec", "bioplaus_bench.errors")
+
+
+def within(target: str, modules: tuple[str, ...]) -> bool:
+    return target in modules or target.startswith(tuple(f"{name}." for name in modules))
+
+
+def test_the_specification_imports_no_other_layer_of_the_package():
+    offenders = [f"{module_name(p)} imports {t}" for p in (PACKAGE / "spec").rglob("*.py")
+                 for t in imports(p)
+                 if within(t, ("bioplaus_bench", "bioplaus_bench_plugins"))
+                 and not within(t, SPEC_MAY_IMPORT)]
+    assert not offenders, offenders
+
+
 MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the package's modules it imports (at the top or inside a function)."""
+    """Module -> the package's modules it imports (at the top or inside a function). Imports for
+    the type checker alone are left out: they never run, and the plugin contract (hookspecs)
+    names the types of modules that import its marker."""
     paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    return {name: {t for t in imports(path) if t in paths and t != name}
+    return {name: {t for t in imports(path, with_type_only=False) if t in paths and t != name}
             for name, path in paths.items()}
 
 

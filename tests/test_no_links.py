@@ -19,7 +19,7 @@ from bioplaus_bench.execution.checkpoint import Checkpoint
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
 MINE = "a file of the user's, outside the results folder\n"
@@ -217,13 +217,14 @@ def test_a_checkpoint_is_not_saved_through_a_link_at_its_temporary_name(tmp_path
 def test_tune_refuses_a_study_file_that_is_a_link(tmp_path):
     """SQLite writes the study in place: a link there would be written through."""
     pytest.importorskip("optuna")
-    suite = write(tmp_path / "s.yaml", ONE_SEED.split("  dfa:\n")[0] + (
+    suite = write(tmp_path / "s.yaml", ONE_SEED.replace("datasets:", "tuning: {trials: 1}\n"
+                                                        "datasets:").split("  dfa:\n")[0] + (
         "    search:\n      optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"))
     victim = tmp_path / "victim.txt"
     victim.write_text(MINE)
-    study = link(tmp_path / "study.db", victim)
-    refused(invoke("tune", suite, "--algorithm", "bp", "--dataset", "teacher", "--study", study,
-                   "--trials", "1"), study)
+    (tmp_path / "r" / "tuning" / "teacher").mkdir(parents=True)
+    study = link(tmp_path / "r" / "tuning" / "teacher" / "bp.db", victim)
+    refused(invoke("tune", suite, "--out", tmp_path / "r"), study)
     untouched(victim, study)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 SECTIONS = ("protocol", "results", "seeds", "curves", "alignment", "status", "provenance")
 EVIL = "<script>alert(1)</script>"

@@ -437,10 +437,11 @@ def test_a_study_is_not_resumed_by_another_implementation_of_its_algorithm(tmp_p
     mine = tmp_path / "my_pc.py"
     mine.write_text(MY_PC)
     suite = tmp_path / "s.yaml"
-    suite.write_text(SUITE + "  pc:\n    optimizer: {lr: 1.0e-3}\n"
+    suite.write_text(SUITE.replace("datasets:", "tuning: {trials: 1}\ndatasets:")
+                     + "  pc:\n    optimizer: {lr: 1.0e-3}\n"
                      "    search: {optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}}\n")
-    study = tmp_path / "study.db"
-    args = ["tune", str(suite), "--algorithm", "pc", "--dataset", "teacher", "--study", str(study)]
+    study = tmp_path / "r" / "tuning" / "teacher" / "pc.db"
+    args = ["tune", str(suite), "--only", "pc", "--out", str(tmp_path / "r")]
     first = runner.invoke(app, [*args, "--trials", "1", "--plugin", str(mine)])
     assert first.exit_code == 0, first.output
     resumed = runner.invoke(app, [*args, "--trials", "2"])
@@ -448,11 +449,11 @@ def test_a_study_is_not_resumed_by_another_implementation_of_its_algorithm(tmp_p
     assert resumed.stderr.strip().splitlines()[-1] == (
         f"error: {study}: the trials of this study were run by the code in algorithm.py, "
         f"my_pc.py (no installed package: a --plugin file); this search's 'pc' is "
-        f"{describe_code(code_identity(load_registry().get('pc').cls))}: start another study "
-        "with --study FILE")
+        f"{describe_code(code_identity(load_registry().get('pc').cls))}: move the study away "
+        "to start another")
     again = runner.invoke(app, [*args, "--trials", "2", "--plugin", str(mine)])
     assert again.exit_code == 0, again.output
-    assert "1 of 2 trials finished earlier" in again.stderr
+    assert "teacher/pc: 1 of 2 trials finished earlier" in again.stderr
 
 
 @pytest.mark.slow
@@ -491,3 +492,21 @@ def test_implementations_are_told_apart_by_package_or_files():
     assert same_implementation(built_in, {"files": built_in["files"],
                                           "distribution": "someone-else 1.0"}) is False
     assert same_implementation({}, mine) is None and same_implementation(mine, {}) is None
+
+
+def test_the_hook_specs_name_the_types_of_what_the_registry_holds():
+    import typing
+
+    from bioplaus_bench import api, hookspecs
+
+    def item_type(hook: str) -> typing.Any:  # the T of the hook spec's `-> list[T]`
+        (item,) = typing.get_args(typing.get_type_hints(getattr(hookspecs, hook), vars(api))["return"])
+        return item
+
+    registry = load_registry()
+    (algorithm_base,) = typing.get_args(item_type("bioplaus_bench_algorithms"))
+    assert registry.algorithms
+    assert all(issubclass(info.cls, algorithm_base) for info in registry.algorithms.values())
+    for kind, (hook, _) in plugins.KINDS.items():
+        provided = registry.provided(kind)
+        assert provided and all(isinstance(p.value, item_type(hook)) for p in provided.values()), kind

@@ -11,7 +11,7 @@ import pytest
 from bioplaus_bench.errors import Terminated
 from bioplaus_bench.execution.executors.ray import _suite_signal_handlers
 
-from .conftest import HELD_PLUGIN, bench_process, records, wait_for, write
+from .helpers import HELD_PLUGIN, bench_process, records, wait_for, write
 
 pytest.importorskip("ray", reason="ray is not installed (pip install 'bioplaus-bench[ray]')")
 

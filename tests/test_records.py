@@ -16,7 +16,7 @@ from bioplaus_bench.results.store import ResultStore, make_record
 from bioplaus_bench.suite import load_suite
 from bioplaus_bench.suite.tune import set_items, trial_cell
 
-from .conftest import invoke
+from .helpers import invoke
 
 OLD = Path(__file__).parent / "data" / "old_records"
 # Written by `bench run tests/data/old_records/tiny.yaml` of two earlier mains: 9a32005 (records

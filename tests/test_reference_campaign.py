@@ -1,6 +1,6 @@
 """The reference campaign's bookkeeping (benchmarks/reference.py): which cells are done, stale
-or missing, and how finished records travel from the work folder to the reference folder. The
-runs themselves are ordinary `bench run`s, tested elsewhere."""
+or missing, how finished records travel from the work folder to the reference folder, and the
+`bioplaus_bench.run` of a list's missing cells (the runs themselves are tested elsewhere)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def write(path: Path, data: dict) -> Path:
 
 def campaign_on_tiny_mnist(reference, tmp_path):
     """A campaign whose data settings read a tiny MNIST (checksums skipped), for config hashes."""
-    from .conftest import write_idx_dataset
+    from .helpers import write_idx_dataset
 
     write_idx_dataset(tmp_path / "data")
     data = reference.DataSettings(root=tmp_path / "data", verify_checksums=False)
@@ -60,8 +60,7 @@ def save_checkpoint(campaign, group, cell, *, epoch: int, pretrained: int, elaps
 
     if config_hash is None:
         config_hash = with_inputs([cell], campaign.registry, campaign.data)[0].config_hash()
-    path = (campaign.work / group.name / cell.dataset_id / cell.algorithm_id
-            / f"seed-{cell.seed}.ckpt")
+    path = campaign.work_store(group).checkpoint_path(cell)
     state = {"epoch": epoch, "pretrained": pretrained, "elapsed": elapsed, "history": []}
     Checkpoint(path, config_hash).save({"network": {}, "algorithm": {}, "optimisers": {},
                                         "rng": {}, "state": state})
@@ -75,7 +74,7 @@ def test_a_cell_is_done_only_with_a_finished_record_of_the_suite_s_settings(refe
     cells = campaign.cells(stage, group)
     assert [c.seed for c in cells] == [0, 1, 2]
     assert all(cell.dataset.protocol.epochs == 100 for cell in cells)  # the shipped protocol
-    paths = [campaign.record_path(campaign.out, cell) for cell in cells]
+    paths = [campaign.reference(cell).path(cell) for cell in cells]
     write(paths[0], record(cells[0]))
     write(paths[1], record(cells[1], status="error"))
     changed = record(cells[2])
@@ -97,11 +96,12 @@ def test_a_cell_is_done_only_with_a_finished_record_of_the_suite_s_settings(refe
 
 def test_collect_copies_finished_records_of_the_work_folder_only(reference, tmp_path):
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
-    group_folder = campaign.work / "table1" / "mnist" / "dfa"
-    cells = campaign.cells(reference.STAGES[0], reference.Group("table1", "mnist", "dfa"))
-    finished = write(group_folder / "mnist" / "dfa" / "seed-0.json", record(cells[0]))
-    write(group_folder / "mnist" / "dfa" / "seed-1.json", record(cells[1], status="timeout"))
-    (group_folder / "mnist" / "dfa" / "seed-1.ckpt").write_bytes(b"checkpoint")
+    group = reference.Group("table1", "mnist", "dfa")
+    work = campaign.work_store(group)
+    cells = campaign.cells(reference.STAGES[0], group)
+    finished = write(work.path(cells[0]), record(cells[0]))
+    write(work.path(cells[1]), record(cells[1], status="timeout"))
+    work.checkpoint_path(cells[1]).write_bytes(b"checkpoint")
     assert campaign.collect() == 1
     target = campaign.out / "table1" / "mnist" / "dfa"
     assert sorted(p.name for p in target.iterdir()) == ["seed-0.json"]
@@ -109,15 +109,42 @@ def test_collect_copies_finished_records_of_the_work_folder_only(reference, tmp_
     assert campaign.collect() == 0  # unchanged records are not copied again
 
 
-def test_a_group_runs_the_shipped_suite_for_its_missing_seeds_only(reference, tmp_path):
-    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
-    args = type("Args", (), {"device": "cpu", "data_dir": tmp_path, "skip_checksums": False})
-    command = campaign.command(reference.Group("table1", "mnist", "bp"), [1, 2], args)
-    assert command[3:5] == ["run", str(ROOT / "suites" / "table1.yaml")]
-    for option in ("--only-seeds", "--vectorize-seeds", "--datasets", "--only", "--out"):
-        assert option in command
-    assert command[command.index("--only-seeds") + 1] == "1,2"
-    assert "--epochs" not in command and "--set" not in command and "--subset" not in command
+class Runs:
+    """`bioplaus_bench.run` as the campaign calls it, recorded; each run ends at once."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, suite, **options):
+        self.calls.append((suite, options))
+        return type("Results", (), {"outcome": type("Outcome", (), {"failed": False})})()
+
+
+def test_a_list_runs_the_shipped_suite_for_its_missing_cells_only(reference, tmp_path,
+                                                                   monkeypatch):
+    """One `bioplaus_bench.run` per suite of a list: its missing cells in the list's order
+    (cheapest first), seeds stacked, the suite's protocol untouched, into the work folder."""
+    import bioplaus_bench
+
+    campaign = campaign_on_tiny_mnist(reference, tmp_path)
+    bp, dfa = reference.Group("table1", "mnist", "bp"), reference.Group("table1", "mnist", "dfa")
+    stage = reference.Stage("t", "two groups", (dfa, bp), 3)
+    done = campaign.cells(stage, bp)[0]
+    write(campaign.reference(done).path(done), record(done))
+    runs = Runs()
+    monkeypatch.setattr(bioplaus_bench, "run", runs)
+    args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "jobs": 2,
+                             "skip_checksums": True, "threads": 1})
+    assert reference.run(campaign, [stage], args) == 0
+    [(suite, options)] = runs.calls
+    assert suite == ROOT / "suites" / "table1.yaml"
+    assert options["only_cells"] == [("mnist", "dfa", 0), ("mnist", "dfa", 1),
+                                     ("mnist", "dfa", 2), ("mnist", "bp", 1), ("mnist", "bp", 2)]
+    assert options["vectorize_seeds"] is True and options["jobs"] == 2
+    assert options["threads"] == 1 and options["out"] == campaign.work / "table1"
+    assert options["verify_checksums"] is False and options["data_dir"] == tmp_path / "data"
+    for change in ("epochs", "subset", "overrides", "seeds", "force"):
+        assert change not in options
 
 
 def test_status_reads_the_checkpoints_of_cells_under_way_and_whether_they_resume(
@@ -166,7 +193,7 @@ def test_the_prior_of_a_group_without_records_follows_this_machine_s_pace(refere
     assert not measured
     cell = campaign.cells(stage, bp)[0]
     twice = 2 * campaign.seconds_per_seed(bp)[0]  # BP ran at half the prior's speed
-    write(campaign.record_path(campaign.out, cell), record(cell, wall_time=twice))
+    write(campaign.reference(cell).path(cell), record(cell, wall_time=twice))
     assert campaign.seconds_per_seed(bp) == (twice, True)
     assert campaign.seconds_per_seed(dtp) == (pytest.approx(2 * prior), False)
 
@@ -178,24 +205,15 @@ def test_the_campaign_log_says_where_a_group_under_way_resumes(reference, tmp_pa
     stage = reference.Stage("t", "one group", (group,), 2)
     save_checkpoint(campaign, group, campaign.cells(stage, group)[0], epoch=40, pretrained=0,
                     elapsed=100.0)
-    started = []
+    import bioplaus_bench
 
-    class Finished:  # a `bench run` that ends at once
-        returncode = 0
-
-        def __init__(self, command, **kwargs):
-            started.append(command)
-
-        def poll(self):
-            return 0
-
-    monkeypatch.setattr(reference.subprocess, "Popen", Finished)
-    monkeypatch.setattr(reference.time, "sleep", lambda seconds: None)
-    monkeypatch.setattr(reference.signal, "signal", lambda *handler: None)  # pytest keeps its own
+    runs = Runs()
+    monkeypatch.setattr(bioplaus_bench, "run", runs)
     args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "skip_checksums": True,
                              "jobs": 1, "threads": 1})
     assert reference.run(campaign, [stage], args) == 0
-    assert len(started) == 1 and started[0][started[0].index("--only-seeds") + 1] == "0,1"
+    assert len(runs.calls) == 1 and runs.calls[0][1]["only_cells"] == [("mnist", "bp", 0),
+                                                                        ("mnist", "bp", 1)]
     line = next(line for line in capsys.readouterr().out.splitlines() if " start " in line)
     assert line.endswith("; checkpoint at epoch 40/100 (pre-training included), resumes there")
 
@@ -210,8 +228,8 @@ def test_status_reads_records_as_bench_does_so_a_file_that_is_no_record_is_stale
     cells = campaign.cells(stage, group)
     without_config = record(cells[0])
     del without_config["config"]
-    write(campaign.record_path(out, cells[0]), without_config)
-    write(campaign.record_path(out, cells[1]), record(cells[1], wall_time="slow"))
+    write(campaign.reference(cells[0]).path(cells[0]), without_config)
+    write(campaign.reference(cells[1]).path(cells[1]), record(cells[1], wall_time="slow"))
     assert [campaign.state(cell) for cell in cells] == ["stale", "stale", "missing"]
     assert reference.main(["status", "--stages", "a", "--out", str(out),
                            "--work", str(tmp_path / "work")]) == 0
@@ -240,8 +258,9 @@ def test_run_checks_the_data_of_every_group_before_starting_any(reference, tmp_p
                                                                  monkeypatch, capsys):
     """A missing or wrong --data-dir stops the campaign with the data layer's one line (the
     folder and the files expected), before any group starts and hides it in its log."""
-    started = []
-    monkeypatch.setattr(reference.subprocess, "Popen", lambda *a, **k: started.append(a))
+    import bioplaus_bench
+
+    monkeypatch.setattr(bioplaus_bench, "run", lambda *a, **k: pytest.fail("a run started"))
     nothing, wrong = tmp_path / "nothing", write(tmp_path / "wrong" / "note.txt", {}).parent
     for data_dir in (nothing, wrong):
         assert reference.main(["run", "--stages", "a", "--out", str(tmp_path / "out"),
@@ -250,7 +269,7 @@ def test_run_checks_the_data_of_every_group_before_starting_any(reference, tmp_p
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and str(data_dir) in err
         assert "MNIST" in err
-    assert started == [] and not (tmp_path / "work").exists()
+    assert not (tmp_path / "work").exists()
 
 
 def test_special_files_named_like_records_or_checkpoints_are_not_read(reference, tmp_path):
@@ -259,8 +278,8 @@ def test_special_files_named_like_records_or_checkpoints_are_not_read(reference,
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
     stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
     cells = campaign.cells(stage, group)
-    work = reference.ResultStore(campaign.work / group.name)
-    fifos = [campaign.record_path(campaign.out, cells[0]), work.path(cells[0]),
+    work = campaign.work_store(group)
+    fifos = [campaign.reference(cells[0]).path(cells[0]), work.path(cells[0]),
              work.checkpoint_path(cells[1])]
     for fifo in fifos:
         fifo.parent.mkdir(parents=True, exist_ok=True)
@@ -290,28 +309,28 @@ def test_collect_never_replaces_a_record_of_the_full_protocol_with_another_proto
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
     stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
     cells = campaign.cells(stage, group)
-    work = reference.ResultStore(campaign.work / group.name)
+    work = campaign.work_store(group)
 
     def quick(cell, **changes):
         trial = record(cell, paper_protocol=False, deviations=["epochs: 1"], **changes)
         trial["config"]["dataset"]["protocol"]["epochs"] = 1
         return trial
 
-    committed = write(campaign.record_path(campaign.out, cells[0]), record(cells[0]))
+    committed = write(campaign.reference(cells[0]).path(cells[0]), record(cells[0]))
     kept = committed.read_bytes()
     write(work.path(cells[0]), quick(cells[0]))
     # paper_protocol true but fewer epochs than the suite's is another protocol too
-    write(campaign.record_path(campaign.out, cells[1]), record(cells[1]))
+    write(campaign.reference(cells[1]).path(cells[1]), record(cells[1]))
     shorter = record(cells[1])
     shorter["config"]["dataset"]["protocol"]["epochs"] = 1
     write(work.path(cells[1]), shorter)
     # a quick trial in the reference folder is replaced by the full protocol's record
-    write(campaign.record_path(campaign.out, cells[2]), quick(cells[2]))
+    write(campaign.reference(cells[2]).path(cells[2]), quick(cells[2]))
     full = write(work.path(cells[2]), record(cells[2], wall_time=700.0))
 
     assert campaign.collect() == 1
     assert committed.read_bytes() == kept
-    assert campaign.record_path(campaign.out, cells[2]).read_bytes() == full.read_bytes()
+    assert campaign.reference(cells[2]).path(cells[2]).read_bytes() == full.read_bytes()
     refusals = capsys.readouterr().err.splitlines()
     assert len(refusals) == 2 and all(line.startswith("refused: ") for line in refusals)
     assert str(work.path(cells[0])) in refusals[0] and str(committed) in refusals[0]
@@ -330,3 +349,80 @@ def test_bad_options_of_the_campaign_are_one_line_and_exit_2(reference, tmp_path
                         *arguments])
     assert exit.value.code == 2 and capsys.readouterr().err.splitlines()[-1].endswith(expected)
     assert not (tmp_path / "work").exists()
+
+
+ADAM = {"lr": 1.0e-3, "betas": [0.9, 0.999], "eps": 1.0e-8}
+# A suite named as Table 1's, of a tiny MNIST MLP and one epoch (a suite file is YAML, and JSON
+# is YAML).
+TINY_TABLE1 = {"name": "table1", "seeds": [0, 1, 2], "precision": "float64",
+               "datasets": {"mnist": {"source": "mnist",
+                                      "architecture": {"type": "mlp", "hidden": [8]},
+                                      "protocol": {"epochs": 1, "batch_size": 16,
+                                                   "validation": 10}}},
+               "algorithms": {"bp": {"optimizer": ADAM}, "dfa": {"optimizer": ADAM}}}
+
+
+def test_a_list_runs_through_bioplaus_bench_run_and_its_records_reach_the_reference(
+        reference, tmp_path, monkeypatch, capsys):
+    """The campaign on a tiny suite of its own: the list's missing cells run in this process
+    (`--jobs 1`), each group's end is said once its records are copied into the reference
+    folder, the run's lines go to the campaign's log, and a second run finds nothing to do."""
+    import bioplaus_bench
+
+    suites = write(tmp_path / "suites" / "table1.yaml", TINY_TABLE1).parent
+    monkeypatch.setattr(reference, "suite_file", lambda name: suites / f"{name}.yaml")
+    campaign = campaign_on_tiny_mnist(reference, tmp_path)
+    dfa, bp = reference.Group("table1", "mnist", "dfa"), reference.Group("table1", "mnist", "bp")
+    stage = reference.Stage("t", "two groups", (dfa, bp), 2)
+    monkeypatch.setattr(reference, "STAGES", (stage,))
+    args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "jobs": 1,
+                             "skip_checksums": True, "threads": 1})
+    assert reference.run(campaign, [stage], args) == 0
+    out = capsys.readouterr().out.splitlines()
+    ends = [line.split(" ", 1)[1] for line in out if " end " in line]
+    assert ends == ["end table1/mnist/dfa: 2 ok, 2 new records in the reference folder",
+                    "end table1/mnist/bp: 2 ok, 2 new records in the reference folder"]
+    for group in (dfa, bp):
+        cells = campaign.cells(stage, group)
+        assert [campaign.state(cell) for cell in cells] == ["done", "done"]
+        copied = campaign.reference(cells[0]).path(cells[0])
+        assert copied.read_bytes() == campaign.work_store(group).path(cells[0]).read_bytes()
+    log = (campaign.work / "logs" / "campaign.log").read_text()
+    assert "mnist/dfa/seed-1: ok (" in log and "mnist/bp/seed-0: ok (" in log
+    monkeypatch.setattr(bioplaus_bench, "run", lambda *a, **k: pytest.fail("a run started"))
+    assert reference.run(campaign, [stage], args) == 0
+
+
+def test_checkpoints_of_a_campaign_before_bioplaus_bench_run_are_read_and_adopted(
+        reference, tmp_path, capsys):
+    """A group's folder of its own (<work>/<suite>/<dataset>/<entry>/, as each `bench run`
+    of the campaign had): status reads its checkpoints, and a run moves them to the suite's
+    folder, where they resume."""
+    campaign = campaign_on_tiny_mnist(reference, tmp_path)
+    stage, group = reference.STAGES[0], reference.Group("table1", "mnist", "bp")
+    cell = campaign.cells(stage, group)[0]
+    new = save_checkpoint(campaign, group, cell, epoch=40, pretrained=0, elapsed=100.0)
+    legacy = reference.ResultStore(campaign.work / group.name).checkpoint_path(cell)
+    legacy.parent.mkdir(parents=True)
+    new.rename(legacy)
+    assert campaign.partial(group, cell).done == 40
+    campaign.adopt_legacy(group)
+    assert new.is_file() and not legacy.exists()
+    assert campaign.partial(group, cell).resumes is True
+
+
+def test_a_skipped_record_finishes_a_skipped_cell_only(reference, tmp_path):
+    """One meaning of finished (``Record.finished``, as `bench run` reuses records), but a
+    `skipped` record does not stand for a cell that runs: such a reference cell is stale."""
+    import dataclasses
+
+    from bioplaus_bench.results.store import make_record
+
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    cell = campaign.cells(reference.STAGES[0], reference.Group("table1", "mnist", "bp"))[0]
+    skipped = dataclasses.replace(cell, skip_reason="not run on this dataset")
+    store = campaign.reference(cell)
+    store.write(make_record(skipped, {"status": "skipped", "reason": "not run on this dataset"},
+                            "cpu", "classification"), skipped)
+    assert campaign.state(cell) == "stale" and store.finished(cell) is None
+    assert store.state(skipped) == "finished" and store.finished(skipped) is not None

@@ -1,5 +1,5 @@
 """benchmarks/reference_check.py (`make reference-check`) on a tiny reference of its own: the first
-epoch of every cell re-run through `bench run`, its seeds stacked as they were run, reproduces its
+epoch of every cell re-run through `bioplaus_bench.run`, its seeds stacked as they were run, reproduces its
 records; a changed number in any seed of the stack, or a suite whose settings are no longer the
 record's, is a mismatch with exit code 1."""
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import bioplaus_bench
 from bioplaus_bench.results.attestation import ATTESTATION_FILE
 from bioplaus_bench.results.numbers import CODE_NOTE
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +125,7 @@ def test_bad_input_is_one_line_and_exit_2_before_any_rerun(tmp_path, monkeypatch
         cell, {"status": "ok", "history": rows, "selected_epoch": 1, "wall_time": 1.0}, "cpu",
         "classification"), cell)
     a_file = write(tmp_path / "a-file", "")
-    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: pytest.fail("a re-run started"))
+    monkeypatch.setattr(bioplaus_bench, "run", lambda *a, **k: pytest.fail("a re-run started"))
     base = ["--results", str(results), "--suites", str(suites)]
     for arguments, expected in [
             (["--results", str(tmp_path / "nowhere")], "not found; expected a folder"),
@@ -327,7 +328,7 @@ def test_an_attestation_that_is_not_one_is_one_warning_and_ignored(
     assert why in table.stderr
     assert marked(table, "| BP |")
 
-    monkeypatch.setattr(script.subprocess, "run", lambda *a, **k: pytest.fail("a re-run started"))
+    monkeypatch.setattr(bioplaus_bench, "run", lambda *a, **k: pytest.fail("a re-run started"))
     assert script.main(check_arguments(root)) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {attestation}: ") and why in err

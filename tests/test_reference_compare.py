@@ -15,7 +15,7 @@ from scipy import stats
 
 from bioplaus_bench.results.numbers import CODE_NOTE
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 REFERENCE_SUITE = TINY_SUITE.replace("name: tiny", "name: ref").replace(
     "seeds: [0, 1]", "seeds: [0, 1, 2]")

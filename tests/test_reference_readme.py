@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .conftest import TINY_SUITE, invoke, write
+from .helpers import TINY_SUITE, invoke, write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results" / "reference" / "table1"

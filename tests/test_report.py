@@ -91,8 +91,9 @@ def test_csv_has_every_statistic():
     assert lines[0] == ("dataset,dataset_label,algorithm,label,task,metric,mean,sd,n,ci95_low,"
                         "ci95_high,p_vs_bp,p_vs_best,ok,diverged,error,skipped,best,epochs,"
                         "deviations,paper_mean,paper_sd,paper_delta_sd,timeout,baseline,ci95_method,"
-                        "not_finished")
+                        "not_finished,settings_origin")
     assert len(lines) == 7
+    assert all(line.endswith(",not tuned") for line in lines[1:])  # no record says otherwise
     assert lines[5].startswith("fashion_mnist,Fashion-MNIST,ddtp-linear,DDTP-linear,"
                                "classification,test_error,11.7")
     assert ",2,1,0,0,False,100,,11.11,0.35," in lines[5]

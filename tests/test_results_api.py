@@ -13,14 +13,14 @@ import pytest
 import bioplaus_bench
 from bioplaus_bench.errors import InputError
 
-from .conftest import invoke, records
+from .helpers import invoke, records
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """A tiny run (2 epochs, bp and dfa, 2 seeds) with a file that is not a record, and a
     reference of the same suite run for 3 epochs."""
-    from .conftest import TINY_SUITE, write
+    from .helpers import TINY_SUITE, write
 
     root = tmp_path_factory.mktemp("api")
     suite = write(root / "tiny.yaml", TINY_SUITE)
@@ -149,3 +149,107 @@ def test_a_missing_or_empty_folder_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no records in .*empty"):
         bioplaus_bench.load(tmp_path / "empty")
+
+
+# --- the run side: bioplaus_bench.run(suite, ...) ----------------------------------------------
+
+
+def test_run_gives_this_runs_records_and_the_table_bench_run_prints(tmp_path):
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    results = bioplaus_bench.run(suite, out=tmp_path / "api", only=["bp", "dfa"],
+                                 progress="log")
+    assert results.folder == tmp_path / "api"
+    assert results.outcome.statuses == {"ok": 4} and results.outcome.cached == 0
+    assert not results.outcome.failed
+    assert sorted(zip(results.records.entry, results.records.seed, strict=True)) == [
+        ("bp", 0), ("bp", 1), ("dfa", 0), ("dfa", 1)]
+    # The very records on disk, and the table `bench run` prints for the same cells.
+    on_disk = records(tmp_path / "api")
+    assert [r.to_json() for r in results.own_records] == [
+        on_disk[f"teacher/{entry}/seed-{seed}.json"] for entry in ("bp", "dfa") for seed in (0, 1)]
+    cli = invoke("run", suite, "--out", tmp_path / "cli", "--only", "bp,dfa", "--quiet")
+    assert cli.exit_code == 0, cli.output
+    assert cli.stdout == results.table() + "\n"
+    # Run again: every cell is reused, the records are the same.
+    again = bioplaus_bench.run(suite, out=tmp_path / "api", progress="log")
+    assert again.outcome.cached == 4 and again.outcome.statuses == {"ok": 4}
+    assert [r.to_json() for r in again.own_records] == [r.to_json() for r in results.own_records]
+
+
+def test_run_keeps_only_this_runs_cells(tmp_path):
+    """A record of another protocol in the folder (here: 3 epochs) is not of this run."""
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    bioplaus_bench.run(suite, out=tmp_path / "out", only=["bp"], only_seeds=[0], epochs=3,
+                       progress="log")
+    results = bioplaus_bench.run(suite, out=tmp_path / "out", only=["dfa"], only_seeds=[1],
+                                 progress="log")
+    cells = results.records[["entry", "seed", "epochs"]]
+    assert cells.values.tolist() == [["dfa", 1, 2]]
+    assert len(bioplaus_bench.load(tmp_path / "out").records) == 2
+
+
+def test_only_cells_runs_those_cells_in_their_order(tmp_path):
+    """A share of a suite chosen cell by cell (the reference campaign's missing cells, cheapest
+    first): only those run, in that order, at the suite's protocol."""
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    results = bioplaus_bench.run(suite, out=tmp_path / "out", progress="log",
+                                 only_cells=[("teacher", "dfa", 1), ("teacher", "bp", 0)])
+    assert [(r.algorithm, r.seed) for r in results.outcome.in_order()] == [("dfa", 1), ("bp", 0)]
+    assert sorted(records(tmp_path / "out")) == ["teacher/bp/seed-0.json",
+                                                 "teacher/dfa/seed-1.json"]
+    assert all(r.paper_protocol for r in results.own_records)
+
+
+def test_run_refuses_bad_input_in_one_line_before_any_cell_runs(tmp_path):
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    with pytest.raises(InputError, match=r"--only-seeds: not among the suite's seeds \(5\)"):
+        bioplaus_bench.run(suite, out=tmp_path / "out", only_seeds=[5])
+    with pytest.raises(InputError, match="only_cells: teacher/bp/5 is not among the cells "
+                       "chosen; expected"):
+        bioplaus_bench.run(suite, out=tmp_path / "out", only_cells=[("teacher", "bp", 5)])
+    with pytest.raises(InputError, match="progress: expected 'auto', 'live', 'log'"):
+        bioplaus_bench.run(suite, out=tmp_path / "out", progress="loud")
+    with pytest.raises(InputError, match="cannot read suite"):
+        bioplaus_bench.run(tmp_path / "missing.yaml")
+    assert not (tmp_path / "out").exists() or not records(tmp_path / "out")
+
+
+def test_ctrl_c_in_a_run_says_what_is_kept(tmp_path, monkeypatch):
+    from bioplaus_bench.errors import RunInterrupted
+    from bioplaus_bench.execution.executors import RunContext
+
+    from .helpers import TINY_SUITE, write
+
+    suite = write(tmp_path / "tiny.yaml", TINY_SUITE)
+    execute = RunContext.execute
+    started = []
+
+    def second_cell_interrupted(self, cell, index=None):
+        started.append(cell)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return execute(self, cell, index)
+
+    monkeypatch.setattr(RunContext, "execute", second_cell_interrupted)
+    with pytest.raises(RunInterrupted) as stopped:
+        bioplaus_bench.run(suite, out=tmp_path / "out", only=["bp"], progress="log")
+    assert (stopped.value.finished, stopped.value.total, stopped.value.terminated) == (
+        1, 2, False)
+    assert str(stopped.value) == (
+        f"1 of 2 cells have records in {tmp_path / 'out'}; the same run again resumes "
+        "(running cells continue from their last epoch)")
+
+
+def test_run_is_the_function_even_after_the_execution_layer_is_imported():
+    import bioplaus_bench.execution.training  # noqa: F401
+    from bioplaus_bench.suite.running import run
+
+    assert bioplaus_bench.run is run

@@ -18,7 +18,7 @@ import pytest
 from bioplaus_bench.results import store as store_module
 from bioplaus_bench.results.store import ResultStore
 
-from .conftest import invoke
+from .helpers import invoke
 
 ROOT = Path(__file__).parents[1]
 DATASETS = ["mnist", "fashion_mnist"]

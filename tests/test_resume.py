@@ -12,7 +12,7 @@ from bioplaus_bench.execution.training import train_cell
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
 
-from .conftest import HELD_PLUGIN, bench_process, wait_for, write
+from .helpers import HELD_PLUGIN, bench_process, wait_for, write
 
 SUITE = """\
 name: resume

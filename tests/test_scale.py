@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import HELD_PLUGIN, PLUGIN, TINY_SUITE, bench_process, invoke, records, wait_for, write
+from .helpers import HELD_PLUGIN, PLUGIN, TINY_SUITE, bench_process, invoke, records, wait_for, write
 
 # The CLI tests' tiny suite without DFA, with a search space for BP and the --plugin rule.
 TINY = TINY_SUITE.replace("name: tiny", "name: scale").split("  dfa:\n")[0] + """\
@@ -173,40 +173,34 @@ def test_sigkilled_parallel_run_resumes_without_duplicates_or_gaps(tmp_path):
     assert not list(out.rglob("*.ckpt")) and not list(out.rglob("*tmp"))
 
 
-def test_tune_resumes_its_study_and_writes_a_fragment_that_validates(tmp_path):
+def test_tune_resumes_its_study_and_writes_a_suite_that_validates(tmp_path):
     optuna = pytest.importorskip("optuna", reason="optuna is not installed "
                                                   "(pip install 'bioplaus-bench[tune]')")
     path = write(tmp_path / "s.yaml", TINY.replace(
         "  sign:\n    algorithm: sign-bp\n    optimizer: {lr: 1.0e-3, betas: [0.9, 0.999], eps: 1.0e-8}\n",
-        "").replace("epochs: 2", "epochs: 1"))
-    study = tmp_path / "study.db"
-    args = ["tune", path, "--algorithm", "bp", "--dataset", "teacher", "--study", study]
-    first = invoke(*args, "--trials", "3")
+        "").replace("epochs: 2", "epochs: 1").replace("datasets:", "tuning: {trials: 3}\ndatasets:"))
+    study = tmp_path / "r" / "tuning" / "teacher" / "bp.db"
+    args = ["tune", path, "--out", tmp_path / "r"]
+    first = invoke(*args)
     assert first.exit_code == 0, first.output
     assert "running 3" in first.stderr
     assert "algorithms:" in first.stdout and "lr:" in first.stdout
 
-    second = invoke(*args, "--trials", "5", "--out", tmp_path / "best.yaml")
+    second = invoke(*args, "--trials", "5")
     assert second.exit_code == 0, second.output
     assert "3 of 5 trials finished earlier; running 2" in second.stderr
-    loaded = optuna.load_study(study_name="scale-bp-teacher-seed0", storage=f"sqlite:///{study}")
+    loaded = optuna.load_study(study_name="tune", storage=f"sqlite:///{study}")
     assert len(loaded.trials) == 5
     values = [t.params["optimizer.lr"] for t in loaded.trials]
     assert len(set(values)) == 5  # the resumed search does not repeat the first trials
 
-    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
-    entry = best["algorithms"]["bp"]
+    tuned = tmp_path / "r" / "tuning" / "scale-tuned.yaml"
+    entry = yaml.safe_load(tuned.read_text())["algorithms"]["bp"]["datasets"]["teacher"]
     assert entry["optimizer"]["lr"] == loaded.best_params["optimizer.lr"]
     assert set(entry["optimizer"]) == {"lr", "normalize_lr"}
     assert invoke(*args, "--trials", "5").stderr.count("all 5 trials finished earlier") == 1
-
-    # The fragment merges into the suite, which then validates and runs those values.
-    document = yaml.safe_load(path.read_text())
-    document["algorithms"]["bp"]["optimizer"].update(entry["optimizer"])
-    merged = write(tmp_path / "merged.yaml", yaml.safe_dump(document))
-    assert invoke("validate", merged).exit_code == 0
-    sets = [a for item in second.stderr.split("--set ")[1:] for a in ("--set", item.split()[0])]
-    assert len(sets) == 4 and invoke("validate", path, *sets).exit_code == 0
+    # The tuned suite validates and runs those values.
+    assert invoke("validate", tuned).exit_code == 0
 
 
 def test_invalid_search_spaces_name_the_line(tmp_path):

@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import TINY_SUITE
+from .helpers import TINY_SUITE
 
 HEAVY = ("torch", "pandas", "scipy")
 

@@ -7,7 +7,7 @@ import torch
 from bioplaus_bench.errors import InputError
 from bioplaus_bench.execution.threads import torch_threads
 
-from .conftest import TINY_SUITE, invoke, records, write
+from .helpers import TINY_SUITE, invoke, records, write
 
 ONE_CELL = TINY_SUITE.replace("seeds: [0, 1]", "seeds: [0]").split("  dfa:\n")[0]
 

@@ -21,7 +21,7 @@ from bioplaus_bench.execution.training import summarise, train_cell
 from bioplaus_bench.registry import AlgorithmInfo, Registry, load_registry
 from bioplaus_bench.suite import load_suite
 
-from .conftest import write_idx_dataset
+from .helpers import write_idx_dataset
 
 SUITE = """\
 name: loop

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .conftest import invoke
+from .helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIAL = ROOT / "docs" / "tutorial.md"

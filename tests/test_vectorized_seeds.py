@@ -15,7 +15,7 @@ from bioplaus_bench.execution.setup import Environment
 from bioplaus_bench.execution.training import train_cell
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.suite import load_suite
-from tests.conftest import write_idx_dataset
+from tests.helpers import write_idx_dataset
 
 BUILT_INS = ["bp", "dfa", "dtp", "dtp-pretrained", "dtp-drl", "ddtp-linear", "ddtp-rhl",
              "ddtp-control", "feedback-alignment", "usf", "brsf", "frsf", "kolen-pollack", "drtp",
@@ -300,6 +300,35 @@ def test_a_diverging_seed_does_not_disturb_the_others(tmp_path, env, registry):
     assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
 
 
+ENDINGS = {  # how the first seed of a stack ends early: the seeds, protocol, its status
+    "diverged": ("[3, 0, 1]", "", "error"),
+    "pruned": ("[1, 0]", ", pruning: {from_epoch: 2, min_train_accuracy: 0.2}", "ok"),
+}
+
+
+@pytest.mark.parametrize("ending", sorted(ENDINGS))
+def test_the_stack_goes_on_when_its_first_seed_ends(tmp_path, env, registry, ending):
+    seeds, protocol, status = ENDINGS[ending]
+    cls = diverging(registry.get("bp").cls) if ending == "diverged" else registry.get("bp").cls
+    path = tmp_path / "suite.yaml"
+    text = suite_text(["bp"], epochs=3).replace("seeds: [0, 1, 2]", f"seeds: {seeds}")
+    path.write_text(text.replace("eval_batch_size: 5}", f"eval_batch_size: 5{protocol}}}", 1))
+    cells = load_suite(path, registry).cells(only=["bp"], datasets=["mnist"])
+    expected = serial(cells, cls, env, tmp_path / "serial")
+    first, *others = expected
+    assert first["status"] == status and len(first["history"]) < 3  # it ends early
+    assert all(r["status"] == "ok" and len(r["history"]) == 3 for r in others)
+    epochs = []
+
+    def count(phase, done, total):
+        epochs.append(done)
+        if len(epochs) > 3:
+            raise AssertionError(f"the stack did not stop: epochs {epochs}")
+    results = run_vectorised(cells, cls, env, tmp_path / "vectorised", on_epoch=count)
+    assert epochs == [1, 2, 3]
+    assert_seeds_match(cells, tmp_path / "serial", tmp_path / "vectorised", expected, results)
+
+
 # --- through the command line ------------------------------------------------------------------
 
 CLI_SUITE = """\
@@ -389,8 +418,73 @@ def test_bench_run_vectorize_seeds_gives_the_serial_records(tmp_path):
     assert again.exit_code == 0 and "6 from earlier runs" in again.output
 
 
+def without_timings(value):
+    """A record's results, at every depth: what two runs of the same arithmetic give bit for
+    bit (timings and the machine apart)."""
+    if isinstance(value, dict):
+        return {key: without_timings(item) for key, item in value.items()
+                if key not in TIMINGS and key != "provenance"}
+    if isinstance(value, list):
+        return [without_timings(item) for item in value]
+    return value
+
+
+def test_vectorize_seeds_with_jobs_runs_each_stack_in_a_worker_as_in_this_process(tmp_path):
+    """`--vectorize-seeds -j 2`: each stack of seeds (and each seed of a rule that does not
+    stack) runs in a worker process, and its records are those of the stack run in the `bench`
+    process, bit for bit; the worker's notes reach the parent's log."""
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE)
+    plugin = tmp_path / "sign_bp.py"
+    plugin.write_text(SERIAL_PLUGIN)
+    runner = CliRunner()
+    base = ["run", str(suite), "--plugin", str(plugin), "--quiet", "--vectorize-seeds",
+            "--seed-chunk", "2"]
+    here = runner.invoke(app, [*base, "--out", str(tmp_path / "here")])
+    assert here.exit_code == 0, here.output
+    workers = runner.invoke(app, [*base, "-j", "2", "--out", str(tmp_path / "workers")])
+    assert workers.exit_code == 0, workers.output
+    assert "teacher/ddtp-linear: 3 seeds in 2 chunks of at most 2 (--seed-chunk)" \
+        in workers.output  # said in the worker
+    expected, records = cli_records(tmp_path / "here"), cli_records(tmp_path / "workers")
+    assert sorted(records) == sorted(expected) and len(records) == 6
+    for name, record in records.items():
+        assert record["status"] == "ok", name
+        assert without_timings(record) == without_timings(expected[name]), name
+    assert records["teacher/ddtp-linear/seed-0.json"]["stacked_seeds"] == 2
+    assert not list((tmp_path / "workers").rglob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_a_stack_that_kills_its_worker_gives_error_records_for_its_seeds(tmp_path):
+    """With `--vectorize-seeds -j 2`, a worker that dies mid-stack ends its seeds as `error`
+    records (the run does not hang), and the other stack's seeds are kept."""
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE.replace("  sign-bp:", "  killer:"))
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(KILLER_PLUGIN)
+    result = CliRunner().invoke(app, ["run", str(suite), "--plugin", str(plugin), "--quiet",
+                                      "--vectorize-seeds", "-j", "2",
+                                      "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    statuses = {name: record["status"] for name, record in cli_records(tmp_path / "out").items()}
+    assert statuses == {f"teacher/{entry}/seed-{seed}.json": status for entry, status in
+                        (("ddtp-linear", "ok"), ("killer", "error")) for seed in (0, 1, 2)}
+    killed = cli_records(tmp_path / "out")["teacher/killer/seed-2.json"]
+    assert killed["reason"].startswith("BrokenProcessPool")
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--vectorize-seeds", "-j", "2"], "use it with the local executor and without --jobs"),
+    (["--vectorize-seeds", "--executor", "ray"], "use it with the local executor (-j N runs N "
+     "such stacks at once)"),
     (["--seed-chunk", "2"], "--seed-chunk needs --vectorize-seeds"),
 ])
 def test_vectorize_seeds_refuses_what_it_cannot_do(tmp_path, args, message):
@@ -427,6 +521,12 @@ class NoisyGradient(Algorithm):
 def bioplaus_bench_algorithms():
     return [NoisyGradient]
 '''
+
+# A stackable rule whose first step ends its process, as a crashing extension would.
+KILLER_PLUGIN = GLOBAL_NOISE.replace('"noisy-bp"', '"killer"').replace(
+    "        grads = torch.autograd.grad(fwd.loss.sum(), list(self.network.parameters()))\n"
+    "        return [g + 1e-3 * torch.randn_like(g) for g in grads]\n",
+    "        __import__('os')._exit(7)\n")
 
 
 def test_check_plugin_catches_a_rule_that_vectorises_wrongly(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -80,18 +79,15 @@ def load_plugins(plugins: list[Path], wanted: Wanted | None = None) -> Registry:
 
     registry = load_registry(plugins, wanted)
     for warning in registry.warnings:
-        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+        warn(f"warning: {warning}")
     return registry
 
 
 def data_settings(data_dir: Path | None, download: bool, skip_checksums: bool
                    ) -> DataSettings:
-    from .. import data as data_module
+    from ..suite.running import data_settings
 
-    return data_module.DataSettings(
-        root=data_dir or data_module.default_data_dir(),
-        download=download or os.environ.get("BIOPLAUS_DOWNLOAD") == "1",
-        verify_checksums=not skip_checksums)
+    return data_settings(data_dir, download, verify_checksums=not skip_checksums)
 
 
 # Members from one list, the renderer's (so mypy knows them by name only: TableFormat["csv"]).
@@ -112,15 +108,16 @@ DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
 def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path],
                             only: list[str] | None = None, executor: str | None = None
                             ) -> tuple[Registry, Suite]:
-    """The registry and the suite. With ``only`` (``--only``), only the installed plugins that
-    the chosen entries, the suite's datasets and ``executor`` need are loaded (every ``--plugin``
-    file is), and only those entries are checked against their plugins."""
-    from ..suite import load_suite
-    from ..suite.load import wanted_plugins
+    """The registry and the suite (``suite.running.load_suite_with_plugins``), the plugins'
+    warnings on stderr."""
+    from ..suite.running import load_suite_with_plugins as load
 
-    wanted = wanted_plugins(suite, overrides, only, executor) if only else None
-    registry = load_plugins(plugins, wanted)
-    return registry, load_suite(suite, registry, overrides, only=only)
+    return load(suite, overrides, plugins, only=only, executor=executor, warn=warn)
+
+
+def warn(line: str) -> None:
+    """A warning line on stderr, whole."""
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def names(text: str | None) -> list[str] | None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import signal
-import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from ..errors import InputError, StorageError, Terminated
-from ..execution.threads import set_torch_threads
+from ..errors import InputError, RunInterrupted, StorageError
 from .common import (
     DataDirOption,
     DeviceOption,
@@ -22,23 +18,19 @@ from .common import (
     SkipChecksumsOption,
     SuiteArgument,
     app,
-    data_settings,
     err,
     input_errors,
     load_suite_with_plugins,
     names,
     out,
+    warn,
 )
-
-if TYPE_CHECKING:
-    from ..execution.executors import SeedVectorization
-    from ..results.store import ResultStore
 
 
 @app.command()
 def run(
     suite: SuiteArgument,
-    results: Annotated[Path | None, typer.Option(
+    results_folder: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Results folder [default: results/<suite name>].")] = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
@@ -85,7 +77,8 @@ def run(
     vectorize_seeds: Annotated[bool | None, typer.Option(
         "--vectorize-seeds/--serial-seeds",
         help="Run the seeds of each cell as one computation (each seed's result is its serial "
-        "run's, to rounding) [default: the suite's vectorize_seeds, else serial].")] = None,
+        "run's, to rounding); with -j N, each such stack in a worker process of its own, N at "
+        "once [default: the suite's vectorize_seeds, else serial].")] = None,
     seed_chunk: Annotated[int | None, typer.Option(
         min=1, help="With --vectorize-seeds: at most N seeds at once, also for networks that "
         "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay) "
@@ -96,121 +89,57 @@ def run(
         "protocol.cell_timeout].")] = None,
 ) -> None:
     """Run a suite: every (dataset, algorithm, seed) cell without a finished record."""
-    from .. import data as data_module
-    from ..execution.executors import ExecutorOptions, run_cells
-    from ..execution.inputs import with_inputs
-    from ..execution.progress import LogReporter, RichReporter
-    from ..execution.setup import Environment
-    from ..results.report import records_frame, render, summarise
-    from ..results.store import ResultStore
+    from ..suite.running import run as run_suite
 
-    with input_errors():
-        set_torch_threads(threads)
-        registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only),
-                                                   executor=executor)
-        chosen = registry.executor(executor)
-        settings = data_settings(data_dir, download, skip_checksums)
-        environment = Environment(settings, device, cell_timeout)
-        cells = loaded.cells(seeds=seeds, only=names(only), datasets=names(datasets),
-                             epochs=epochs, subset=subset, registry=registry)
-        if only_seeds is not None:
-            cells = _only_seeds(cells, only_seeds)
-        for source in sorted({c.dataset.source for c in cells if not c.skip_reason}):
-            data_module.check_available(registry.dataset(source), settings)
-        cells = with_inputs(cells, registry, settings)
-        store = ResultStore(results or Path("results") / loaded.name)
-        reporter = LogReporter() if quiet or not sys.stderr.isatty() else RichReporter()
-        options = ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell)
-        vectorize = _seed_vectorization(vectorize_seeds if vectorize_seeds is not None
-                                        else loaded.vectorize_seeds, seed_chunk, jobs, executor)
-        with store.lock(), _interruptible(store, cells), _storage_errors():
-            store.make_folders(cells)
-            summary = run_cells(chosen, cells, registry=registry,
-                                plugin_files=list(registry.files),
-                                store=store, env=environment, reporter=reporter,
-                                options=options, force=force, vectorize=vectorize)
-    # Only this run's records: a record of the same cell from other code, data or settings
-    # is not a result of this run.
-    records = [record for cell in cells if (record := store.load(cell)) is not None
-               and record.config_hash == cell.config_hash()]
-    out.print(render(summarise(records_frame(records), loaded.baseline), "markdown"), markup=False,
-              highlight=False, soft_wrap=True)
-    statuses = ", ".join(f"{count} {status}" for status, count in sorted(summary.statuses.items()))
-    err.print(f"{len(cells)} cells ({statuses}; {summary.cached} from earlier runs); "
-              f"records in {store.root}", markup=False, highlight=False)
-    if summary.failed:
+    with input_errors(), _interruptible(), _storage_errors():
+        results = run_suite(
+            suite, datasets=names(datasets), only=names(only), seeds=seeds,
+            only_seeds=_seeds(only_seeds), epochs=epochs, subset=subset, overrides=set_,
+            plugins=plugin, out=results_folder, data_dir=data_dir, download=download,
+            verify_checksums=not skip_checksums, device=device, executor=executor, jobs=jobs,
+            threads=threads, ray_address=ray_address, cpus_per_cell=cpus_per_cell,
+            gpus_per_cell=gpus_per_cell, vectorize_seeds=vectorize_seeds, seed_chunk=seed_chunk,
+            force=force, cell_timeout=cell_timeout, progress="log" if quiet else "auto",
+            warn=warn)
+    outcome = results.outcome
+    assert outcome is not None  # a run's results say how it went
+    out.print(results.table(), markup=False, highlight=False, soft_wrap=True)
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(outcome.statuses.items()))
+    err.print(f"{len(outcome.records)} cells ({statuses}; {outcome.cached} from earlier runs); "
+              f"records in {results.folder}", markup=False, highlight=False)
+    if outcome.failed:
         raise typer.Exit(1)
 
 
-def _only_seeds(cells: list, text: str) -> list:
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
     try:
-        chosen = {int(item) for item in text.split(",") if item.strip()}
+        return [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
         raise InputError(f"--only-seeds: expected seeds separated by commas, got '{text}'"
                          ) from None
-    known = {cell.seed for cell in cells}
-    if not chosen or chosen - known:
-        missing = ", ".join(map(str, sorted(chosen - known))) or "none given"
-        raise InputError(f"--only-seeds: not among the suite's seeds ({missing}); it has "
-                         f"{', '.join(map(str, sorted(known)))}")
-    return [cell for cell in cells if cell.seed in chosen]
-
-
-def _seed_vectorization(on: bool, chunk: int | None, jobs: int, executor: str
-                        ) -> SeedVectorization | None:
-    if not on:
-        if chunk is not None:
-            raise InputError("--seed-chunk needs --vectorize-seeds (or vectorize_seeds: true in "
-                             "the suite)")
-        return None
-    from ..execution.executors import SeedVectorization
-
-    if jobs != 1 or executor != "local":
-        raise InputError("--vectorize-seeds runs the seeds of each cell together in this process: "
-                         "use it with the local executor and without --jobs")
-    return SeedVectorization(chunk)
 
 
 @contextlib.contextmanager
-def _interruptible(store: ResultStore, cells: list):
+def _interruptible():
     """Ctrl-C and SIGTERM: one line saying what is kept and how to go on, and exit code 130
     (SIGINT) or 143 (SIGTERM), as a shell reports a process ended by that signal."""
-    with _sigterm_stops() as sigterm:
+    from ..suite.running import sigterm_stops
+
+    with sigterm_stops() as sigterm:
         try:
             yield
-        except KeyboardInterrupt as stop:
+        except RunInterrupted as stop:
             # Told by the signal, not only by the exception: an executor's library may turn
             # ``Terminated`` into a plain KeyboardInterrupt on its way (Ray's waits do).
-            terminated = isinstance(stop, Terminated) or sigterm.is_set()
+            terminated = stop.terminated or sigterm.is_set()
             said = "terminated (SIGTERM)" if terminated else "interrupted"
-            finished = sum(store.is_finished(cell) for cell in cells)
-            err.print(f"{said}: {finished} of {len(cells)} cells have records in {store.root}; "
-                      "run the same command again to resume (running cells continue from their "
-                      "last epoch)", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"{said}: {stop.finished} of {stop.total} cells have records in "
+                      f"{stop.folder}; run the same command again to resume (running cells "
+                      "continue from their last epoch)", markup=False, highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(143 if terminated else 130) from None
-
-
-@contextlib.contextmanager
-def _sigterm_stops():
-    """While cells run, SIGTERM raises ``Terminated`` (and sets the event yielded). An ignored
-    SIGTERM stays ignored (the starter asked for it), and so does an ignored SIGINT, which a
-    shell without job control gives a background job so that Ctrl-C stops only the foreground
-    one: ``kill PID`` stops such a run gracefully."""
-    received = threading.Event()
-    if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
-        yield received
-        return
-
-    def terminate(signum, frame) -> None:
-        received.set()
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from .common import (
     err,
     input_errors,
     load_suite_with_plugins,
+    names,
     out,
     write_text,
 )
@@ -84,20 +85,22 @@ def damping(
 @app.command()
 def tune(
     suite: SuiteArgument,
-    algorithm: Annotated[str, typer.Option(help="The algorithm entry (with a `search:` mapping).")],
-    dataset: Annotated[str, typer.Option(help="The dataset entry.")],
-    trials: Annotated[int, typer.Option(
-        min=1, help="Total number of finished trials in the study.")] = 20,
-    study: Annotated[Path | None, typer.Option(
-        help="SQLite file of the study [default: results/<suite>/tune-<algorithm>-<dataset>.db].")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(
-        help="Training seed, also the sampler's (default: the suite's first).")] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override the dataset's epochs.")
-                      ] = None,
-    output: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Write the best configuration (a suite fragment) to this file.")
-    ] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Only these algorithm entries (NAME[,NAME]) [default: every entry with a `search:` "
+        "space].")] = None,
+    datasets: Annotated[str | None, typer.Option(
+        "--datasets", help="Only these datasets (NAME[,NAME]).")] = None,
+    trials: Annotated[int | None, typer.Option(
+        min=1, help="Finished trials per study [default: the suite's tuning.trials]; more "
+        "continues the studies, it is not a change of protocol.")] = None,
+    results: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Folder of the studies (tuning/<dataset>/<entry>.db) and of the "
+        "tuned suite (tuning/<suite>-tuned.yaml) [default: results/<suite name>].")] = None,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", min=1, help="Run N trials at once in local worker processes (each with "
+        "--threads torch threads).")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        min=1, help="Torch threads per process [default: $OMP_NUM_THREADS, else 1].")] = None,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
     skip_checksums: SkipChecksumsOption = False,
@@ -105,33 +108,37 @@ def tune(
     set_: SetOption = [],  # noqa: B006
     plugin: PluginOption = [],  # noqa: B006
 ) -> None:
-    """Search the hyper-parameters in the algorithm's `search:` mapping (Optuna TPE) on the
-    validation error; stopped searches resume from the study file. Prints the best values as
-    a suite fragment."""
+    """Tune every entry with a `search:` space under the suite's `tuning:` budget (Optuna TPE,
+    pruned on each epoch's validation error, never the test error); stopped searches resume
+    from their study files. Prints and writes the suite with the tuned values and their
+    provenance."""
     from .. import data as data_module
     from ..execution.setup import Environment
     from ..execution.threads import set_torch_threads
+    from ..results.numbers import one_line
     from ..suite import fragment_yaml
     from ..suite.tune import tune as search
+    from ..suite.tune import tuned_document
 
     with input_errors():
-        set_torch_threads()  # as bench run: OMP_NUM_THREADS, else one
-        registry, loaded = load_suite_with_plugins(suite, set_, plugin)
-        if algorithm not in loaded.algorithms or dataset not in loaded.datasets:
-            loaded.cells(only=[algorithm], datasets=[dataset])  # raises the named error
+        set_torch_threads(threads)
+        registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only))
         settings = data_settings(data_dir, download, skip_checksums)
-        data_module.check_available(registry.dataset(loaded.datasets[dataset].source), settings)
-        best = search(loaded, registry, algorithm, dataset, trials, study, seed=seed,
-                      epochs=epochs, env=Environment(settings, device),
-                      log=lambda line: err.print(line, markup=False, highlight=False,
-                                                 soft_wrap=True))
-    err.print(f"best: trial {best['trial']} of {best['trials']}, validation "
-              f"{best['objective']:.6g} (study {best['study']})", markup=False, highlight=False)
-    text = fragment_yaml(best["fragment"])
-    if output is None:
-        out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
-    else:
-        write_text(output, text)
-        err.print(f"wrote {output}", markup=False, highlight=False)
-    err.print("or on the command line: " + " ".join(f"--set {item}" for item in best["set"]),
-              markup=False, highlight=False, soft_wrap=True)
+        for d_id in names(datasets) or loaded.datasets:
+            if d_id in loaded.datasets:  # an unknown one: Suite.cells names it
+                data_module.check_available(registry.dataset(loaded.datasets[d_id].source),
+                                            settings)
+        folder = results or Path("results") / loaded.name
+        found = search(loaded, registry, folder, only=names(only), datasets=names(datasets),
+                       trials=trials, jobs=jobs, env=Environment(settings, device),
+                       plugin_files=list(registry.files),
+                       log=lambda line: err.print(line, markup=False, highlight=False,
+                                                  soft_wrap=True))
+    text = (f"# Written by bench tune from {one_line(str(loaded.path))}: the tuned values of "
+            "each entry are "
+            "under datasets.<id>,\n# where they came from under tuned.<id>.\n"
+            + fragment_yaml(tuned_document(loaded, found)))
+    output = folder / "tuning" / f"{loaded.name}-tuned.yaml"
+    out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+    write_text(output, text)
+    err.print(f"wrote {output}", markup=False, highlight=False)

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ..model.networks import ArchitectureSpec, Network
+from ..model.networks import Network
 from ..registry import Registry, default_registry
+from ..spec.architecture import ArchitectureSpec
 
 
 def build_network(spec: ArchitectureSpec, input_shape: Sequence[int], n_outputs: int,

@@ -1,13 +1,12 @@
 """All seeds of a cell in one computation (``bench run --vectorize-seeds``).
 
-Each seed is first set up exactly as its serial run is (``training.restore``: seeded, its data
+Each seed is first set up exactly as its serial run is (``training.set_up``: seeded, its data
 split, its network and algorithm built, or restored from its checkpoint), so its initialisation
-is its serial run's; then the seeds' modules are stacked (``model.seeds``) and trained together,
-each seed drawing its data order and noise from its own generator, which continues its serial
-run's stream. What the serial loop does per cell is done here per seed: the history, evaluation,
-best-epoch selection, divergence (a diverged seed stops counting, the others go on), pruning,
-and a checkpoint per epoch in the serial format, so that a killed run resumes vectorised or
-serially alike. Each seed's result is the result its serial run returns, to rounding.
+is its serial run's; then the seeds' modules are stacked (``model.seeds``) and trained together
+by the serial run's epoch loop (``training.train_seeds``) through ``StackedSeedEngine``, each
+seed drawing its data order and noise from its own generator, which continues its serial run's
+stream. Each seed's result and checkpoints are those of its serial run, to rounding, so a
+killed run resumes vectorised or serially alike.
 
 Seeds whose memory does not fit at once train in chunks (``seeds_per_chunk``).
 """
@@ -15,53 +14,33 @@ Seeds whose memory does not fit at once train in chunks (``seeds_per_chunk``).
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch import Tensor
 
 from ..model.algorithm import Algorithm
 from ..model.networks import ConvBlock, Network
 from ..model.seeds import seed_part, seed_streams
 from ..model.tasks import Task
-from ..spec.cell import Cell
-from .checkpoint import Checkpoint, rng_state
-from .runner import Runner
+from ..spec.cell import Cell, MetricsConfig
+from .checkpoint import rng_state
 from .seed_data import SamplePool, SeedData, SplitRows, evaluate_seeds
 from .setup import Environment
-from .stacked import StackedRunner, stack_runners
-from .training import EpochCallback, deadline, restore, summarise
+from .stacked import stack_runners
+from .training import EpochCallback, Minibatch, SeedRun, deadline, seed_result, set_up, train_seeds
 
 # --- setting the seeds up ------------------------------------------------------------------
 
 @dataclass
-class SeedRun:
-    """One seed as its serial run sets it up, and where it stands."""
+class StackedSeed(SeedRun):
+    """One seed as its serial run sets it up, with the generators it draws from when stacked."""
 
-    cell: Cell
-    runner: Runner
-    state: dict[str, Any]
-    store: Checkpoint
     rng: dict[str, Any]  # every generator's state after the set-up (as ``rng_state``)
     generator: torch.Generator  # its stream on the cell's device, from here on
-    elapsed_before: float = field(default=0.0)
-    stacked: int = 1  # how many seeds it trained with, itself included (its time is a share)
-    # Its network, algorithm, optimisers and generators where its run ended (a fault), which
-    # its checkpoint keeps while the stack goes on.
-    ended: dict[str, Any] | None = None
-
-    @property
-    def active(self) -> bool:
-        protocol = self.cell.dataset.protocol
-        return self.state["status"] == "ok" and self.state["pruned_at"] is None \
-            and self.state["epoch"] < protocol.epochs
-
-    def progress(self) -> tuple[int, int]:
-        return self.state["pretrained"], self.state["epoch"]
 
     def rng_snapshot(self) -> dict[str, Any]:
         """This seed's generators as its serial checkpoint holds them."""
@@ -86,13 +65,12 @@ def _device_generator(device: str) -> torch.Generator:
 
 
 def set_up_seed(cell: Cell, cls: type[Algorithm], env: Environment, checkpoint: Path | None,
-                pool: SamplePool) -> tuple[SeedRun, SplitRows, Task]:
+                pool: SamplePool) -> tuple[StackedSeed, SplitRows, Task]:
     """One seed set up as its serial run is, its data indexed into ``pool``."""
-    store = Checkpoint(checkpoint, cell.config_hash())
-    data, runner, state = restore(cell, cls, env, store)
-    run = SeedRun(cell, runner, state, store, rng_state(), _device_generator(env.device),
-                  state["elapsed"])
-    return run, pool.rows(data), data.task  # the seed's own copy of the data is dropped here
+    data, run = set_up(cell, cls, env, checkpoint)
+    seed = StackedSeed(run.cell, run.runner, run.state, run.store, rng_state(),
+                       _device_generator(env.device))
+    return seed, pool.rows(data), data.task  # the seed's own copy of the data is dropped here
 
 
 # --- training ------------------------------------------------------------------------------
@@ -111,7 +89,7 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
     say = note or (lambda message: None)
     group = f"{cells[0].dataset_id}/{cells[0].algorithm_id}"
     with deadline(time_limit) as out_of_time:
-        runs: list[SeedRun]
+        runs: list[StackedSeed]
         splits: list[SplitRows]
         pool, runs, splits = SamplePool(), [], []
         for cell, path in zip(cells, checkpoints, strict=True):
@@ -136,20 +114,16 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
         if len(chunks) > 1:
             say(f"{group}: {len(pending)} seeds in {len(chunks)} chunks of at most {size} "
                 f"({'--seed-chunk' if chunk else 'memory'})")
+        stack_sizes = [1] * len(runs)  # how many seeds each trained with, itself included
         for chosen in chunks:
-            _train_stacked([runs[s] for s in chosen], data.seeds(chosen), cls, on_epoch,
-                           out_of_time)
-    return [_result(run, data) for run in runs]
-
-
-def _result(run: SeedRun, data: SeedData) -> dict[str, Any]:
-    result = summarise(run.state, data.task.kind, data.val is not None)
-    result["wall_time"] = run.state["elapsed"]
-    if run.stacked > 1:
-        result["stacked_seeds"] = run.stacked
-    if run.state["metrics"]:
-        result["metrics"] = run.state["metrics"]
-    return result
+            stack = [runs[s] for s in chosen]
+            with seed_streams([run.generator for run in stack]):
+                train_seeds(stack, StackedSeedEngine(stack, data.seeds(chosen)), on_epoch,
+                            out_of_time)
+            for s in chosen:
+                stack_sizes[s] = len(chosen)
+    return [seed_result(run, data.task.kind, data.val is not None, stacked=stacked)
+            for run, stacked in zip(runs, stack_sizes, strict=True)]
 
 
 # On a CPU stacking pays for the MNIST MLP (3.7 MB of float64 weights a seed), not for the
@@ -203,152 +177,53 @@ def _free_memory(device: str) -> int:
     return 8 * 2 ** 30
 
 
-def _train_stacked(runs: list[SeedRun], data: SeedData, cls: type[Algorithm],
-                   on_epoch: EpochCallback | None, out_of_time: Callable[[], None]) -> None:
-    cell = runs[0].cell
-    for run in runs:
-        run.stacked = len(runs)
-    runner = stack_runners([run.runner for run in runs], cell.settings.optimizer,
-                           cell.dataset.protocol.frozen_layers)
-    protocol, schedule = cell.dataset.protocol, cell.settings.schedule
-    task = data.task
-    trains_feedback = cls.capabilities.trainable_feedback
-    generators = [run.generator for run in runs]
-    notify = on_epoch or (lambda *args: None)
-    started = time.perf_counter()
+class StackedSeedEngine:
+    """The seeds ``runs`` as one ``StackedRunner`` on their stacked data (``data``): the engine
+    of the epoch loop (``training.SeedEngine``) for a stack of seeds. Train within
+    ``seed_streams`` of the seeds' generators."""
 
-    def feedback_epoch() -> list[float]:
-        losses: list[list[float]] = []
-        for x, y in data.batches(data.train, protocol.batch_size, generators):
-            out_of_time()
-            step = runner.feedback_step(x, y)
-            if step is not None:
-                losses.append(step)
-        return [float(np.mean(column)) for column in zip(*losses, strict=True)] if losses \
-            else [math.nan] * len(runs)
+    def __init__(self, runs: Sequence[StackedSeed], data: SeedData):
+        protocol = runs[0].cell.dataset.protocol
+        self.runner = stack_runners([run.runner for run in runs], runs[0].cell.settings.optimizer,
+                                    protocol.frozen_layers)
+        self.runs, self.data, self.task = runs, data, data.task
+        self.generators = [run.generator for run in runs]
+        self.batch_size, self.eval_batch_size = protocol.batch_size, protocol.eval_batch_size
+        self.device = data.train.device
+        self.train_size = data.train.shape[1]
+        self.has_validation = data.val is not None
+        # Where the run of a seed that met a fault ended, which its checkpoint keeps while the
+        # stack goes on.
+        self.ended: dict[int, dict[str, Any]] = {}
 
-    def snapshot(chosen: Sequence[int]) -> None:
-        share = (time.perf_counter() - started) / len(runs)
-        for s in chosen:
-            run = runs[s]
-            run.state["elapsed"] = run.elapsed_before + share
-            run.store.save({**(run.ended or _seed_state(runner, run, s)), "state": run.state})
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.data.batches(self.data.train, self.batch_size, self.generators)
 
-    with seed_streams(generators):
-        pretraining = schedule.feedback_pretraining_epochs if trains_feedback else 0
-        while runs[0].state["pretrained"] < pretraining:
-            for run, loss in zip(runs, feedback_epoch(), strict=True):
-                run.state["pretraining"].append(loss)
-                run.state["pretrained"] += 1
-            snapshot(range(len(runs)))
-            notify("feedback pre-training", runs[0].state["pretrained"], pretraining)
-
-        while any(run.active for run in runs):
-            epoch_start = time.perf_counter()
-            active = [run.active for run in runs]
-            epoch = runs[0].state["epoch"] + 1
-            rows = _training_epoch(runner, runs, data, epoch, active, out_of_time)
-            ok = [a and run.state["status"] == "ok" for a, run in zip(active, runs, strict=True)]
-            if any(ok):
-                extra = schedule.extra_feedback_epochs if trains_feedback else 0
-                extra_losses = [feedback_epoch() for _ in range(extra)]
-                for s in (s for s, good in enumerate(ok) if good):
-                    rows[s]["extra_feedback_loss"] = [loss[s] for loss in extra_losses] or None
-                _evaluate(runner, runs, data, epoch, rows, ok)
-            seconds = (time.perf_counter() - epoch_start) / sum(active)
-            chosen = [s for s, a in enumerate(active) if a]
-            for s in chosen:
-                run, row = runs[s], rows[s]
-                row["seconds"] = seconds
-                run.state["history"].append(row)
-                run.state["epoch"] = epoch
-                pruning = protocol.pruning
-                if pruning and run.state["status"] == "ok" and task.kind == "classification" \
-                        and epoch >= pruning.from_epoch \
-                        and row["train_accuracy"] < pruning.min_train_accuracy:
-                    run.state["pruned_at"] = epoch
-            snapshot(chosen)
-            notify("epoch", epoch, protocol.epochs)
-
-
-def _seed_state(runner: StackedRunner, run: SeedRun, s: int) -> dict[str, Any]:
-    """Seed ``s``'s network, algorithm, optimisers and generators as its serial checkpoint
-    holds them."""
-    return {"network": seed_part(runner.network.state_dict(), s),
-            "algorithm": seed_part(runner.algorithm.state_dict(), s),
-            "optimisers": seed_part(runner.optimisers.state_dict(), s),
-            "rng": run.rng_snapshot()}
-
-
-def _training_epoch(runner: StackedRunner, runs: Sequence[SeedRun], data: SeedData, epoch: int,
-                    active: Sequence[bool], out_of_time: Callable[[], None]
-                    ) -> list[dict[str, Any]]:
-    """One epoch of stacked steps; each active seed's history row. A seed that meets a NaN or
-    infinite loss or update ends with its reason, as in ``training._training_epoch``."""
-    cell = runs[0].cell
-    task, metrics = data.task, cell.settings.metrics
-    seeds = len(runs)
-    device = data.train.device
-    loss_sum = torch.zeros(seeds, dtype=torch.float64, device=device)
-    correct = torch.zeros(seeds, dtype=torch.long, device=device)
-    counting = torch.tensor(list(active), device=device)  # seeds whose run goes on
-    running = list(active)
-    feedback: list[list[float]] = [[] for _ in runs]
-    generators = [run.generator for run in runs]
-    for index, (x, y) in enumerate(data.batches(data.train, cell.dataset.protocol.batch_size,
-                                                generators)):
-        out_of_time()
-        logs = metrics.log_interval and index % metrics.log_interval == 0
-        step = runner.step_seeds(x, y, running, metrics if logs else None, on_fault=lambda s:
-                                 setattr(runs[s], "ended", _seed_state(runner, runs[s], s)))
-        losses = step.feedback_losses()
-        for s in range(seeds):
-            if not running[s]:
-                continue
-            if losses is not None:
-                feedback[s].append(losses[s])
-            fault = step.faults[s]
-            if fault is not None:
-                state = runs[s].state
-                state["status"] = "diverged" if fault == "training loss" else "error"
-                state["reason"] = f"{fault} non-finite at epoch {epoch}, minibatch {index + 1}"
-                running[s] = False
-                counting[s] = False
-            elif (logged := step.metrics[s]) is not None:
-                runs[s].state["metrics"].append({"epoch": epoch, "batch": index, **logged})
+    def step(self, x: Tensor, y: Tensor, running: Sequence[bool],
+             metrics: MetricsConfig | None) -> Minibatch:
+        step = self.runner.step_seeds(x, y, running, metrics, on_fault=self._end)
         fwd = step.proposal.fwd
-        loss_sum += torch.where(counting, fwd.loss.detach().double(), 0.0) * y.shape[1]
-        hits = task.correct(fwd.output.detach(), y)
-        if hits is not None:
-            correct += torch.where(counting, hits, 0)
-    n = data.train.shape[1]
-    rows = []
-    for s, run in enumerate(runs):
-        finished = active[s] and run.state["status"] == "ok"
-        rows.append({
-            "epoch": epoch,
-            "train_loss": float(loss_sum[s]) / n if finished else None,
-            "train_accuracy": int(correct[s]) / n if task.kind == "classification" and finished
-            else None,
-            "feedback_loss": float(np.mean(feedback[s])) if feedback[s] else None,
-        })
-    return rows
+        return Minibatch(fwd.loss.detach().double(), self.task.correct(fwd.output.detach(), y),
+                         y.shape[1], step.faults, step.metrics, step.feedback_losses())
 
+    def _end(self, s: int) -> None:
+        self.ended[s] = self._seed_state(s)
 
-def _evaluate(runner: StackedRunner, runs: Sequence[SeedRun], data: SeedData, epoch: int,
-              rows: list[dict[str, Any]], ok: Sequence[bool]) -> None:
-    """The test set, then the validation set, of every seed still running."""
-    cell = runs[0].cell
-    splits = [("test", data.test)] + ([("val", data.val)] if data.val is not None else [])
-    for name, split in splits:
-        losses, accuracies = evaluate_seeds(runner.network, data.task, data, split,
-                                            cell.dataset.protocol.eval_batch_size,
-                                            runner.algorithm.predict)
-        for s, run in enumerate(runs):
-            if not ok[s]:
-                continue
-            rows[s][f"{name}_loss"], rows[s][f"{name}_accuracy"] = losses[s], accuracies[s]
-            if not math.isfinite(losses[s]) and run.state["status"] == "ok":
-                run.state["status"] = "diverged"
-                run.state["reason"] = f"{name} loss is {losses[s]} after epoch {epoch}"
+    def feedback_step(self, x: Tensor, y: Tensor) -> list[float] | None:
+        return self.runner.feedback_step(x, y)
 
+    def evaluate(self, split: str) -> tuple[list[float], list[float | None]]:
+        rows = self.data.test if split == "test" else self.data.val
+        assert rows is not None, "only a cell with a validation set evaluates one"
+        return evaluate_seeds(self.runner.network, self.task, self.data, rows,
+                              self.eval_batch_size, self.runner.algorithm.predict)
+
+    def saved(self, s: int) -> dict[str, Any]:
+        return self.ended.get(s) or self._seed_state(s)
+
+    def _seed_state(self, s: int) -> dict[str, Any]:
+        """Seed ``s``'s network, algorithm, optimisers and generators as they are now."""
+        return {"network": seed_part(self.runner.network.state_dict(), s),
+                "algorithm": seed_part(self.runner.algorithm.state_dict(), s),
+                "optimisers": seed_part(self.runner.optimisers.state_dict(), s),
+                "rng": self.runs[s].rng_snapshot()}

@@ -24,8 +24,9 @@ from ..execution.build import build_network
 from ..execution.runner import ForwardOptimisers, Proposal, Runner, StepResult, UpdateError
 from ..execution.setup import seed_everything
 from ..model.algorithm import Algorithm
-from ..model.networks import ArchitectureSpec, Network
+from ..model.networks import Network
 from ..model.tasks import Classification
+from ..spec.architecture import ArchitectureSpec
 from ..spec.cell import Cell, DatasetConfig, OptimizerConfig, Protocol, ScheduleConfig, Settings
 
 ARCHITECTURES: dict[str, tuple[ArchitectureSpec, tuple[int, ...]]] = {

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+# ArchitectureSpec (spec.architecture) through networks: this module's syntax tree is part of
+# every algorithm's code digest (execution/inputs.py), which an edited import would change.
 from .networks import ArchitectureSpec, ForwardPass, Network
 from .tasks import Task
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..hookspecs import hookimpl
-from .networks import ArchitectureSpec, ConvBlock, Network, mlp_layers
+from ..spec.architecture import ArchitectureSpec
+from .networks import ConvBlock, Network, mlp_layers
 
 Builder = Callable[..., Network]  # (spec, input_shape, n_outputs, *, dtype, device) -> Network
 

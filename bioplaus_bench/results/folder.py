@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -38,6 +38,9 @@ from .reference import (
 )
 from .report import csv_columns, records_frame, render, skipped_note, summarise
 from .store import ResultStore, Skipped
+
+if TYPE_CHECKING:
+    from ..execution.executors import RunSummary
 
 TableFormat = Literal["markdown", "latex", "csv"]
 Compare = Literal["paper"]
@@ -100,12 +103,18 @@ class _Reference:
 
 class Results:
     """The records of a results folder (and of a reference beside them), as DataFrames and as
-    the table and page the command line prints. Made by ``load``."""
+    the table and page the command line prints. Made by ``load``, and by ``bioplaus_bench.run``
+    with the records of that run only (``outcome`` then says how its cells ended)."""
 
     def __init__(self, store: ResultStore, records: list[Record], *,
-                 warn: Callable[[str], None], reference: _Reference | None = None):
+                 warn: Callable[[str], None], reference: _Reference | None = None,
+                 outcome: RunSummary | None = None, baseline: str | None = None):
         self.folder = store.root
         self.own_records = records
+        # Made by ``bioplaus_bench.run``: how each cell ended and how many were reused, and
+        # the suite's baseline now (cached records name the one they were run with).
+        self.outcome = outcome
+        self._baseline = baseline
         self._store = store
         self._reference = reference
         self._warn = warn
@@ -190,7 +199,7 @@ class Results:
         if baseline is not None and baseline not in set(frame.algorithm):
             raise InputError(f"--baseline: no entry '{baseline}' in {self.folder}"
                              f"{did_you_mean(baseline, set(frame.algorithm))}")
-        summary = summarise(frame, baseline)
+        summary = summarise(frame, baseline or self._baseline)
         if self._reference is not None:
             summary = add_reference_statistics(summary, frame)
         return mark_changed_code(summary, frame, self._current_code, self._attested)

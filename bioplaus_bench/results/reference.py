@@ -3,8 +3,7 @@ reference's cells of the same datasets join the table as entries of their own, w
 t-test of each of your methods against each reference method, so a new rule meets the baselines
 without running them again. Only the same protocol compares: a reference cell of another epoch
 count, data split, subset, network, dataset, data or metric (or a precision the reference does
-not use) refuses with one line naming what differs. The config hash cannot decide it: it also
-covers the algorithm's code, which differs between your rule and the reference by nature.
+not use) refuses with one line naming what differs (``protocol.protocol_of``).
 
 Also: which cells were run by code that has changed since, unless a reference check attested
 the current code for them (``mark_changed_code``)."""
@@ -31,6 +30,8 @@ from .numbers import (
     p_text,
 )
 from .paper import with_paper_numbers
+from .protocol import differing as differing_paths
+from .protocol import protocol_of
 from .record import Record
 from .report import finished_values, records_frame, welch_p
 
@@ -44,32 +45,6 @@ _PROTOCOL_NAMES = {"epochs": "epochs", "validation": "data split (validation)",
                    "protocol": "protocol", "data": "data", "metric": "metric", "task": "task"}
 
 
-def protocol_of(record: Record) -> dict[str, Any]:
-    """The settings two records must share for their numbers to compare, as flat paths
-    (``architecture.hidden``): everything of the dataset's protocol but the evaluation batch
-    size, the subset, the dataset and its options, the data's identity, the reported metric and
-    the task."""
-    dataset = record.config.get("dataset") or {}
-    protocol = dict(dataset.get("protocol") or {})
-    protocol.pop("eval_batch_size", None)  # evaluation is an exact per-sample mean either way
-    fields = {"epochs": protocol.pop("epochs", None), "validation": protocol.pop("validation", None),
-              "subset": record.config.get("subset"), "architecture": dataset.get("architecture"),
-              "dataset": {"source": dataset.get("source"), "options": dataset.get("options")},
-              "protocol": protocol, "metric": record.metric, "task": record.task}
-    data = (record.config.get("inputs") or {}).get("data")
-    if data is not None:  # records older than the data's identity compare without it
-        fields["data"] = data
-    return dict(_flat(fields))
-
-
-def _flat(value: Any, path: str = "") -> Iterable[tuple[str, Any]]:
-    if isinstance(value, Mapping) and value:
-        for key, item in value.items():
-            yield from _flat(item, f"{path}.{key}" if path else str(key))
-    else:
-        yield path, value
-
-
 def _show(value: Any) -> str:
     return "none" if value is None else value if isinstance(value, str) else json.dumps(value)
 
@@ -80,20 +55,8 @@ def _name(path: str) -> str:
     return f"{name} ({path})" if rest else name
 
 
-def _differing(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """The protocol paths whose values differ (the data's identity only where both have one)."""
-    paths = sorted(ours.keys() | theirs.keys())
-    if not (_has_data(ours) and _has_data(theirs)):  # an old record: no data identity to compare
-        paths = [path for path in paths if path.partition(".")[0] != "data"]
-    return [path for path in paths if ours.get(path) != theirs.get(path)]
-
-
 def _account(path: str, ours: dict[str, Any], theirs: dict[str, Any]) -> str:
     return f"{_name(path)} {_show(ours.get(path))} here, {_show(theirs.get(path))} in the reference"
-
-
-def _has_data(fields: dict[str, Any]) -> bool:
-    return any(path.partition(".")[0] == "data" for path in fields)
 
 
 # What `bench run --epochs/--subset` change: a reference at your protocol is one such run away.
@@ -132,7 +95,7 @@ def at_your_protocol(records: list[Record], reference: list[Record], name: str
         for theirs in _distinct(by_dataset[dataset]):
             for mine in _distinct(ours):
                 flat_mine, flat_theirs = protocol_of(mine), protocol_of(theirs)
-                differing = _differing(flat_mine, flat_theirs)
+                differing = differing_paths(flat_mine, flat_theirs)
                 found += [account for path in differing
                           if (account := _account(path, flat_mine, flat_theirs)) not in found]
                 quick_trial_only &= set(differing) <= QUICK_TRIAL_PATHS

@@ -51,11 +51,32 @@ def records_frame(records: Iterable[Record | Mapping[str, Any]]) -> pd.DataFrame
             "baseline": r.baseline,  # None: no baseline
             "setting": _setting(r.config),
             "code": (r.provenance.get("code") or {}).get("source_sha256") or "",
+            "settings_origin": settings_origin(r.provenance.get("settings")),
         })
     return pd.DataFrame(rows, columns=[
         "dataset", "dataset_label", "algorithm", "algorithm_name", "label", "seed", "status",
         "task", "dataset_order", "algorithm_order", "metric", "value", "epochs", "deviations",
-        "reason", "baseline", "setting", "code"])
+        "reason", "baseline", "setting", "code", "settings_origin"])
+
+
+NOT_TUNED = "not tuned"  # a record whose suite does not say how its settings were obtained
+
+
+def settings_origin(origin: Any) -> str:
+    """How a record's settings were obtained, in words: the suite entry's ``origin``
+    ("paper"), "tuned (<budget>)" for values ``bench tune`` found, or "not tuned"."""
+    if not isinstance(origin, Mapping) or not origin.get("origin"):
+        return NOT_TUNED
+    budget = origin.get("budget")
+    if origin["origin"] != "tuned" or not isinstance(budget, Mapping):
+        return one_line(str(origin["origin"]))
+    pruning = budget.get("pruning") or {}
+    parts = [_plural(budget.get("trials", 0), "trial"),
+             _plural(budget["epochs"], "epoch") if budget.get("epochs") else "full epochs",
+             f"{budget['subset']} training samples" if budget.get("subset") else None,
+             _plural(budget.get("seeds", 1), "seed"), f"TPE seed {budget.get('sampler_seed')}",
+             f"{pruning.get('rule')} pruning" if pruning.get("rule", "none") != "none" else None]
+    return "tuned (" + ", ".join(p for p in parts if p) + ")"
 
 
 def _setting(config: Mapping[str, Any]) -> str:
@@ -123,6 +144,8 @@ def summarise(frame: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
     summary["epochs"] = frame.groupby(keys)["epochs"].max()
     summary["settings"] = frame[frame.status != "skipped"].groupby(keys)["setting"].nunique()
     summary["settings"] = summary.settings.fillna(0).astype(int)
+    summary["settings_origin"] = frame.groupby(keys)["settings_origin"].agg(
+        lambda texts: "; ".join(sorted(set(texts))))
     summary["deviations"] = frame.groupby(keys)["deviations"].agg(
         lambda texts: "; ".join(sorted({t for t in texts if t})))
     unfinished = frame[frame.status.isin(list(UNFINISHED))].sort_values("seed")
@@ -227,7 +250,20 @@ def _caption(summary: pd.DataFrame) -> str:
     deviations = _deviations(summary)
     if deviations:
         text += f" Quick trial ({deviations}): not the paper protocol."
-    return text
+    return text + _origins(summary)
+
+
+def _origins(summary: pd.DataFrame) -> str:
+    """The sentence that says how each method's settings were obtained; none when no record
+    states it (records made before suites said so)."""
+    if "settings_origin" not in summary or (summary.settings_origin == NOT_TUNED).all():
+        return ""
+    labels: dict[str, list[str]] = {}
+    for row in summary.drop_duplicates(["algorithm", "settings_origin"]).itertuples(
+            index=False):
+        labels.setdefault(row.settings_origin, []).append(row.label)
+    return " Settings: " + "; ".join(f"{', '.join(names)}: {origin}"
+                                     for origin, names in labels.items()) + "."
 
 
 def _seeds(summary: pd.DataFrame) -> str:
@@ -273,7 +309,8 @@ def csv_columns(summary: pd.DataFrame, compare: bool = False) -> list[str]:
                "error", "skipped", "best", "epochs", "deviations"]
     if compare:
         columns += ["paper_mean", "paper_sd", "paper_delta_sd"]
-    columns += ["timeout", "baseline", "ci95_method", "not_finished"]  # later additions last
+    columns += ["timeout", "baseline", "ci95_method", "not_finished",  # later additions last
+                "settings_origin"]
     return columns + [c for c in summary.columns
                       if c == "code_changed" or c.startswith(P_VS_REF)]
 

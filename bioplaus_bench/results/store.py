@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -44,6 +44,7 @@ from ..files import LinkRefused, open_folder, write_atomically
 from ..spec.cell import Cell
 from .numbers import one_line
 from .record import Record, RecordError, check_ranges
+from .protocol import same_settings
 
 LOCK_FILE = ".lock"
 # The committed records are at most 40 kB (100 epochs of history); a record of thousands of
@@ -88,11 +89,15 @@ def _static_provenance() -> dict[str, Any]:
 
 def provenance(cell: Cell, device: str) -> dict[str, Any]:
     """Where and with what the record was computed; ``code`` and ``data`` (the algorithm's
-    source digest, the data's identity) are also in the config hash."""
-    return {**_static_provenance(), "device": device, "dtype": cell.precision,
+    source digest, the data's identity) are also in the config hash, ``settings`` (how the
+    settings were obtained) is not."""
+    made = {**_static_provenance(), "device": device, "dtype": cell.precision,
             "config_hash": cell.config_hash(), "torch_threads": torch.get_num_threads(),
             **cell.inputs,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if cell.settings_origin:  # how the suite's settings were obtained (paper, tuned): tables say
+        made["settings"] = cell.settings_origin
+    return made
 
 
 def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> Record:
@@ -109,7 +114,7 @@ def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> R
         provenance=provenance(cell, device), **result)
 
 
-def _open_lock_file(path: Path) -> int:
+def open_lock_file(path: Path) -> int:
     """The lock file, opened for writing: its holder's line overwrites it, so it is never a
     link (``O_NOFOLLOW``) nor a file that has another name (a hard link), where that would
     overwrite another file; ``OSError`` otherwise."""
@@ -149,14 +154,32 @@ class ResultStore:
             _warn(path, str(refused))
             return None
 
-    def finished(self, cell: Cell) -> Record | None:
-        """The cell's record if it is finished and of this very configuration, else None."""
+    def finished(self, cell: Cell, *, any_code: bool = False) -> Record | None:
+        """The cell's record if it is finished (``Record.finished``; ``skipped`` only for a
+        cell that is skipped) and of this very configuration (the config hash: its settings,
+        code and data), else None. ``any_code``: of the cell's settings and protocol, whatever
+        code and data it was run with (``same_settings``): the reference campaign's rule, where
+        older code still gives a reference cell, which the table marks."""
         record = self.load(cell)
-        return record if record is not None and record.config_hash == cell.config_hash() \
-            and record.finished else None
+        if record is None or not record.finished or (record.status == "skipped"
+                                                     and not cell.skip_reason):
+            return None
+        same = same_settings(record, cell) if any_code else \
+            record.config_hash == cell.config_hash()
+        return record if same else None
 
     def is_finished(self, cell: Cell) -> bool:
         return self.finished(cell) is not None
+
+    def state(self, cell: Cell, *, any_code: bool = False) -> Literal["finished", "stale",
+                                                                      "missing"]:
+        """Whether the cell has a ``finished`` record (``any_code`` as there), a file at its
+        record's path that is none (another configuration, unfinished, not a record), or
+        nothing. Only a regular file is opened: a FIFO in a record's place would block a
+        reader, so it counts as nothing."""
+        if not self.path(cell).is_file():
+            return "missing"
+        return "finished" if self.finished(cell, any_code=any_code) is not None else "stale"
 
     def write(self, record: Record, cell: Cell) -> Path:
         """Write atomically, with the user's umask, never through a link (``files``). A failed
@@ -243,7 +266,7 @@ class ResultStore:
         created = not self.root.exists()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = _open_lock_file(self.root / LOCK_FILE)
+            fd = open_lock_file(self.root / LOCK_FILE)
         except OSError as error:
             raise InputError(f"results folder {self.root} is not writable: "
                              f"{error.strerror or error}") from None

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from ..model.networks import ArchitectureSpec
+from .architecture import ArchitectureSpec
 from .schema import Beta, Check, Name, NonNegativeInt, PositiveFloat, PositiveInt
 
 Precision = Literal["float32", "float64"]
@@ -121,6 +121,9 @@ class Cell:
     # digest, the data's identity): hashed with the config, so a change re-runs the cell.
     inputs: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None  # the entry p-values compare against; reporting only, like metric
+    # How the settings were obtained ({"origin": "paper"}, {"origin": "tuned", ...its budget
+    # and study}; empty: not stated, so not tuned), for tables; reporting only, like metric.
+    settings_origin: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

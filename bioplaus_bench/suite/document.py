@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from ..errors import InputError, did_you_mean
 from ..registry import Registry, default_registry
@@ -21,6 +21,8 @@ from ..spec.cell import (
 from ..spec.schema import (
     Check,
     Name,
+    NonNegativeInt,
+    PositiveInt,
 )
 
 Seeds = Annotated[tuple[Seed, ...], Check(lambda s: len(s) == len(set(s)) > 0,
@@ -43,6 +45,51 @@ class SearchSpace:
 
 
 @dataclass(frozen=True)
+class TrialPruning:
+    """How ``bench tune`` stops poor trials early, from each epoch's validation error of a
+    trial's first seed: ``median`` (Optuna's MedianPruner: worse than the median of earlier
+    trials at the same epoch), ``successive-halving`` (Optuna's SuccessiveHalvingPruner, rungs
+    from the epoch after the warm-up up by ``reduction_factor``) or ``none``."""
+
+    rule: Literal["median", "successive-halving", "none"] = "median"
+    warmup_epochs: NonNegativeInt = 1  # epochs a trial always runs: never pruned during them
+    startup_trials: NonNegativeInt = 2  # median: trials that run in full before any is pruned
+    reduction_factor: Annotated[int, Check(lambda n: n >= 2, "an integer ≥ 2")] = 3
+
+
+@dataclass(frozen=True)
+class TuningBudget:
+    """A suite's ``tuning:`` block: the budget every searched entry gets alike (``bench tune``).
+    ``epochs`` and ``subset`` replace each dataset's (None: the dataset's epochs, all training
+    samples); a trial trains the suite's first ``seeds`` seeds and scores their mean validation
+    error."""
+
+    trials: PositiveInt
+    epochs: PositiveInt | None = None
+    subset: PositiveInt | None = None
+    seeds: PositiveInt = 1
+    sampler_seed: NonNegativeInt = 0  # the TPE sampler's seed
+    pruning: TrialPruning = TrialPruning()
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """How an entry's values on one dataset were found (``tuned:`` in a suite that ``bench
+    tune`` wrote): the budget and search space, the study file with its SHA-256 digest, and the
+    best trial with its mean validation error (``budget.trials``: the trials the study had
+    finished). ``values`` are the tuned values (KEY.PATH of the entry -> value); the suite must
+    give the entry exactly these on that dataset."""
+
+    budget: TuningBudget
+    search: dict[str, SearchSpace]
+    values: dict[str, Any]
+    study: str
+    sha256: Annotated[str, Check(lambda s: len(s) == 64, "a SHA-256 digest (64 hex digits)")]
+    trial: NonNegativeInt
+    validation_error: float
+
+
+@dataclass(frozen=True)
 class AlgorithmEntry:
     """The keys of one entry under ``algorithms:`` (``Settings`` plus these)."""
 
@@ -52,6 +99,16 @@ class AlgorithmEntry:
     datasets: dict[str, Any] = field(default_factory=dict)  # per-dataset Settings overrides
     # bench tune: KEY.PATH (relative to the entry, e.g. optimizer.lr) -> SearchSpace
     search: dict[str, Any] = field(default_factory=dict)
+    # How the settings were obtained, for tables: "paper", or any short text (none: "not tuned").
+    origin: str | None = None
+    tuned: dict[Name, Tuned] = field(default_factory=dict)  # dataset id -> provenance
+
+    def settings_origin(self, dataset: str) -> dict[str, Any]:
+        """How the entry's settings on ``dataset`` were obtained, as the cells carry it into
+        their records: tuned (with the provenance), the entry's ``origin``, or {} (not stated)."""
+        if dataset in self.tuned:
+            return {"origin": "tuned", **dataclasses.asdict(self.tuned[dataset])}
+        return {"origin": self.origin} if self.origin else {}
 
 
 @dataclass(frozen=True)
@@ -65,6 +122,7 @@ class SuiteHeader:
     baseline: Name | None = None
     # Run the seeds of each cell as one computation (bench run --vectorize-seeds).
     vectorize_seeds: bool = False
+    tuning: TuningBudget | None = None  # bench tune's budget
     datasets: dict[Name, Any] = field(default_factory=dict)
     algorithms: dict[Name, Any] = field(default_factory=dict)
 
@@ -84,6 +142,7 @@ class Suite:
     overrides: tuple[str, ...] = ()  # --set items applied when loading
     baseline: str | None = None  # algorithm entry id
     vectorize_seeds: bool = False
+    tuning: TuningBudget | None = None
 
     def cells(self, *, seeds: int | None = None, only: list[str] | None = None,
               datasets: list[str] | None = None, epochs: int | None = None,
@@ -136,7 +195,8 @@ class Suite:
                     cells.append(Cell(self.name, d_id, dataset, a_id, self.names[a_id],
                                       self.labels[a_id], settings, params, precision, seed,
                                       (d_index, a_index), reason, subset, self.metric,
-                                      tuple(cell_deviations), baseline=self.baseline))
+                                      tuple(cell_deviations), baseline=self.baseline,
+                                      settings_origin=entry.settings_origin(d_id)))
         return cells
 
     def cell(self, algorithm: str, dataset: str, *, seed: int | None = None,

@@ -110,6 +110,12 @@ def _read(path: Path, overrides: list[str]) -> tuple[Any, Source]:
     return document, source
 
 
+def read_document(path: str | Path, overrides: list[str]) -> Any:
+    """The suite file's YAML document as read, with the ``--set`` overrides applied (what
+    ``bench tune`` writes its tuned suite from)."""
+    return _read(Path(path), overrides)[0]
+
+
 def wanted_plugins(path: str | Path, overrides: list[str], only: list[str],
                    executor: str | None = None) -> Wanted | None:
     """The plugin names a run of the algorithm entries ``only`` needs: their algorithms and the
@@ -222,6 +228,7 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
                            source, registry)
             precision = settings.precision or header.precision
             resolved[(a_id, d_id)] = (settings, params, precision)
+        _check_tuned(entry, resolved, a_id, where, source)
         algorithms[a_id] = entry
         names[a_id] = name
         labels[a_id] = entry.label or cls.label or name
@@ -234,7 +241,41 @@ def load_suite(path: str | Path, registry: Registry, overrides: Sequence[str] = 
             labels[a_id] = f"{labels[a_id]} ({a_id})"
 
     return Suite(suite_name, path, header.description, seeds, datasets, algorithms, resolved, names,
-                 labels, header.metric, tuple(overrides), baseline, header.vectorize_seeds)
+                 labels, header.metric, tuple(overrides), baseline, header.vectorize_seeds,
+                 header.tuning)
+
+
+def _check_tuned(entry: AlgorithmEntry, resolved: dict[tuple[str, str], tuple[Settings, Any,
+                 Precision]], a_id: str, where: Path_, source: Source) -> None:
+    """``tuned:`` names datasets of the suite, and the entry has exactly the tuned values on
+    each: a value edited by hand after tuning must not be reported as tuned."""
+    for d_id, tuned in entry.tuned.items():
+        at = (*where, "tuned", d_id)
+        if (a_id, d_id) not in resolved:
+            raise source.error(at, f"unknown dataset '{d_id}'"
+                               f"{did_you_mean(d_id, {d for _, d in resolved})}")
+        settings, params, _ = resolved[(a_id, d_id)]
+        for key, value in tuned.values.items():
+            parts = str(key).split(".")
+            node: Any = params if parts[0] == "params" else settings
+            try:
+                for part in parts[1:] if parts[0] == "params" else parts:
+                    node = node[part] if isinstance(node, dict) else getattr(node, part)
+            except (KeyError, AttributeError):
+                raise source.error((*at, "values", key), "not a value of this entry") from None
+            if _plain(node) != _plain(value):
+                raise source.error((*at, "values", key), f"the entry has {_plain(node)!r} on "
+                                   f"{d_id}, not the tuned value {value!r}: set it back, or "
+                                   f"remove tuned.{d_id} (the value is not tuned)")
+
+
+def _plain(value: Any) -> Any:
+    """A setting as YAML writes it: lists for tuples, mappings for dataclasses."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list | tuple) else value
 
 
 def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: type
@@ -255,9 +296,11 @@ def _search(raw: dict[str, Any], base: dict, where: Path_, source: Source, cls: 
             if not space.choices:
                 raise source.error((*at, "choices"), "expected at least one choice")
             for i, choice in enumerate(space.choices):
-                if not isinstance(choice, bool | int | float | str) and choice is not None:
+                if not _scalar(choice) and not (isinstance(choice, list) and choice
+                                                and all(map(_scalar, choice))):
                     raise source.error((*at, "choices", i), "a choice must be a number, a "
-                                       "string, true/false or null")
+                                       "string, true/false, null or a list of those (Adam's "
+                                       "betas)")
             samples = list(space.choices)
         else:
             if space.low is None or space.high is None:
@@ -363,3 +406,5 @@ def _dataset(raw: Any, where: Path_, source: Source, registry: Registry) -> Data
     return config
 
 
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)

@@ -16,9 +16,9 @@ with ``s = source(i)`` (i+1 for a layer-wise path, L for a direct one), top-down
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -60,6 +60,9 @@ def _difference_corrected(reached: Tensor, h: Tensor, reference: Tensor) -> Tens
     return reached + h - reference
 
 
+PathT = TypeVar("PathT", bound="FeedbackPath")
+
+
 class FeedbackPath(nn.Module):
     """The feedback maps ``g_1..g_{L-1}``; ``maps[i - 1]`` is ``g_i``."""
 
@@ -85,7 +88,7 @@ class FeedbackPath(nn.Module):
     def map_parameters(self, i: int) -> list[nn.Parameter]:
         return list(self.maps[i - 1].parameters())
 
-    def freeze(self) -> FeedbackPath:
+    def freeze(self: PathT) -> PathT:
         """Fixed random feedback (DFA): nothing is trained."""
         self.requires_grad_(False)
         return self
@@ -172,7 +175,7 @@ class DirectPath(FeedbackPath):
     algorithms.md §4.6, §4.8). ``no_bias`` lists the layers whose map has no bias."""
 
     def __init__(self, network: Network, activation: str = "linear",
-                 no_bias: Sequence[int] = ()):
+                 no_bias: Collection[int] = ()):
         super().__init__(network)
         factory: dict[str, Any] = {"dtype": network.dtype, "device": network.device}
         self.maps = nn.ModuleList(

@@ -76,12 +76,16 @@ class TargetPropagation(Algorithm):
         """ℒ_i of every hidden layer i = 1..L-1, each with a fresh noise sample. A loss with a
         ``layers(path, fwd, sigma)`` method computes them all at once (the built-ins do, sharing
         the forward re-propagations); otherwise it is called once per layer."""
+        # Called only where there is a loss (feedback_step). The ignores below, and the tensor
+        # feedback_step returns where the base says float, leave this module's syntax tree (part
+        # of every target-propagation method's code digest) as the reference was run with.
         loss, sigma = self.feedback_loss, self.params.sigma
         if hasattr(loss, "layers"):
-            return loss.layers(self.path, fwd, sigma)
-        return [loss(self.path, i, fwd, sigma) for i in range(1, self.network.depth)]
+            return loss.layers(self.path, fwd, sigma)  # type: ignore[union-attr]
+        return [loss(self.path, i, fwd, sigma)  # type: ignore[misc]
+                for i in range(1, self.network.depth)]
 
-    def feedback_step(self, fwd: ForwardPass) -> Tensor | None:
+    def feedback_step(self, fwd: ForwardPass) -> Tensor | None:  # type: ignore[override]
         if self.feedback_loss is None or not self.feedback_parameters:
             return None
         total = torch.stack(self.feedback_losses(fwd)).sum(0)  # one per seed when stacked

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ...errors import InputError
 from ...plugin_files import import_plugin_file
@@ -28,13 +29,21 @@ from ...spec.cell import Cell
 from ..inputs import code_identity, describe_code, same_implementation
 from ..progress import LogReporter
 from ..setup import Environment
-from ..training import CellTimeout, train_cell
+from ..training import CellTimeout, StopRule, train_cell
 
 
 @dataclass
 class RunSummary:
+    """How a run's cells ended: their statuses, how many were reused from earlier runs, and
+    each cell's record by its index in the run (reused ones included)."""
+
     statuses: Counter = field(default_factory=Counter)
     cached: int = 0
+    records: dict[int, Record] = field(default_factory=dict)
+
+    def in_order(self) -> list[Record]:
+        """The records in the order of the run's cells."""
+        return [self.records[index] for index in sorted(self.records)]
 
     @property
     def failed(self) -> bool:
@@ -84,6 +93,7 @@ class RunContext:
         if record.status != "timeout":
             self.checkpoint(cell).unlink(missing_ok=True)
         self.summary.statuses[record.status] += 1
+        self.summary.records[index] = record
         self.reporter.cell_finished(cell, index, record.status, _detail(record))
 
     def lost(self, cell: Cell, error: BaseException) -> Record:
@@ -109,8 +119,8 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
               reporter: LogReporter, options: ExecutorOptions = ExecutorOptions(),
               force: bool = False, vectorize: SeedVectorization | None = None) -> RunSummary:
     """Run ``cells`` with ``executor``: the cached ones are counted, the others run. With
-    ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation in
-    this process (``run_seed_groups``) instead."""
+    ``vectorize``, the pending seeds of each (dataset, algorithm) run as one computation
+    (``run_seed_groups``: in this process, or each stack in a ``-j N`` worker) instead."""
     if not force:
         _refuse_other_implementations(cells, store, registry)
     summary = RunSummary()
@@ -122,6 +132,7 @@ def run_cells(executor: Executor, cells: list[Cell], *, registry: Registry,
             if record is not None:
                 summary.cached += 1
                 summary.statuses[record.status] += 1
+                summary.records[index] = record
                 reporter.cell_finished(cell, index, "cached")
             else:
                 todo.append((index, cell))
@@ -169,12 +180,14 @@ def _refuse_other_implementations(cells: list[Cell], store: ResultStore, registr
 
 def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
                  checkpoint: Path | None, force: bool, *,
-                 on_epoch: Callable[[str, int, int], None] | None = None) -> Record:
+                 on_epoch: Callable[[str, int, int], None] | None = None,
+                 stop: StopRule | None = None) -> Record:
     """Run one cell and return its record. It never raises for a failing cell: any exception of
     the plugin, ``SystemExit`` included, is an ``error`` record with the traceback, and a cell
     past its time limit a ``timeout`` record. Only Ctrl-C and SIGTERM (``KeyboardInterrupt``,
     ``errors.Terminated``) stop the run. ``plugins`` is a loaded registry, or the ``--plugin``
-    files to load one from (in a worker process, where classes are not passed)."""
+    files to load one from (in a worker process, where classes are not passed). ``stop``:
+    ``train_cell``'s, for ``bench tune``'s pruner."""
     if cell.skip_reason:
         return _record(cell, {"status": "skipped", "reason": cell.skip_reason}, env, plugins)
     if force and checkpoint is not None:
@@ -184,7 +197,7 @@ def execute_cell(cell: Cell, plugins: Registry | list[str], env: Environment,
         registry = _registry(plugins, cell)
         result = train_cell(cell, registry.get(cell.algorithm).cls,
                             dataclasses.replace(env, registry=registry), checkpoint=checkpoint,
-                            on_epoch=on_epoch, time_limit=time_limit)
+                            on_epoch=on_epoch, time_limit=time_limit, stop=stop)
     except KeyboardInterrupt:
         raise
     except CellTimeout as timeout:  # the last epoch's checkpoint stays: a re-run continues
@@ -204,57 +217,91 @@ class SeedVectorization:
     chunk: int | None = None
 
 
+# A share of a run that one process runs: one cell, or the seeds of one (dataset, entry) trained
+# as one computation (more than one member).
+Unit = list[tuple[int, Cell]]
+
+
 def run_seed_groups(todo: list[tuple[int, Cell]], context: RunContext,
                     vectorize: SeedVectorization) -> None:
-    """The pending cells, the seeds of each (dataset, algorithm) together. An algorithm that
-    does not declare ``vectorize_seeds``, a lone seed, and seeds that cannot be stacked run one
-    after the other, as the local executor runs them."""
+    """The pending cells, the seeds of each (dataset, algorithm) together: in this process, or
+    with ``-j N`` each stack in a worker process of its own, N at once (``local.run_units``).
+    An algorithm that does not declare ``vectorize_seeds``, a lone seed, and seeds that cannot
+    be stacked run one after the other, as the local executor runs them."""
+    units = seed_group_units(todo, context)
+    if context.options.jobs > 1:
+        from .local import run_units
+
+        run_units(units, context, vectorize.chunk)
+        return
+    for unit in units:
+        records = (_execute_seed_group([c for _, c in unit], context, vectorize.chunk)
+                   if len(unit) > 1 else None)
+        if records is None:
+            for index, cell in unit:
+                context.finish(index, cell, context.execute(cell, index))
+        else:
+            for (index, cell), record in zip(unit, records, strict=True):
+                context.finish(index, cell, record)
+
+
+def seed_group_units(todo: list[tuple[int, Cell]], context: RunContext) -> list[Unit]:
+    """``todo`` as units, in its order: the runnable seeds of each (dataset, entry) as one
+    stack where its algorithm declares ``vectorize_seeds`` (said otherwise), then the group's
+    other cells one by one."""
     groups: dict[tuple[str, str], list[tuple[int, Cell]]] = {}
     for index, cell in todo:
         groups.setdefault((cell.dataset_id, cell.algorithm_id), []).append((index, cell))
+    units: list[Unit] = []
     for (dataset, entry), members in groups.items():
         runnable = [(i, c) for i, c in members if not c.skip_reason]
         serial = [(i, c) for i, c in members if c.skip_reason]
         if len(runnable) > 1:
             name = runnable[0][1].algorithm
-            if not context.registry.get(name).cls.capabilities.vectorize_seeds:
+            if context.registry.get(name).cls.capabilities.vectorize_seeds:
+                units.append(runnable)
+            else:
                 context.reporter.log(f"{dataset}/{entry}: {name} does not declare "
                                      "vectorize_seeds; its seeds run one after the other")
                 serial += runnable
-            else:
-                records = _execute_seed_group([c for _, c in runnable], context, vectorize.chunk)
-                if records is None:
-                    serial += runnable
-                else:
-                    for (index, cell), record in zip(runnable, records, strict=True):
-                        context.finish(index, cell, record)
         else:
             serial += runnable
-        for index, cell in sorted(serial, key=lambda pair: pair[0]):
-            context.finish(index, cell, context.execute(cell, index))
+        units += [[pair] for pair in sorted(serial, key=lambda pair: pair[0])]
+    return units
 
 
 def _execute_seed_group(cells: list[Cell], context: RunContext,
                         chunk: int | None = None) -> list[Record] | None:
+    """``execute_seed_group`` in this process, its epochs reported as they finish."""
+    context.reporter.cell_started(cells[0], 0, stacked=len(cells))
+    return execute_seed_group(
+        cells, context.registry, context.env, [context.checkpoint(cell) for cell in cells],
+        context.force, chunk, note=context.reporter.log,
+        on_epoch=lambda phase, done, total: context.reporter.epoch(cells[0], phase, done, total))
+
+
+def execute_seed_group(cells: list[Cell], plugins: Registry | list[str], env: Environment,
+                       checkpoints: list[Path], force: bool, chunk: int | None = None, *,
+                       note: Callable[[str], None],
+                       on_epoch: Callable[[str, int, int], None] | None = None
+                       ) -> list[Record] | None:
     """``execute_cell`` for the seeds ``cells`` together: their records (a failure is every
     seed's ``error`` record, a timeout every seed's ``timeout``), or None when they cannot be
-    stacked."""
+    stacked (``note`` says why). ``plugins`` as for ``execute_cell``."""
     from ..seed_group import train_seed_group
 
-    env, first = context.env, cells[0]
-    checkpoints = [context.checkpoint(cell) for cell in cells]
-    if context.force:
+    first = cells[0]
+    if force:
         for path in checkpoints:
             path.unlink(missing_ok=True)
-    context.reporter.cell_started(first, 0, stacked=len(cells))
     per_cell = env.cell_timeout or first.dataset.protocol.cell_timeout
     time_limit = per_cell * len(cells) if per_cell else None  # the work of that many cells
     try:
+        registry = _registry(plugins, first)
         results = train_seed_group(
-            cells, context.registry.get(first.algorithm).cls,
-            dataclasses.replace(env, registry=context.registry), checkpoints=checkpoints,
-            chunk=chunk, note=context.reporter.log, time_limit=time_limit,
-            on_epoch=lambda phase, done, total: context.reporter.epoch(first, phase, done, total))
+            cells, registry.get(first.algorithm).cls,
+            dataclasses.replace(env, registry=registry), checkpoints=checkpoints,
+            chunk=chunk, note=note, time_limit=time_limit, on_epoch=on_epoch)
     except KeyboardInterrupt:
         raise
     except CellTimeout as timeout:
@@ -265,7 +312,7 @@ def _execute_seed_group(cells: list[Cell], context: RunContext,
                     "traceback": traceback.format_exc()}] * len(cells)
     if results is None:
         return None
-    return [_record(cell, result, env, context.registry)
+    return [_record(cell, result, env, plugins)
             for cell, result in zip(cells, results, strict=True)]
 
 
@@ -330,24 +377,43 @@ def init_worker(plugin_files: list[str], threads: int) -> None:
 
 
 def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
-                     checkpoint: str | None, force: bool, threads: int | None = None) -> Record:
-    """A worker's entry point. The cell travels pickled, to be unpickled only after the plugin
-    files are imported (its params may be instances of a plugin's class). ``payload`` is made
-    by the parent ``bench`` process (``pickle.dumps(cell)``) and handed over in memory by the
-    process pool or Ray; nothing read from disk is ever unpickled here."""
+                    checkpoint: str | None, force: bool, threads: int | None = None) -> Record:
+    """A worker's entry point for one cell. The cell travels pickled, to be unpickled only
+    after the plugin files are imported (its params may be instances of a plugin's class).
+    ``payload`` is made by the parent ``bench`` process (``pickle.dumps(cell)``) and handed over
+    in memory by the process pool or Ray; nothing read from disk is ever unpickled here."""
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        _import_files(plugin_files)
-        cell = pickle.loads(payload)
-    except Exception as error:
-        raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"
-                           ) from error
+    cell = _unpickled(payload, plugin_files)
     return execute_cell(cell, plugin_files, env, Path(checkpoint) if checkpoint else None, force)
 
 
+def execute_pickled_unit(payload: bytes, plugin_files: list[str], env: Environment,
+                         checkpoints: list[str], force: bool, chunk: int | None
+                         ) -> tuple[list[Record], list[str]]:
+    """A local worker's entry point for a unit (``pickle.dumps`` of its cells, as for
+    ``execute_pickled``): its records, stacked where it has several seeds (one after the other
+    where they cannot be), and the notes said on the way, for the parent to report."""
+    cells: list[Cell] = _unpickled(payload, plugin_files)
+    paths = [Path(checkpoint) for checkpoint in checkpoints]
+    notes: list[str] = []
+    records = (execute_seed_group(cells, plugin_files, env, paths, force, chunk,
+                                  note=notes.append) if len(cells) > 1 else None)
+    if records is None:
+        records = [execute_cell(cell, plugin_files, env, path, force)
+                   for cell, path in zip(cells, paths, strict=True)]
+    return records, notes
+
+
+def _unpickled(payload: bytes, plugin_files: list[str]) -> Any:
+    try:
+        _import_files(plugin_files)
+        return pickle.loads(payload)
+    except Exception as error:
+        raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"
+                           ) from error
 
 
 def _detail(record: Record) -> str:

@@ -1,12 +1,13 @@
 """The ``local`` executor: the cells in this process one after the other, or with ``-j N`` in N
-spawned worker processes, each with this process's torch threads (``execution/threads.py``)."""
+spawned worker processes, each with this process's torch threads (``execution/threads.py``).
+With ``--vectorize-seeds -j N``, each stack of seeds runs in a worker of its own, N at once."""
 
 from __future__ import annotations
 
 import pickle
 
 from ...spec.cell import Cell
-from . import Executor, RunContext, execute_pickled, init_worker
+from . import Executor, RunContext, Unit, execute_pickled_unit, init_worker
 
 
 def run_local(todo: list[tuple[int, Cell]], context: RunContext) -> None:
@@ -14,47 +15,58 @@ def run_local(todo: list[tuple[int, Cell]], context: RunContext) -> None:
         for index, cell in todo:
             context.finish(index, cell, context.execute(cell, index))
         return
-    for lost in _run_pool(todo, context, context.options.jobs):
-        _run_pool([lost], context, 1, keep_lost=False)
+    run_units([[pair] for pair in todo], context)
 
 
-def _run_pool(todo: list[tuple[int, Cell]], context: RunContext, jobs: int,
-              keep_lost: bool = True) -> list[tuple[int, Cell]]:
-    """Run ``todo`` in one pool of worker processes. Per-epoch progress is not reported; cells
+def run_units(units: list[Unit], context: RunContext, chunk: int | None = None) -> None:
+    """Run ``units`` (single cells, or stacks of seeds of at most ``chunk`` at once) in
+    ``-j N`` worker processes; the parent writes every record."""
+    for lost in _run_pool(units, context, context.options.jobs, chunk):
+        _run_pool([lost], context, 1, chunk, keep_lost=False)
+
+
+def _run_pool(units: list[Unit], context: RunContext, jobs: int, chunk: int | None,
+              keep_lost: bool = True) -> list[Unit]:
+    """Run ``units`` in one pool of worker processes. Per-epoch progress is not reported; cells
     still checkpoint every epoch. A worker that dies (a plugin that calls ``os._exit`` or
-    crashes the interpreter) breaks the whole pool and every cell in flight with it: those are
+    crashes the interpreter) breaks the whole pool and every unit in flight with it: those are
     returned when ``keep_lost``, to be run again each alone in a fresh worker, so that only the
-    one that kills its worker gets an ``error`` record."""
+    one that kills its worker gets ``error`` records (one per seed of its stack)."""
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
     import torch
 
-    lost: list[tuple[int, Cell]] = []
+    lost: list[Unit] = []
     files = context.plugin_files
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=get_context("spawn"),
+    with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=get_context("spawn"),
                              initializer=init_worker,
                              initargs=(files, torch.get_num_threads())) as pool:
-        futures = {pool.submit(execute_pickled, pickle.dumps(cell), files, context.env,
-                               str(context.checkpoint(cell)), context.force): (index, cell)
-                   for index, cell in todo}
+        futures = {pool.submit(execute_pickled_unit, pickle.dumps([cell for _, cell in unit]),
+                               files, context.env,
+                               [str(context.checkpoint(cell)) for _, cell in unit],
+                               context.force, chunk): unit
+                   for unit in units}
         try:
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for future in done:
-                    index, cell = futures[future]
+                    unit = futures[future]
                     try:
-                        record = future.result()
+                        records, notes = future.result()
                     except BrokenProcessPool as error:
                         if keep_lost:
-                            lost.append((index, cell))
+                            lost.append(unit)
                             continue
-                        record = context.lost(cell, error)
-                    except Exception as error:  # the worker could not start or load the cell
-                        record = context.lost(cell, error)
-                    context.finish(index, cell, record)
+                        records, notes = [context.lost(cell, error) for _, cell in unit], []
+                    except Exception as error:  # the worker could not start or load the cells
+                        records, notes = [context.lost(cell, error) for _, cell in unit], []
+                    for note in notes:
+                        context.reporter.log(note)
+                    for (index, cell), record in zip(unit, records, strict=True):
+                        context.finish(index, cell, record)
         except BaseException as error:
             workers = list((pool._processes or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)

@@ -35,6 +35,7 @@ class FeedbackAlignment(BackwardRule):
     summary = "Feedback alignment: the error goes down layer by layer through fixed random matrices."
     Params = FAParams
     capabilities = Capabilities(mlp=True, cnn=True, vectorize_seeds=True)
+    feedback: FixedRandom  # what build_feedback returns, kept by the base constructor
 
     def build_feedback(self) -> FixedRandom:
         # B_2 … B_L drawn from the global RNG (seeded by the runner) in layer order, kept as

@@ -1,6 +1,8 @@
-"""What the benchmark and check scripts share on their command lines: comma-separated lists
-checked against what they may hold, positive numbers, a device that is there, and bad input as
-one line with exit code 2, as `bench` does (``one_line_errors``), never a traceback."""
+"""What scripts built on the package (those under benchmarks/) share on their argparse command
+lines: comma-separated lists checked against what they may hold, positive numbers, a device that
+is there, and bad input as one line with exit code 2, as `bench` does (``one_line_errors``),
+never a traceback. In the package, so that a script imports it like the rest of the package
+(no script imports another, nor edits ``sys.path``)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import sys
 from collections.abc import Callable, Collection
 from typing import TypeVar
 
-from bioplaus_bench.errors import InputError
+import torch
+
+from .errors import InputError
 
 DTYPES = ("float32", "float64")
 T = TypeVar("T")
@@ -49,8 +53,6 @@ def positives(text: str) -> list[int]:
 
 def device(text: str) -> str:
     """An argparse type: a torch device of this machine (cpu, cuda, cuda:1, mps)."""
-    import torch
-
     try:
         chosen = torch.device(text)
     except RuntimeError:
@@ -74,3 +76,4 @@ def one_line_errors(action: Callable[[], T]) -> T | int:
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
