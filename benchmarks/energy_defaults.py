@@ -37,23 +37,19 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arguments import listing, one_line_errors, positive, positives  # noqa: E402
-from design_choices import seconds, take_turns  # noqa: E402
-
-from bioplaus_bench.api import ArchitectureSpec, Classification, InferenceRule  # noqa: E402
-from bioplaus_bench.execution.build import build_network  # noqa: E402
-from bioplaus_bench.execution.runner import ForwardOptimisers, Runner  # noqa: E402
-from bioplaus_bench.metrics.alignment import angle, bp_gradients  # noqa: E402
-from bioplaus_bench.model.networks import Network, forward_pass  # noqa: E402
-from bioplaus_bench.registry import load_registry  # noqa: E402
-from bioplaus_bench.spec.cell import OptimizerConfig  # noqa: E402
+from bioplaus_bench.api import ArchitectureSpec, Classification, InferenceRule
+from bioplaus_bench.execution.build import build_network
+from bioplaus_bench.execution.runner import ForwardOptimisers, Runner
+from bioplaus_bench.metrics.alignment import angle, bp_gradients
+from bioplaus_bench.model.networks import Network, forward_pass
+from bioplaus_bench.registry import load_registry
+from bioplaus_bench.scripts import listing, one_line_errors, positive, positives
+from bioplaus_bench.spec.cell import OptimizerConfig
+from bioplaus_bench.timed_networks import seconds, take_turns
 
 INPUT_SHAPE = (1, 28, 28)
 TASK = Classification(10)
