@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable, Mapping
 
 import torch
 
@@ -39,6 +37,7 @@ from bioplaus_bench.model.optim import adam
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.scripts import listing, positive
 from bioplaus_bench.spec.cell import OptimizerConfig
+from bioplaus_bench.timed_networks import take_turns
 
 BATCH = 128
 MNIST = (ArchitectureSpec(hidden=(256,) * 5), (1, 28, 28))
@@ -47,26 +46,6 @@ OPTIMIZER = OptimizerConfig(lr=1e-6, betas=(0.9, 0.999), eps=1e-8)
 LAYOUT_ALGORITHMS = ("bp", "dfa", "ddtp-linear")
 FUSED = "fused (the suite's)"
 PACKED = "16 bits a value (the suite's)"
-
-
-def seconds(function: Callable[[], object], repeats: int) -> float:
-    """Seconds per call of ``function``, over ``repeats`` calls."""
-    start = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    return (time.perf_counter() - start) / repeats
-
-
-def take_turns(variants: Mapping[str, Callable[[], object]], repeats: int, rounds: int
-               ) -> dict[str, list[float]]:
-    """Seconds per call of each variant in every round (after one warm-up call each)."""
-    for function in variants.values():
-        function()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, function in variants.items():
-            times[name].append(seconds(function, repeats))
-    return times
 
 
 def ratio(times: dict[str, list[float]], name: str, reference: str) -> float:

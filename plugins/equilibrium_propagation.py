@@ -72,9 +72,11 @@ _ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Ten
 
 @dataclass(frozen=True)
 class EPParams:
-    T_free: PositiveInt = 20  # sweeps of the free phase (and of a prediction)
-    T_nudged: PositiveInt = 10  # sweeps of each nudged phase
-    beta: NudgingBeta = 0.5  # nudging strength
+    # Defaults measured by benchmarks/energy_defaults.py (docs/plugins.md, "Defaults and why").
+    T_free: PositiveInt = 20  # sweeps of the free phase (and of a prediction); not settled by
+    # the measurement: on 5×256 the fixed point takes ~3000 sweeps, any affordable length is >55° off
+    T_nudged: PositiveInt = 5  # sweeps of each nudged phase; 10 and 20 are further off on 5×256
+    beta: NudgingBeta = 0.1  # nudging strength; in the β² regime (0.5 is not: 18-48 % off on tiny nets)
     symmetric: bool = True  # ±β phases (Laborieux et al. 2021); False: +β against the free phase
 
 

@@ -132,12 +132,34 @@ def test_the_design_choices_benchmark_prints_both_cnn_layouts(monkeypatch, capsy
     assert len(rows) == 6 and "(model/architectures.py)" in out
 
 
+DEFAULTS_BENCHMARK = BENCHMARK.parent / "energy_defaults.py"
+
+
+def test_the_defaults_benchmark_prints_every_rule_s_errors_costs_and_choice(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [
+        str(DEFAULTS_BENCHMARK), "--quick", "--depths", "1,2", "--width", "8", "--batch", "8",
+        "--trained-steps", "2", "--family-steps", "2", "--converged", "30", "--rounds", "1"])
+    run_to_the_end(DEFAULTS_BENCHMARK)
+    out = capsys.readouterr().out
+    for title in ("PC: 784-8-10, initial weights", "PC: 784-2×8-10, after 2 BP steps",
+                  "EP: 784-2×8-10, initial weights", "EP: error against β, both phases 30",
+                  "The feedback-alignment family: 784-2×8-10, after 2 steps of its rule"):
+        assert f"### {title}" in out, title
+    assert "| pc T=20, inference_lr=0.1, inference_momentum=0, output_weight=1 |" in out
+    assert "| angle to ∇ℓ(s*) ° |" in out and "| W3 ° |" in out
+    chosen = out.split("### Chosen")[1].splitlines()
+    assert {line.split(":")[0] for line in chosen if line.startswith("- ")} == {
+        "- pc", "- ep", "- feedback-alignment", "- kolen-pollack"}
+
+
 @pytest.mark.parametrize(("script", "arguments", "expected"), [
     ("seed_batching.py", ["--seeds", "0,10"], "--seeds: expected a positive number, got '0'"),
     ("seed_batching.py", ["--models", "mnist,vgg"], "'vgg' is none of them"),
     ("seed_batching.py", ["--algorithms", "bp,nope"], "unknown algorithm 'nope'"),
     ("design_choices.py", ["--only", "adam,speed"], "'speed' is none of them"),
     ("design_choices.py", ["--rounds", "0"], "--rounds: expected a positive number"),
+    ("energy_defaults.py", ["--only", "pc,xy"], "'xy' is none of them"),
+    ("energy_defaults.py", ["--goal", "0"], "--goal: expected a positive number, got '0'"),
     ("threads.py", ["--threads", "1,x"], "--threads: expected a positive number, got 'x'"),
     ("threads.py", ["--models", "cifar"], "'cifar' is none of them"),
     ("threads.py", ["--seconds", "inf"], "--seconds: expected a positive number, got 'inf'"),
