@@ -40,6 +40,8 @@ feed-forward pass), not the network's feed-forward pass: the evaluation scores t
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -90,7 +92,7 @@ class EquilibriumPropagation(InferenceRule):
 
     def __init__(self, network, task, params: EPParams):
         super().__init__(network, task, params)
-        kinds = {network.layer(i).activation for i in range(1, network.depth)}
+        kinds = {network.dense(i).activation for i in range(1, network.depth)}
         unknown = kinds - set(_ACTIVATIONS)
         if unknown:
             raise ValueError(f"equilibrium propagation has no energy for the activation "
@@ -111,11 +113,11 @@ class EquilibriumPropagation(InferenceRule):
         inputs = ([fwd.h[0], *positive], [fwd.h[0], *negative])
         updates: list[Tensor] = []
         for i in range(1, self.network.depth):
-            layer = self.network.layer(i)
+            layer = self.network.dense(i)
             plus = layer.gradients(positive[i - 1], inputs[0][i - 1])
             minus = layer.gradients(negative[i - 1], inputs[1][i - 1])
             updates += [m.sub_(p).mul_(scale) for p, m in zip(plus, minus, strict=True)]
-        readout = self.network.layer(self.network.depth)
+        readout = self.network.dense(self.network.depth)
         output = self._readout(fwd, free)
         updates += readout.gradients(self.task.output_error(output, fwd.y), self._top(fwd, free))
         return updates
@@ -127,14 +129,15 @@ class EquilibriumPropagation(InferenceRule):
                                              self.params.T_free))
 
     def energy(self, fwd: ForwardPass, state: Sequence[Tensor], beta: float) -> Tensor:
-        seeds, total = self.network.seeds, 0.0
+        seeds, terms = self.network.seeds, []
         below = fwd.h[0]
         for i, s in enumerate(state, start=1):
-            layer = self.network.layer(i)
+            layer = self.network.dense(i)
             drive = fwd.a[1] if i == 1 else layer(below)[0]
             dual = _ACTIVATIONS[layer.activation][1]
-            total = total + sum_per_seed(dual(s) - s * drive, seeds)
+            terms.append(sum_per_seed(dual(s) - s * drive, seeds))
             below = s
+        total = functools.reduce(operator.add, terms)  # summed in layer order
         if beta:
             total = total + beta * fwd.batch_size * self.task.loss(self._readout(fwd, state),
                                                                    fwd.y)
@@ -155,9 +158,9 @@ class EquilibriumPropagation(InferenceRule):
                 ) -> Tensor:
         """Layer i's minimiser given its neighbours: σ(W_i s_{i−1} + b_i + W_{i+1}ᵀ s_{i+1}),
         the last hidden layer nudged by −β W_Lᵀ ∂ℓ/∂o instead."""
-        layer, depth = self.network.layer(i), self.network.depth
+        layer, depth = self.network.dense(i), self.network.depth
         drive = fwd.a[1] if i == 1 else layer(state[i - 2])[0]
-        above = self.network.layer(i + 1).linear.weight
+        above = self.network.dense(i + 1).linear.weight
         if i + 1 < depth:
             drive = drive + state[i] @ above
         elif beta:
@@ -169,7 +172,7 @@ class EquilibriumPropagation(InferenceRule):
         return state[-1] if state else fwd.h[0]
 
     def _readout(self, fwd: ForwardPass, state: Sequence[Tensor]) -> Tensor:
-        return self.network.layer(self.network.depth)(self._top(fwd, state))[0]
+        return self.network.dense(self.network.depth)(self._top(fwd, state))[0]
 
     def _feed_forward(self, x: Tensor) -> ForwardPass:
         """The pass the free phase starts from (no targets: a prediction needs none)."""

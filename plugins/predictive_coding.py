@@ -134,12 +134,12 @@ class PredictiveCoding(InferenceRule):
         depth = self.network.depth
         errors, deltas = [], []
         for i in range(1, depth):
-            layer = self.network.layer(i)
+            layer = self.network.dense(i)
             a, mu = (fwd.a[1], fwd.h[1]) if i == 1 else layer(state[i - 2])
             error = state[i - 1] - mu
             errors.append(error)
             deltas.append(-layer.activation_derivative(a, mu) * error)
-        output, _ = self.network.layer(depth)(state[-1] if depth > 1 else fwd.h[0])
+        output, _ = self.network.dense(depth)(state[-1] if depth > 1 else fwd.h[0])
         # β ∂ℓ/∂o per sample: output_error carries the batch mean's 1/B
         deltas.append(self.task.output_error(output, fwd.y).mul_(beta * fwd.batch_size))
         return errors, deltas, output
@@ -149,7 +149,7 @@ class PredictiveCoding(InferenceRule):
         """``∂E/∂x_l = (x_l − μ_l) + d_{l+1} W_{l+1}`` for every value node."""
         errors, deltas, _ = self._errors(fwd, state, beta)
         # errors[i − 1] and deltas[i − 1] belong to layer i
-        return [error + deltas[i] @ self.network.layer(i + 1).linear.weight
+        return [error + deltas[i] @ self.network.dense(i + 1).linear.weight
                 for i, error in enumerate(errors, start=1)]
 
     def _weight_gradients(self, fwd: ForwardPass, state: Sequence[Tensor],
@@ -158,7 +158,7 @@ class PredictiveCoding(InferenceRule):
         inputs = [fwd.h[0], *state]
         grads: list[Tensor] = []
         for i in range(1, self.network.depth + 1):
-            grads += self.network.layer(i).gradients(deltas[i - 1], inputs[i - 1])
+            grads += self.network.dense(i).gradients(deltas[i - 1], inputs[i - 1])
         return grads
 
 

@@ -87,6 +87,8 @@ def _activation_derivative(kind: Activation, a: Tensor, h: Tensor) -> Tensor:
 class Dense(nn.Module):
     """A fully connected layer ``h = s(W h_prev + b)``; flattens a conv input."""
 
+    linear: nn.Linear  # declared: nn.Module's attribute lookup would type it Tensor | Module
+
     def __init__(self, n_in: int, n_out: int, activation: Activation, bias: bool = True,
                  **factory):
         super().__init__()
@@ -240,6 +242,15 @@ class Network(nn.Module):
     def layer(self, i: int) -> Layer:
         """Layer ``i``, 1-based as in the spec."""
         return typing.cast(Layer, self.layers[i - 1])
+
+    def dense(self, i: int) -> Dense:
+        """Layer ``i`` of a rule that runs on fully connected layers only (its capabilities say
+        MLP); a ``TypeError`` naming the layer otherwise."""
+        layer = self.layer(i)
+        if not isinstance(layer, Dense):
+            raise TypeError(f"layer {i} is a {type(layer).__name__}, not a fully connected "
+                            "layer (Dense)")
+        return layer
 
     def layer_parameters(self, i: int) -> list[nn.Parameter]:
         return list(self.layer(i).parameters())
