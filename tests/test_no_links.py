@@ -253,7 +253,9 @@ def test_collect_does_not_write_through_a_link_in_the_reference_folder(tmp_path)
     reference = load("reference")
     try:
         campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
-        source = campaign.work / "table1" / "mnist" / "dfa" / "mnist" / "dfa" / "seed-0.json"
+        source = campaign.work_store(next(  # the work folder of table1's runs
+            g for stage in reference.STAGES for g in stage.groups if g.suite == "table1")
+        ).root / "mnist" / "dfa" / "seed-0.json"
         source.parent.mkdir(parents=True)
         committed = Path(__file__).resolve().parents[1] / "results" / "reference" / "table1"
         source.write_text((committed / "mnist" / "dfa" / "seed-0.json").read_text())
