@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bioplaus_bench import registry as plugins
 from bioplaus_bench.cli import app
 from bioplaus_bench.errors import PluginError
-from bioplaus_bench.execution import executors
+from bioplaus_bench.execution.executors.execute import _worker_registry
 from bioplaus_bench.execution.inputs import code_identity, describe_code
 from bioplaus_bench.registry import Wanted, load_registry
 from bioplaus_bench.suite import load_suite
@@ -255,7 +255,7 @@ def test_a_worker_loads_only_what_its_cell_needs(installed, tmp_path):
     cell, = load_suite(suite, load_registry()).cells()
     assert installed.exists()  # the full load above imported every plugin
     installed.unlink()
-    registry = executors._worker_registry([], cell)
+    registry = _worker_registry([], cell)
     assert "bp" in registry and not registry.complete
     assert not registry.warnings and not installed.exists()
 
@@ -365,7 +365,7 @@ def test_a_plugin_file_wins_over_a_built_in_with_only_too(tmp_path):
     assert registry.get("pc").origin == "file" and registry.files == (str(mine.resolve()),)
     # A worker (-j, Ray) loads what its cell needs the same way: the file's algorithm.
     cell, = load_suite(suite, registry, only=["pc"]).cells(only=["pc"], registry=registry)
-    assert executors._worker_registry([str(mine.resolve())], cell).get("pc").origin == "file"
+    assert _worker_registry([str(mine.resolve())], cell).get("pc").origin == "file"
 
 
 @pytest.mark.parametrize("name, first, then", [

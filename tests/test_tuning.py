@@ -24,16 +24,14 @@ optuna = pytest.importorskip("optuna", reason="optuna is not installed "
 
 from bioplaus_bench.suite.document import Tuned  # noqa: E402  (after the optuna check)
 from bioplaus_bench.suite.fragments import fragment_yaml  # noqa: E402
-from bioplaus_bench.suite.tune import (  # noqa: E402
+from bioplaus_bench.suite.studies import (  # noqa: E402
     STUDY_NAME,
     StudyPlan,
-    StudyResult,
     TrialLink,
     open_study,
-    plan,
     pruning_rule,
-    tuned_document,
 )
+from bioplaus_bench.suite.tune import StudyResult, plan, tuned_document  # noqa: E402
 
 BUDGET = """\
 tuning:

@@ -1,11 +1,10 @@
 """The built-in executors, registered through the ``bioplaus_bench_executors`` hook like
-anyone's. Apart from ``executors/__init__``, which ``local`` and ``ray`` import, so that imports
-go one way."""
+anyone's."""
 
 from __future__ import annotations
 
 from ...hookspecs import hookimpl
-from . import Executor
+from .executor import Executor
 from .local import LOCAL
 from .ray import RAY
 

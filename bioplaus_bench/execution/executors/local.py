@@ -7,7 +7,12 @@ from __future__ import annotations
 import pickle
 
 from ...spec.cell import Cell
-from . import Executor, RunContext, Unit, execute_pickled_unit, init_worker
+from .executor import Executor, RunContext
+from .workers import execute_pickled_unit, init_worker
+
+# A share of a run that one process runs: one cell, or the seeds of one (dataset, entry) trained
+# as one computation (more than one member).
+Unit = list[tuple[int, Cell]]
 
 
 def run_local(todo: list[tuple[int, Cell]], context: RunContext) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 from ...errors import InputError, Terminated
 from ...results.record import Record
 from ...spec.cell import Cell
-from . import Executor, RunContext, execute_pickled
+from .executor import Executor, RunContext
+from .workers import execute_pickled
 
 RAY_MISSING = "the Ray executor needs ray: pip install 'bioplaus-bench[ray]'"
 MAX_RETRIES = 3
