@@ -241,11 +241,12 @@ def load(name: str):
 def test_readme_table_is_not_written_through_a_link(tmp_path):
     script = load("readme_table")
     victim = tmp_path / "victim.md"
-    victim.write_text(f"{script.START}\nstale\n{script.END}\n")
+    stale = "".join(f"{block.start}\nstale\n{block.end}\n" for block in script.BLOCKS)
+    victim.write_text(stale)
     readme = link(tmp_path / "checkout" / "README.md", victim)
     with pytest.raises(SystemExit, match="README.md: it is a symbolic link"):
         script.main(["--root", str(tmp_path / "checkout")])
-    assert victim.read_text() == f"{script.START}\nstale\n{script.END}\n"
+    assert victim.read_text() == stale
     assert readme.is_symlink()
 
 
