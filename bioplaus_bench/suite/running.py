@@ -100,6 +100,7 @@ def run(suite: str | Path, *,
     from ..results.store import ResultStore
 
     warn = warn or _to_stderr
+    reporter = _reporter(progress)
     set_torch_threads(threads)
     registry, loaded = load_suite_with_plugins(suite, overrides, plugins, only=only,
                                                executor=executor, warn=warn)
@@ -125,7 +126,7 @@ def run(suite: str | Path, *,
         try:
             outcome = run_cells(chosen, cells, registry=registry,
                                 plugin_files=list(registry.files), store=store, env=environment,
-                                reporter=_reporter(progress), options=options, force=force,
+                                reporter=reporter, options=options, force=force,
                                 vectorize=vectorize)
         except KeyboardInterrupt as stop:
             finished = sum(store.is_finished(cell) for cell in cells)
