@@ -29,8 +29,9 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q
 
-# The reference campaign (benchmarks/reference.py): the paper's tables at the full protocol, into
-# results/reference/ (hours; resumable; not part of CI). DATA: the datasets' root folder, by
+# The reference campaign (benchmarks/reference.py): the paper's tables at the full protocol, then
+# the three families' tuning studies and cells, into results/reference/ (hours; resumable; not
+# part of CI): the first list that is not complete, and those after it. DATA: the datasets' root folder, by
 # default $$BIOPLAUS_DATA, else ../shared/data if present, else ./data. `reference-status` needs
 # it too: whether a checkpoint resumes depends on the data it names.
 DATA ?= $(or $(BIOPLAUS_DATA),$(if $(wildcard ../shared/data),../shared/data,data))

@@ -1,5 +1,6 @@
-"""The reference campaign: the paper's tables at the full protocol, as shipped in suites/, written
-as ordinary records under results/reference/<suite>/ (committed to git; checkpoints stay out).
+"""The reference campaign: the paper's tables, then the three families tuned, at the full protocol
+as shipped in suites/, written as ordinary records under results/reference/<suite>/ (committed to
+git, with the tuning studies; checkpoints stay out).
 
     .venv/bin/python benchmarks/reference.py status [--stages a,b]
     .venv/bin/python benchmarks/reference.py run [--stages a] [--jobs 1] [--threads 1]
@@ -13,8 +14,23 @@ an interrupted campaign leaves as many finished cells as possible):
   a. Table 1 MNIST, all eight methods, seeds 0-2;
   b. Table 1 Frozen-MNIST and Fashion-MNIST: every method the paper ran there, seeds 0-2;
   c. Table 1 CIFAR-10 MLP and Table 3 CNN: BP, DFA, DDTP-linear, seeds 0-2;
-  d. the rest of Tables 1-3, and every cell of lists a-d at the suites' ten seeds.
-`--seeds N` asks for the first N seeds of every list (10 on a GPU, where stacking pays).
+  d. the rest of Tables 1-3, and every cell of lists a-d at the suites' ten seeds;
+  e. the tuning studies of suites/three_families.yaml (MNIST): every entry with a `search:`
+     space and no `tuned:` provenance, cheapest first by PRIOR (the FA family, Kolen-Pollack,
+     DRTP, then EP, PC, PC with center nudging);
+  f. the cells of suites/three_families.yaml, seeds 0-2: the entries of the paper's settings or
+     with `tuned:` provenance; an entry still untuned waits for its study.
+`--seeds N` asks for the first N seeds of every list of cells (10 on a GPU, where stacking pays).
+
+Each study of list e is `bench tune SUITE --only ENTRY` in a process of its own (`--jobs N`: N
+studies at once; `--threads` torch threads each), its study file in place in the reference
+folder (results/reference/three_families/tuning/mnist/<entry>.db, committed with the records,
+so that the next session resumes it: finished trials are kept, one under way runs again). As
+each ends, `bench tune` of every finished study writes their tuned suite beside them
+(tuning/three_families-tuned.yaml); the campaign never edits suites/: a person reviews the
+values and copies them, with their provenance, into suites/three_families.yaml, which makes the
+entry's cells part of list f. `status` shows each study's finished trials out of the budget's
+and its time left (the mean of its finished trials, else the prior per epoch for a whole trial).
 
 Each group (one suite, dataset and algorithm, the seeds it still misses) is one stack of seeds
 of the shipped suite, with nothing changed: no tuning, no shorter schedule, the configs'
@@ -52,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -81,13 +98,16 @@ from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
 from bioplaus_bench.scripts import one_line_errors
 from bioplaus_bench.spec.cell import Cell
-from bioplaus_bench.suite.document import Suite
+from bioplaus_bench.suite.document import AlgorithmEntry, Suite, TuningBudget
 from bioplaus_bench.suite.load import load_suite
 from bioplaus_bench.suite.running import sigterm_stops
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE1_METHODS = ("bp", "dfa", "ddtp-linear", "dtp", "ddtp-control", "dtp-drl",
                   "dtp-pretrained", "ddtp-rhl")  # cheapest first (benchmarks/epoch_time.py)
+# Every entry of suites/three_families.yaml, cheapest first by PRIOR (below).
+THREE_FAMILIES = ("bp", "bp-tuned", "dfa", "dfa-tuned", "feedback-alignment", "usf", "brsf",
+                  "frsf", "kolen-pollack", "drtp", "ddtp-linear", "ep", "pc", "pc-center")
 
 
 @dataclass(frozen=True)
@@ -109,6 +129,22 @@ class Stage:
     seeds: int  # the first N seeds of the suite
 
 
+@dataclass(frozen=True)
+class Studies:
+    """A list of `bench tune` studies: those of the entries (of one suite, on one dataset) that
+    have a `search:` space and no `tuned:` provenance there yet, in this order."""
+
+    name: str
+    title: str
+    suite: str
+    dataset: str
+    entries: tuple[str, ...]
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return _groups(self.suite, (self.dataset,), self.entries)
+
+
 def _groups(suite: str, datasets: tuple[str, ...], algorithms: tuple[str, ...]
             ) -> tuple[Group, ...]:
     return tuple(Group(suite, d, a) for d in datasets for a in algorithms)
@@ -128,15 +164,24 @@ STAGES = (
                     TABLE1_METHODS)
           + _groups("table3", ("cifar10_cnn",), ("bp", "ddtp-linear", "ddtp-control", "dfa")),
           10),
+    Studies("e", "three_families tuning studies", "three_families", "mnist", THREE_FAMILIES),
+    Stage("f", "three_families reference cells, once tuned",
+          _groups("three_families", ("mnist",), THREE_FAMILIES), 3),
 )
 
 # A rough prior, in seconds per seed and epoch (feedback-only epochs included), before a group
 # has records of its own: MNIST measured for BP and DFA (2 seeds stacked, one thread, loaded
 # machine: 13 and 22 minutes for 100 epochs), the others scaled by their float64 step times and
 # feedback epochs in benchmarks/seed_batching.py; CIFAR-10 by its step-time ratio.
+# The three families' rules (float64, BP's being 7 there) from their cost against BP on the
+# 5×256 MLP (docs/plugins.md): the FA family, Kolen-Pollack and DRTP about BP's; at their
+# defaults EP 17 × BP, PC 38 ×, PC with center nudging 96 ×.
 PRIOR = {"bp": 4, "dfa": 7, "ddtp-linear": 22, "dtp": 23, "ddtp-control": 30, "dtp-drl": 24,
-         "dtp-pretrained": 40, "ddtp-rhl": 60}
+         "dtp-pretrained": 40, "ddtp-rhl": 60, "bp-tuned": 4, "dfa-tuned": 7,
+         "feedback-alignment": 8, "usf": 8, "brsf": 8, "frsf": 8, "kolen-pollack": 8, "drtp": 8,
+         "ep": 120, "pc": 270, "pc-center": 670}
 DATASET_FACTOR = {"cifar10": 5, "cifar10_cnn": 40}
+MNIST_TRAINING = 55000  # the training images a prior's epoch goes through (5000 validate)
 
 
 @dataclass(frozen=True)
@@ -152,6 +197,19 @@ class Partial:
     def seconds_left(self) -> float | None:
         """At the cell's own pace so far; None before its first epoch."""
         return self.elapsed * (self.total - self.done) / self.done if self.done else None
+
+
+@dataclass(frozen=True)
+class StudyState:
+    """A tuning study as its file stands: its finished trials (complete or pruned, as `bench
+    tune` counts them), whether one is under way (or was, when a search was killed), their
+    mean wall time, the best (trial number, validation error)."""
+
+    finished: int
+    running: bool
+    seconds_per_trial: float | None
+    best: tuple[int, float] | None
+    why: str = ""  # why the file could not be read as a study
 
 
 class Campaign:
@@ -269,15 +327,99 @@ class Campaign:
                     old.rename(new)
 
     def missing(self, stage: Stage, group: Group) -> list[Cell]:
+        """The stage's cells of the group not done; none while its entry waits for its study."""
+        if self.waiting(group):
+            return []
         return [cell for cell in self.cells(stage, group) if self.state(cell) != "done"]
 
-    def status(self, stages: list[Stage]) -> None:
+    def incomplete(self, stage: Stage | Studies) -> bool:
+        if isinstance(stage, Studies):
+            return any(self.study_left(group) for group in stage.groups)
+        return any(self.missing(stage, group) for group in stage.groups)
+
+    def entry(self, group: Group) -> AlgorithmEntry:
+        return self.suite(group.suite).algorithms[group.algorithm]
+
+    def waiting(self, group: Group) -> bool:
+        """Whether the group's entry waits for its study: it has a `search:` space and no
+        `tuned:` provenance on the dataset (the paper's settings, or tuned ones, run)."""
+        entry = self.entry(group)
+        return bool(entry.search) and group.dataset not in entry.tuned
+
+    def budget(self, group: Group) -> TuningBudget:
+        suite = self.suite(group.suite)
+        if suite.tuning is None:
+            raise InputError(f"{suite.path}: no `tuning:` block for the study of {group.name}")
+        return suite.tuning
+
+    def study_path(self, group: Group) -> Path:
+        """Where `bench tune --out <out>/<suite>` keeps the group's study: in the reference
+        folder, committed with the records, so that the next session resumes it."""
+        return self.out / group.suite / "tuning" / group.dataset / f"{group.algorithm}.db"
+
+    def tuned_path(self, suite: str) -> Path:
+        """The suite that `bench tune` writes with the tuned values of the studies it read."""
+        return self.out / suite / "tuning" / f"{suite}-tuned.yaml"
+
+    def study(self, group: Group) -> StudyState | None:
+        """The group's study, if its file is there (a regular file: a FIFO would block)."""
+        path = self.study_path(group)
+        if path.is_symlink():  # `bench tune` never writes a study through a link
+            return StudyState(0, False, None, None, "it is a symbolic link")
+        return _read_study(path) if path.is_file() else None
+
+    def study_left(self, group: Group) -> bool:
+        """Whether the group's study still has trials to run (or a file `bench tune` would
+        refuse, which running it says)."""
+        if not self.waiting(group):
+            return False
+        state = self.study(group)
+        return state is None or bool(state.why) or state.finished < self.budget(group).trials
+
+    def study_line(self, group: Group, pace: float) -> tuple[str, float, bool]:
+        """The study's state in words, the seconds it still needs and whether a prior went into
+        them: the mean of its finished trials, else the prior per epoch (of a full trial)."""
+        budget, state = self.budget(group), self.study(group)
+        if state is not None and state.why:
+            return (f"{_shown(self.study_path(group))} is no study it can resume ({state.why});"
+                    " move it away", 0.0, False)
+        done = state.finished if state else 0
+        line = f"{done}/{budget.trials} trials"
+        if done >= budget.trials:
+            if state is None or state.best is None:
+                return line + ", none finished with a validation result", 0.0, False
+            trial, error = state.best
+            return (line + f"; done: best trial {trial}, validation error {error:.4g}; copy its "
+                    f"values from {_shown(self.tuned_path(group.suite))} into "
+                    f"{_shown(self.suite(group.suite).path)}", 0.0, False)
+        measured = state.seconds_per_trial if state else None
+        per_trial = measured if measured is not None else self._prior_trial(group, budget) * pace
+        left = (budget.trials - done) * per_trial
+        return (line + (" (one under way or interrupted)" if state and state.running else "")
+                + f", {'' if measured else '~'}{_hours(left)} left", left, measured is None)
+
+    def _prior_trial(self, group: Group, budget: TuningBudget) -> float:
+        """A trial run in full: the group's prior per epoch, for the budget's epochs on its
+        share of MNIST's training images, for each of its seeds."""
+        protocol = self.suite(group.suite).datasets[group.dataset].protocol
+        share = min(1.0, budget.subset / MNIST_TRAINING) if budget.subset else 1.0
+        return (self._prior(group) / protocol.epochs * (budget.epochs or protocol.epochs)
+                * share * budget.seeds)
+
+    def status(self, stages: Sequence[Stage | Studies]) -> None:
         total_left, any_prior, pace = 0.0, False, self._pace()
         for stage in stages:
+            if isinstance(stage, Studies):
+                studies_left, guessed = self._studies_status(stage, pace)
+                total_left, any_prior = total_left + studies_left, any_prior or guessed
+                continue
             print(f"list {stage.name}: {stage.title} (seeds: first {self.seeds or stage.seeds})")
             for group in stage.groups:
                 cells = self.cells(stage, group)
                 if not cells:
+                    continue
+                if self.waiting(group):
+                    print(f"  {group.name:40} waiting for its study (list of tuning studies)")
                     continue
                 states = [self.state(cell) for cell in cells]
                 left = [c for c, s in zip(cells, states, strict=True) if s != "done"]
@@ -293,6 +435,27 @@ class Campaign:
                 print(line)
         print(f"time left: {'~' if any_prior else ''}{_hours(total_left)} of one process "
               "(one thread, seeds stacked); --jobs N divides it, roughly, up to the cores")
+
+    def _studies_status(self, stage: Studies, pace: float) -> tuple[float, bool]:
+        """Print each study's line; the seconds they still need, whether a prior went in."""
+        budget = self.budget(stage.groups[0])
+        epochs = budget.epochs or self.suite(stage.suite).datasets[stage.dataset].protocol.epochs
+        print(f"list {stage.name}: {stage.title} ({budget.trials} trials of {epochs} epochs "
+              f"each, in {_shown(self.out / stage.suite / 'tuning')})")
+        total_left, any_prior = 0.0, False
+        for group in stage.groups:
+            entry = self.entry(group)
+            if not entry.search:
+                continue
+            if not self.waiting(group):
+                tuned = entry.tuned[group.dataset]
+                print(f"  {group.name:40} tuned in the suite (best trial {tuned.trial}, "
+                      f"validation error {tuned.validation_error:.4g})")
+                continue
+            line, left, guessed = self.study_line(group, pace)
+            total_left, any_prior = total_left + left, any_prior or guessed
+            print(f"  {group.name:40} {line}")
+        return total_left, any_prior
 
     def _left(self, group: Group, cells: list[Cell], pace: float | None = None
               ) -> tuple[float, bool, str]:
@@ -388,18 +551,23 @@ class CampaignLog(LogReporter):
                   "folder", flush=True)
 
 
-def run(campaign: Campaign, stages: list[Stage], args: argparse.Namespace) -> int:
+def run(campaign: Campaign, stages: Sequence[Stage | Studies], args: argparse.Namespace) -> int:
     """Run the missing cells of ``stages``, list by list, one `bioplaus_bench.run` of each
-    suite of a list; an ``InputError`` before any group starts when the data of one is not
-    there or the work folder cannot be made."""
-    pending = [(stage, group) for stage in stages for group in stage.groups
-               if campaign.missing(stage, group)]
-    campaign.check_data([group for _, group in pending])
+    suite of a list, and the unfinished studies of a list of studies; an ``InputError`` before
+    any group starts when the data of one is not there or the work folder cannot be made."""
+    pending = [(stage, group) for stage in stages if isinstance(stage, Stage)
+               for group in stage.groups if campaign.missing(stage, group)]
+    studies = [group for stage in stages if isinstance(stage, Studies)
+               for group in stage.groups if campaign.study_left(group)]
+    campaign.check_data([group for _, group in pending] + studies)
     logs = make_cache_folder(campaign.work / "logs", campaign.work)
     failed = False
     with sigterm_stops() as sigterm, open(logs / "campaign.log", "a") as log:
         try:
             for stage in stages:
+                if isinstance(stage, Studies):
+                    failed |= _run_studies(campaign, stage, args, log)
+                    continue
                 for suite in dict.fromkeys(g.suite for s, g in pending if s is stage):
                     groups = [g for s, g in pending if s is stage and g.suite == suite]
                     failed |= _run_groups(campaign, stage, groups, args, log)
@@ -441,6 +609,110 @@ def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: arg
         progress=CampaignLog(campaign, log, {g: len(c) for g, c in missing.items()}))
     assert results.outcome is not None  # a run's results say how it went
     return results.outcome.failed
+
+
+def _run_studies(campaign: Campaign, stage: Studies, args: argparse.Namespace, log: TextIO
+                 ) -> bool:
+    """Each unfinished study of the list in a `bench tune` process of its own (``--threads``
+    torch threads), ``--jobs`` at once, in the list's order; as each ends, the tuned suite of
+    every finished study is written beside them. Whether one failed. Stopped (Ctrl-C, SIGTERM),
+    the processes are ended: their finished trials are kept, a trial under way runs again."""
+    waiting = [group for group in stage.groups if campaign.study_left(group)]
+    running: dict[subprocess.Popen[bytes], Group] = {}
+    failed = False
+    try:
+        while waiting or running:
+            while waiting and len(running) < args.jobs:
+                group = waiting.pop(0)
+                state = campaign.study(group)
+                print(f"{_now()} start study {group.name} ({state.finished if state else 0} "
+                      f"trials finished earlier; list {stage.name}; log {log.name})", flush=True)
+                running[_tune(campaign, [group.algorithm], stage, args, log)] = group
+            time.sleep(STUDY_POLL)
+            for process in [p for p in running if p.poll() is not None]:
+                group = running.pop(process)
+                failed |= process.returncode != 0
+                if finished := _finished_studies(campaign, stage):
+                    writer = _tune(campaign, finished, stage, args, log)
+                    try:
+                        writer.wait()
+                    finally:  # stopped while it writes: it ends too (no-op once it has)
+                        writer.terminate()
+                line = campaign.study_line(group, campaign._pace())[0]
+                exit = f"exit {process.returncode}" + (f" (see {log.name})" if process.returncode
+                                                       else "")
+                print(f"{_now()} end study {group.name}: {exit}; {line}", flush=True)
+    finally:
+        for process in running:
+            process.terminate()
+        for process in running:
+            process.wait()
+    return failed
+
+
+STUDY_POLL = 1.0  # seconds between looks at the study processes
+
+
+def _finished_studies(campaign: Campaign, stage: Studies) -> list[str]:
+    """The list's entries whose studies are finished with a best trial, not yet in the suite."""
+    return [group.algorithm for group in stage.groups
+            if campaign.waiting(group) and not campaign.study_left(group)
+            and (state := campaign.study(group)) is not None and state.best is not None]
+
+
+def _tune(campaign: Campaign, entries: list[str], stage: Studies, args: argparse.Namespace,
+          log: TextIO) -> subprocess.Popen[bytes]:
+    """`bench tune` of the entries on the list's dataset, the studies in place in the reference
+    folder (``--out <out>/<suite>``, from the repository's root so that the provenance names
+    them as bp-tuned's does); it writes the tuned suite of the entries it read (of finished
+    studies: no trial runs) and its lines go to the campaign's log."""
+    command = [sys.executable, "-m", "bioplaus_bench", "tune",
+               str(_shown(campaign.suite(stage.suite).path)), "--only", ",".join(entries),
+               "--datasets", stage.dataset, "--out", str(_shown(campaign.out / stage.suite)),
+               "--threads", str(args.threads), "--device", args.device]
+    if args.data_dir is not None:
+        command += ["--data-dir", str(Path(args.data_dir).resolve())]
+    if args.skip_checksums:
+        command.append("--skip-checksums")
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+
+
+def _read_study(path: Path) -> StudyState:
+    """Read a study file without writing to it (no table made, no schema upgraded)."""
+    try:
+        import optuna
+        from optuna.trial import TrialState
+    except ImportError:
+        return StudyState(0, False, None, None, "reading it needs optuna: pip install "
+                          "'bioplaus-bench[tune]'")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = None
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path}", skip_table_creation=True,
+                                             skip_compatibility_check=True)
+        trials = optuna.load_study(study_name=None, storage=storage).get_trials(deepcopy=False)
+    except Exception as error:  # not SQLite, or not a study: the file is anyone's
+        first_line = " ".join(str(error).split("\n", 1)[0].split())
+        return StudyState(0, False, None, None, f"{type(error).__name__}: {first_line}")
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in finished
+               if t.datetime_start and t.datetime_complete]
+    complete = [(t.value, t.number) for t in finished
+                if t.state == TrialState.COMPLETE and t.value is not None]
+    best = min(complete) if complete else None  # the first of equals, as Optuna's best_trial
+    return StudyState(len(finished), any(t.state == TrialState.RUNNING for t in trials),
+                      sum(seconds) / len(seconds) if seconds else None,
+                      (best[1], best[0]) if best else None)
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the repository's root when inside it, else absolute."""
+    path = path.absolute()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def _under_way(partials: list[Partial]) -> str:
@@ -495,8 +767,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "reference")
     parser.add_argument("--work", type=Path, default=default_cache_dir() / "reference")
     parser.add_argument("--seeds", type=int, default=None, help="first N seeds in every list")
-    parser.add_argument("--jobs", type=int, default=1, help="groups run at once")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per group")
+    parser.add_argument("--jobs", type=int, default=1, help="groups (or studies) run at once")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per group (or study)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--skip-checksums", action="store_true",
                         help="accept data whose checksums differ (the rebuilt CIFAR-10 copy)")
@@ -512,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     return one_line_errors(lambda: campaign_action(args, chosen))
 
 
-def campaign_action(args: argparse.Namespace, chosen: list[Stage]) -> int:
+def campaign_action(args: argparse.Namespace, chosen: list[Stage | Studies]) -> int:
     for option, folder in (("--out", args.out), ("--work", args.work)):
         if (in_the_way := file_in_the_way(folder)) is not None:
             from_cache = folder == default_cache_dir() / "reference" and CACHE_ENV in os.environ
@@ -530,8 +803,7 @@ def campaign_action(args: argparse.Namespace, chosen: list[Stage]) -> int:
         print(f"{campaign.collect()} new records in {campaign.out}")
         return 0
     if args.stages is None:  # the first list not complete, and what follows it
-        while len(chosen) > 1 and not any(campaign.missing(chosen[0], g)
-                                          for g in chosen[0].groups):
+        while len(chosen) > 1 and not campaign.incomplete(chosen[0]):
             chosen.pop(0)
     return run(campaign, chosen, args)
 

@@ -339,7 +339,7 @@ def test_collect_never_replaces_a_record_of_the_full_protocol_with_another_proto
 
 
 @pytest.mark.parametrize(("arguments", "expected"), [
-    (["--stages", "a,x"], "--stages: expected some of a,b,c,d, got 'a,x'"),
+    (["--stages", "a,x"], "--stages: expected some of a,b,c,d,e,f, got 'a,x'"),
     (["--jobs", "0"], "--jobs: expected a positive number, got 0"),  # would wait forever
     (["--seeds", "-1"], "--seeds: expected a positive number, got -1")])
 def test_bad_options_of_the_campaign_are_one_line_and_exit_2(reference, tmp_path, capsys,
@@ -426,3 +426,136 @@ def test_a_skipped_record_finishes_a_skipped_cell_only(reference, tmp_path):
                             "cpu", "classification"), skipped)
     assert campaign.state(cell) == "stale" and store.finished(cell) is None
     assert store.state(skipped) == "finished" and store.finished(skipped) is not None
+
+
+def test_the_three_families_lists_hold_every_entry_of_the_suite_cheapest_first(reference,
+                                                                                 tmp_path):
+    """Lists e (the studies) and f (the cells) follow Table 1's, hold every entry of
+    suites/three_families.yaml, in the order of their prior cost; the shipped BP, DFA and
+    DDTP-linear (the paper's) and BP and DFA (tuned) run, the others wait for their studies."""
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    studies, cells = reference.STAGES[-2:]
+    assert [s.name for s in reference.STAGES] == ["a", "b", "c", "d", "e", "f"]
+    suite = campaign.suite("three_families")
+    assert sorted(reference.THREE_FAMILIES) == sorted(suite.algorithms)
+    assert [g.algorithm for g in studies.groups] == [g.algorithm for g in cells.groups] \
+        == list(reference.THREE_FAMILIES)
+    priors = [reference.PRIOR[entry] for entry in reference.THREE_FAMILIES]
+    assert priors == sorted(priors)
+    running = [g.algorithm for g in cells.groups if not campaign.waiting(g)]
+    assert running == ["bp", "bp-tuned", "dfa", "dfa-tuned", "ddtp-linear"]
+    assert campaign.study_path(studies.groups[0]) == (
+        campaign.out / "three_families" / "tuning" / "mnist" / "bp.db")
+
+
+SEARCHED_LR = {"optimizer.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
+BUDGET = {"trials": 2, "epochs": 1, "seeds": 1, "pruning": {"rule": "none"}}
+# A suite with a tuning budget on the generated teacher task: BP of the paper's settings, DFA to
+# tune, and BP tuned already (its provenance as `bench tune` writes it).
+TINY_FAMILIES = {
+    "name": "tiny", "seeds": [0, 1, 2], "precision": "float64", "tuning": BUDGET,
+    "datasets": {"teacher": {"source": "teacher",
+                             "options": {"n_train": 64, "n_test": 32, "hidden": [16, 16]},
+                             "architecture": {"type": "mlp", "hidden": [8]},
+                             "protocol": {"epochs": 1, "batch_size": 16, "validation": 32}}},
+    "algorithms": {
+        "bp": {"origin": "paper", "optimizer": ADAM},
+        "bp-tuned": {"algorithm": "bp", "optimizer": ADAM, "search": SEARCHED_LR,
+                     "datasets": {"teacher": {"optimizer": {"lr": 0.002}}},
+                     "tuned": {"teacher": {
+                         "budget": BUDGET, "search": SEARCHED_LR,
+                         "values": {"optimizer.lr": 0.002}, "study": "bp-tuned.db",
+                         "sha256": "0" * 64, "trial": 1, "validation_error": 0.25}}},
+        "dfa": {"optimizer": ADAM, "search": SEARCHED_LR}}}
+
+
+def tiny_families(reference, tmp_path, monkeypatch, **budget):
+    """The campaign of TINY_FAMILIES (its tuning budget changed by ``budget``), as suite 'tiny';
+    its lists of studies and of cells."""
+    suite = json.loads(json.dumps(TINY_FAMILIES))
+    suite["tuning"].update(budget)
+    suites = write(tmp_path / "suites" / "tiny.yaml", suite).parent
+    monkeypatch.setattr(reference, "suite_file", lambda name: suites / f"{name}.yaml")
+    campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
+    entries = ("bp", "bp-tuned", "dfa")
+    lists = (reference.Studies("s", "studies", "tiny", "teacher", entries),
+             reference.Stage("c", "cells", reference._groups("tiny", ("teacher",), entries), 2))
+    monkeypatch.setattr(reference, "STAGES", lists)
+    return campaign, *lists
+
+
+def test_the_cell_list_runs_the_paper_s_and_tuned_entries_and_waits_for_the_others(
+        reference, tmp_path, monkeypatch, capsys):
+    import bioplaus_bench
+
+    campaign, studies, cells = tiny_families(reference, tmp_path, monkeypatch)
+    runs = Runs()
+    monkeypatch.setattr(bioplaus_bench, "run", runs)
+    args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 1,
+                             "skip_checksums": False, "threads": 1})
+    assert reference.run(campaign, [cells], args) == 0
+    [(suite, options)] = runs.calls
+    assert suite == tmp_path / "suites" / "tiny.yaml"
+    assert options["only_cells"] == [("teacher", "bp", 0), ("teacher", "bp", 1),
+                                     ("teacher", "bp-tuned", 0), ("teacher", "bp-tuned", 1)]
+    capsys.readouterr()
+    campaign.status([studies, cells])
+    lines = capsys.readouterr().out.splitlines()
+    assert "list s: studies (2 trials of 1 epochs each, in " in lines[0]
+    assert lines[1].split() == ["tiny/teacher/bp-tuned", "tuned", "in", "the", "suite", "(best",
+                                "trial", "1,", "validation", "error", "0.25)"]
+    assert lines[2].startswith("  tiny/teacher/dfa") and " 0/2 trials, ~" in lines[2]
+    waiting = next(line for line in lines[3:] if "tiny/teacher/dfa" in line)
+    assert waiting.endswith("waiting for its study (list of tuning studies)")
+    assert campaign.incomplete(studies) and campaign.incomplete(cells)
+    # A link where the study would be is never read nor written through (bench tune refuses it).
+    dfa = reference.Group("tiny", "teacher", "dfa")
+    campaign.study_path(dfa).parent.mkdir(parents=True)
+    campaign.study_path(dfa).symlink_to(write(tmp_path / "victim.db", {}))
+    line = campaign.study_line(dfa, 1.0)[0]
+    assert line.endswith("dfa.db is no study it can resume (it is a symbolic link); move it away")
+    assert campaign.study_left(dfa)
+
+
+def test_the_study_list_tunes_in_place_in_the_reference_folder_and_resumes(
+        reference, tmp_path, monkeypatch, capsys):
+    """Each untuned entry's study runs in a `bench tune` process of its own, its study file in
+    the reference folder, the tuned suite written beside it (never into the suite file); status
+    counts its trials; a larger budget resumes the same study, keeping its trials."""
+    campaign, studies, _ = tiny_families(reference, tmp_path, monkeypatch)
+    suite_text = (tmp_path / "suites" / "tiny.yaml").read_text()
+    dfa = reference.Group("tiny", "teacher", "dfa")
+    args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 2,
+                             "skip_checksums": False, "threads": 1})
+    monkeypatch.setattr(reference, "STUDY_POLL", 0.1)
+    assert reference.run(campaign, [studies], args) == 0
+    path = tmp_path / "out" / "tiny" / "tuning" / "teacher" / "dfa.db"
+    assert campaign.study_path(dfa) == path and path.is_file()
+    state = campaign.study(dfa)
+    assert state.finished == 2 and not state.running and state.best is not None
+    tuned = tmp_path / "out" / "tiny" / "tuning" / "tiny-tuned.yaml"
+    assert "tuned:" in tuned.read_text() and str(path) in tuned.read_text()
+    assert (tmp_path / "suites" / "tiny.yaml").read_text() == suite_text
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(" ", 1)[1].split(" (")[0] for line in out] == [
+        "start study tiny/teacher/dfa", f"end study tiny/teacher/dfa: exit 0; 2/2 trials; done: "
+        f"best trial {state.best[0]}, validation error {state.best[1]:.4g}; copy its values from "
+        f"{tuned} into {tmp_path / 'suites' / 'tiny.yaml'}"]
+    assert not campaign.incomplete(studies)
+    first = [t.params for t in _trials(path)]
+
+    campaign, studies, _ = tiny_families(reference, tmp_path, monkeypatch, trials=3)
+    line, seconds, guessed = campaign.study_line(dfa, 1.0)
+    assert line.startswith("2/3 trials, ") and seconds > 0 and not guessed  # measured
+    assert reference.run(campaign, [studies], args) == 0
+    assert campaign.study(dfa).finished == 3 and [t.params for t in _trials(path)][:2] == first
+    assert "dfa: 2 of 3 trials finished earlier; running 1" in (
+        campaign.work / "logs" / "campaign.log").read_text()
+    monkeypatch.setattr(reference, "_tune", lambda *a: pytest.fail("a study started"))
+    assert reference.run(campaign, [studies], args) == 0
+
+
+def _trials(path: Path) -> list:
+    import optuna
+
+    return optuna.load_study(study_name=None, storage=f"sqlite:///{path}").get_trials()
