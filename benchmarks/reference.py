@@ -68,11 +68,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from statistics import median
 from typing import TextIO
@@ -96,7 +97,7 @@ from bioplaus_bench.files import write_atomically
 from bioplaus_bench.registry import load_registry
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
-from bioplaus_bench.scripts import one_line_errors
+from bioplaus_bench.scripts import one_line_errors, tune_logged
 from bioplaus_bench.spec.cell import Cell
 from bioplaus_bench.suite.document import AlgorithmEntry, Suite, TuningBudget
 from bioplaus_bench.suite.load import load_suite
@@ -165,8 +166,11 @@ STAGES = (
           + _groups("table3", ("cifar10_cnn",), ("bp", "ddtp-linear", "ddtp-control", "dfa")),
           10),
     Studies("e", "three_families tuning studies", "three_families", "mnist", THREE_FAMILIES),
+    # Not the entries with the paper's settings: theirs are Table 1's cells, of this very
+    # protocol, which the README's table sets beside (`--reference results/reference/table1`).
     Stage("f", "three_families reference cells, once tuned",
-          _groups("three_families", ("mnist",), THREE_FAMILIES), 3),
+          _groups("three_families", ("mnist",),
+                  tuple(e for e in THREE_FAMILIES if e not in TABLE1_METHODS)), 3),
 )
 
 # A rough prior, in seconds per seed and epoch (feedback-only epochs included), before a group
@@ -618,7 +622,7 @@ def _run_studies(campaign: Campaign, stage: Studies, args: argparse.Namespace, l
     every finished study is written beside them. Whether one failed. Stopped (Ctrl-C, SIGTERM),
     the processes are ended: their finished trials are kept, a trial under way runs again."""
     waiting = [group for group in stage.groups if campaign.study_left(group)]
-    running: dict[subprocess.Popen[bytes], Group] = {}
+    running: dict[BaseProcess, Group] = {}
     failed = False
     try:
         while waiting or running:
@@ -629,24 +633,24 @@ def _run_studies(campaign: Campaign, stage: Studies, args: argparse.Namespace, l
                       f"trials finished earlier; list {stage.name}; log {log.name})", flush=True)
                 running[_tune(campaign, [group.algorithm], stage, args, log)] = group
             time.sleep(STUDY_POLL)
-            for process in [p for p in running if p.poll() is not None]:
+            for process in [p for p in running if p.exitcode is not None]:
                 group = running.pop(process)
-                failed |= process.returncode != 0
+                failed |= process.exitcode != 0
                 if finished := _finished_studies(campaign, stage):
                     writer = _tune(campaign, finished, stage, args, log)
                     try:
-                        writer.wait()
+                        writer.join()
                     finally:  # stopped while it writes: it ends too (no-op once it has)
                         writer.terminate()
                 line = campaign.study_line(group, campaign._pace())[0]
-                exit = f"exit {process.returncode}" + (f" (see {log.name})" if process.returncode
+                exit = f"exit {process.exitcode}" + (f" (see {log.name})" if process.exitcode
                                                        else "")
                 print(f"{_now()} end study {group.name}: {exit}; {line}", flush=True)
     finally:
         for process in running:
             process.terminate()
         for process in running:
-            process.wait()
+            process.join()
     return failed
 
 
@@ -661,21 +665,19 @@ def _finished_studies(campaign: Campaign, stage: Studies) -> list[str]:
 
 
 def _tune(campaign: Campaign, entries: list[str], stage: Studies, args: argparse.Namespace,
-          log: TextIO) -> subprocess.Popen[bytes]:
-    """`bench tune` of the entries on the list's dataset, the studies in place in the reference
-    folder (``--out <out>/<suite>``, from the repository's root so that the provenance names
-    them as bp-tuned's does); it writes the tuned suite of the entries it read (of finished
-    studies: no trial runs) and its lines go to the campaign's log."""
-    command = [sys.executable, "-m", "bioplaus_bench", "tune",
-               str(_shown(campaign.suite(stage.suite).path)), "--only", ",".join(entries),
-               "--datasets", stage.dataset, "--out", str(_shown(campaign.out / stage.suite)),
-               "--threads", str(args.threads), "--device", args.device]
-    if args.data_dir is not None:
-        command += ["--data-dir", str(Path(args.data_dir).resolve())]
-    if args.skip_checksums:
-        command.append("--skip-checksums")
-    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+          log: TextIO) -> BaseProcess:
+    """`bioplaus_bench.tune` of the entries on the list's dataset, in a process of its own
+    (``scripts.tune_logged``), the studies in place in the reference folder (from the
+    repository's root, so that the provenance names them as bp-tuned's does); it writes the
+    tuned suite of the entries it read (of finished studies: no trial runs), its lines to the
+    campaign's log."""
+    process = get_context("spawn").Process(target=tune_logged, args=(log.name, ROOT), kwargs=dict(
+        suite=_shown(campaign.suite(stage.suite).path), only=entries, datasets=[stage.dataset],
+        out=_shown(campaign.out / stage.suite), threads=args.threads, device=args.device,
+        data_dir=Path(args.data_dir).resolve() if args.data_dir is not None else None,
+        verify_checksums=not args.skip_checksums))
+    process.start()
+    return process
 
 
 def _read_study(path: Path) -> StudyState:

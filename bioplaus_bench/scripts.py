@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable, Collection
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
@@ -77,3 +79,26 @@ def one_line_errors(action: Callable[[], T]) -> T | int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+
+def tune_logged(log: str, folder: Path, **tuning: Any) -> None:
+    """``bioplaus_bench.tune(**tuning)`` from ``folder`` (paths in the provenance are written as
+    given, relative to it), its lines appended to the file ``log``; exit code 2 for bad input
+    (its line in the log), 1 for any other failure (its traceback there). The entry point of a
+    process of its own (the reference campaign runs each study so), hence importable."""
+    import traceback
+
+    import bioplaus_bench
+
+    os.chdir(folder)
+    with open(log, "a", encoding="utf-8") as file:
+        def say(line: str) -> None:
+            print(line, file=file, flush=True)
+
+        try:
+            bioplaus_bench.tune(log=say, **tuning)
+        except InputError as error:
+            say(f"error: {error}")
+            sys.exit(2)
+        except Exception:
+            say(traceback.format_exc())
+            sys.exit(1)

@@ -430,20 +430,24 @@ def test_a_skipped_record_finishes_a_skipped_cell_only(reference, tmp_path):
 
 def test_the_three_families_lists_hold_every_entry_of_the_suite_cheapest_first(reference,
                                                                                  tmp_path):
-    """Lists e (the studies) and f (the cells) follow Table 1's, hold every entry of
-    suites/three_families.yaml, in the order of their prior cost; the shipped BP, DFA and
-    DDTP-linear (the paper's) and BP and DFA (tuned) run, the others wait for their studies."""
+    """Lists e (the studies) and f (the cells) follow Table 1's and hold the entries of
+    suites/three_families.yaml in the order of their prior cost: every entry for the studies
+    (those with the paper's settings have no search), every entry but BP, DFA and DDTP-linear
+    (the paper's: Table 1's cells) for the cells, where BP and DFA (tuned) run and the others
+    wait for their studies."""
     campaign = reference.Campaign(tmp_path / "out", tmp_path / "work", seeds=None)
     studies, cells = reference.STAGES[-2:]
     assert [s.name for s in reference.STAGES] == ["a", "b", "c", "d", "e", "f"]
     suite = campaign.suite("three_families")
     assert sorted(reference.THREE_FAMILIES) == sorted(suite.algorithms)
-    assert [g.algorithm for g in studies.groups] == [g.algorithm for g in cells.groups] \
-        == list(reference.THREE_FAMILIES)
+    assert [g.algorithm for g in studies.groups] == list(reference.THREE_FAMILIES)
+    assert [g.algorithm for g in cells.groups] == [
+        e for e in reference.THREE_FAMILIES if e not in ("bp", "dfa", "ddtp-linear")]
+    assert all(suite.algorithms[e].origin == "paper" for e in ("bp", "dfa", "ddtp-linear"))
     priors = [reference.PRIOR[entry] for entry in reference.THREE_FAMILIES]
     assert priors == sorted(priors)
     running = [g.algorithm for g in cells.groups if not campaign.waiting(g)]
-    assert running == ["bp", "bp-tuned", "dfa", "dfa-tuned", "ddtp-linear"]
+    assert running == ["bp-tuned", "dfa-tuned"]
     assert campaign.study_path(studies.groups[0]) == (
         campaign.out / "three_families" / "tuning" / "mnist" / "bp.db")
 

@@ -25,7 +25,7 @@ from .common import (
     load_suite_with_plugins,
     names,
     out,
-    write_text,
+    warn,
 )
 
 
@@ -112,33 +112,12 @@ def tune(
     pruned on each epoch's validation error, never the test error); stopped searches resume
     from their study files. Prints and writes the suite with the tuned values and their
     provenance."""
-    from .. import data as data_module
-    from ..execution.setup import Environment
-    from ..execution.threads import set_torch_threads
-    from ..results.numbers import one_line
-    from ..suite import fragment_yaml
-    from ..suite.tune import tune as search
-    from ..suite.tune import tuned_document
+    from ..suite.running import tune as tune_suite
 
     with input_errors():
-        set_torch_threads(threads)
-        registry, loaded = load_suite_with_plugins(suite, set_, plugin, only=names(only))
-        settings = data_settings(data_dir, download, skip_checksums)
-        for d_id in names(datasets) or loaded.datasets:
-            if d_id in loaded.datasets:  # an unknown one: Suite.cells names it
-                data_module.check_available(registry.dataset(loaded.datasets[d_id].source),
-                                            settings)
-        folder = results or Path("results") / loaded.name
-        found = search(loaded, registry, folder, only=names(only), datasets=names(datasets),
-                       trials=trials, jobs=jobs, env=Environment(settings, device),
-                       plugin_files=list(registry.files),
-                       log=lambda line: err.print(line, markup=False, highlight=False,
-                                                  soft_wrap=True))
-    text = (f"# Written by bench tune from {one_line(str(loaded.path))}: the tuned values of "
-            "each entry are "
-            "under datasets.<id>,\n# where they came from under tuned.<id>.\n"
-            + fragment_yaml(tuned_document(loaded, found)))
-    output = folder / "tuning" / f"{loaded.name}-tuned.yaml"
-    out.print(text, markup=False, highlight=False, soft_wrap=True, end="")
-    write_text(output, text)
-    err.print(f"wrote {output}", markup=False, highlight=False)
+        tuning = tune_suite(suite, only=names(only), datasets=names(datasets), trials=trials,
+                            overrides=set_, plugins=plugin, out=results, data_dir=data_dir,
+                            download=download, verify_checksums=not skip_checksums,
+                            device=device, jobs=jobs, threads=threads, log=warn)
+    out.print(tuning.suite, markup=False, highlight=False, soft_wrap=True, end="")
+    err.print(f"wrote {tuning.path}", markup=False, highlight=False)

@@ -1,7 +1,8 @@
 """Running a suite from Python: ``bioplaus_bench.run(suite, ...)`` runs every (dataset, algorithm,
 seed) cell without a finished record and gives the run's records as a ``Results``, the object
-``bioplaus_bench.load`` gives for a folder. ``bench run`` is this function behind a command line
-(it adds only the signal handling and the printing).
+``bioplaus_bench.load`` gives for a folder; ``bioplaus_bench.tune(suite, ...)`` tunes its searched
+entries under its budget. ``bench run`` and ``bench tune`` are these functions behind a command
+line (they add only the signal handling and the printing).
 
     import bioplaus_bench
     results = bioplaus_bench.run("suites/smoke.yaml", only=["bp", "dfa"], epochs=2)
@@ -17,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from ..results.folder import Results
     from ..spec.cell import Cell
     from .document import Suite
+    from .tune import StudyResult
 
 Progress = Literal["auto", "live", "log"]
 
@@ -134,6 +137,71 @@ def run(suite: str | Path, *,
                                  terminated=isinstance(stop, Terminated)) from stop
     return Results(store, outcome.in_order(), warn=warn, outcome=outcome,
                    baseline=loaded.baseline)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What ``tune`` found: each study's best trial (``studies``), and the tuned suite, as
+    text (``suite``) and where it was written (``path``)."""
+
+    studies: list[StudyResult]
+    suite: str
+    path: Path
+
+
+def tune(suite: str | Path, *,
+         only: Sequence[str] | None = None,
+         datasets: Sequence[str] | None = None,
+         trials: int | None = None,
+         overrides: Sequence[str] = (),
+         plugins: Sequence[str | Path] = (),
+         out: str | Path | None = None,
+         data_dir: str | Path | None = None,
+         download: bool = False,
+         verify_checksums: bool = True,
+         device: str = "cpu",
+         jobs: int = 1,
+         threads: int | None = None,
+         log: Callable[[str], None] | None = None) -> Tuning:
+    """Tune every entry of ``suite`` with a ``search:`` space (of ``only``), on each dataset
+    (of ``datasets``), under the suite's ``tuning:`` budget, as ``bench tune`` does
+    (docs/suites.md, "Tuning"): the studies are ``<out>/tuning/<dataset>/<entry>.db``
+    [``out`` default: ``results/<suite name>``], resumed where they stopped, and the suite with
+    the tuned values and their provenance is written, atomically, to
+    ``<out>/tuning/<suite>-tuned.yaml``. ``trials`` overrides the budget's count (no change of
+    protocol); ``jobs`` trials run at once in worker processes; ``log`` gets one line per trial
+    [default: stderr]. The other arguments are ``run``'s. Raises ``InputError`` (one line) for a
+    bad suite, missing data, or a study of another protocol."""
+    from .. import data
+    from ..execution.setup import Environment
+    from ..execution.threads import set_torch_threads
+    from ..files import write_atomically
+    from ..results.numbers import one_line
+    from .fragments import fragment_yaml
+    from .tune import tune as search
+    from .tune import tuned_document
+
+    log = log or _to_stderr
+    set_torch_threads(threads)
+    registry, loaded = load_suite_with_plugins(suite, overrides, plugins, only=only, warn=log)
+    settings = data_settings(data_dir, download, verify_checksums)
+    for d_id in datasets or loaded.datasets:
+        if d_id in loaded.datasets:  # an unknown one: Suite.cells names it
+            data.check_available(registry.dataset(loaded.datasets[d_id].source), settings)
+    folder = Path(out) if out is not None else Path("results") / loaded.name
+    found = search(loaded, registry, folder, only=list(only) if only else None,
+                   datasets=list(datasets) if datasets else None, trials=trials, jobs=jobs,
+                   env=Environment(settings, device), plugin_files=list(registry.files),
+                   log=log)
+    text = (f"# Written by bench tune from {one_line(str(loaded.path))}: the tuned values of "
+            "each entry are under datasets.<id>,\n# where they came from under tuned.<id>.\n"
+            + fragment_yaml(tuned_document(loaded, found)))
+    path = folder / "tuning" / f"{loaded.name}-tuned.yaml"
+    try:
+        write_atomically(path, text)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}") from None
+    return Tuning(found, text, path)
 
 
 def load_suite_with_plugins(suite: str | Path, overrides: Sequence[str],
