@@ -22,11 +22,12 @@ an interrupted campaign leaves as many finished cells as possible):
      with `tuned:` provenance; an entry still untuned waits for its study.
 `--seeds N` asks for the first N seeds of every list of cells (10 on a GPU, where stacking pays).
 
-Each study of list e is `bench tune SUITE --only ENTRY` in a process of its own (`--jobs N`: N
+Each study of list e is `bioplaus_bench.tune(SUITE, only=[ENTRY])` (`bench tune`) in a process of
+its own (`--jobs N`: N
 studies at once; `--threads` torch threads each), its study file in place in the reference
 folder (results/reference/three_families/tuning/mnist/<entry>.db, committed with the records,
 so that the next session resumes it: finished trials are kept, one under way runs again). As
-each ends, `bench tune` of every finished study writes their tuned suite beside them
+each ends, a tune of every finished study (no trial runs) writes their tuned suite beside them
 (tuning/three_families-tuned.yaml); the campaign never edits suites/: a person reviews the
 values and copies them, with their provenance, into suites/three_families.yaml, which makes the
 entry's cells part of list f. `status` shows each study's finished trials out of the budget's
@@ -617,7 +618,7 @@ def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: arg
 
 def _run_studies(campaign: Campaign, stage: Studies, args: argparse.Namespace, log: TextIO
                  ) -> bool:
-    """Each unfinished study of the list in a `bench tune` process of its own (``--threads``
+    """Each unfinished study of the list in a tuning process of its own (``--threads``
     torch threads), ``--jobs`` at once, in the list's order; as each ends, the tuned suite of
     every finished study is written beside them. Whether one failed. Stopped (Ctrl-C, SIGTERM),
     the processes are ended: their finished trials are kept, a trial under way runs again."""
