@@ -18,8 +18,9 @@ an interrupted campaign leaves as many finished cells as possible):
   e. the tuning studies of suites/three_families.yaml (MNIST): every entry with a `search:`
      space and no `tuned:` provenance, cheapest first by PRIOR (the FA family, Kolen-Pollack,
      DRTP, then EP, PC, PC with center nudging);
-  f. the cells of suites/three_families.yaml, seeds 0-2: the entries of the paper's settings or
-     with `tuned:` provenance; an entry still untuned waits for its study.
+  f. the cells of suites/three_families.yaml, seeds 0-2: the entries with `tuned:` provenance
+     (an entry still untuned waits for its study); those of the paper's settings are Table 1's
+     cells, set beside them with `--reference results/reference/table1`.
 `--seeds N` asks for the first N seeds of every list of cells (10 on a GPU, where stacking pays).
 
 Each study of list e is `bioplaus_bench.tune(SUITE, only=[ENTRY])` (`bench tune`) in a process of
