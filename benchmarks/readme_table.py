@@ -13,6 +13,7 @@ checks the same, so the README and the records cannot drift apart.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -67,12 +68,18 @@ class Block:
         return "\n\n" + (self.output(root) or self.no_records) + "\n"
 
     def output(self, root: Path) -> str | None:
-        """The command's output from the records under ``root``; None when there are none."""
+        """The command's output from the records under ``root``, run there as the marker
+        says (the table names the reference folder as given: relative, as in any checkout);
+        None when there are none."""
         if not has_records(root / self.results):
             return None
-        reference = root / self.reference if self.reference else None
-        return bioplaus_bench.load(root / self.results, reference=reference).table(
-            compare="paper" if self.compare_paper else None)
+        before = Path.cwd()
+        os.chdir(root)
+        try:
+            return bioplaus_bench.load(self.results, reference=self.reference).table(
+                compare="paper" if self.compare_paper else None)
+        finally:
+            os.chdir(before)
 
 
 # Table 1 beside the paper's numbers; the three families, each method tuned under one budget,
