@@ -117,7 +117,8 @@ def run(suite: str | Path, *,
         cells = _only_seeds(cells, only_seeds)
     if only_cells is not None:
         cells = _only_cells(cells, only_cells)
-    _check_data(cells, registry, settings)
+    _check_data({cell.dataset.source for cell in cells if not cell.skip_reason}, registry,
+                settings)
     cells = with_inputs(cells, registry, settings)
     store = ResultStore(Path(out) if out is not None else Path("results") / loaded.name)
     vectorize = _seed_vectorization(
@@ -172,7 +173,6 @@ def tune(suite: str | Path, *,
     protocol); ``jobs`` trials run at once in worker processes; ``log`` gets one line per trial
     [default: stderr]. The other arguments are ``run``'s. Raises ``InputError`` (one line) for a
     bad suite, missing data, or a study of another protocol."""
-    from .. import data
     from ..execution.setup import Environment
     from ..execution.threads import set_torch_threads
     from ..files import write_atomically
@@ -185,9 +185,9 @@ def tune(suite: str | Path, *,
     set_torch_threads(threads)
     registry, loaded = load_suite_with_plugins(suite, overrides, plugins, only=only, warn=log)
     settings = data_settings(data_dir, download, verify_checksums)
-    for d_id in datasets or loaded.datasets:
-        if d_id in loaded.datasets:  # an unknown one: Suite.cells names it
-            data.check_available(registry.dataset(loaded.datasets[d_id].source), settings)
+    # An unknown dataset id is left to Suite.cells, which names it.
+    _check_data({loaded.datasets[d].source for d in datasets or loaded.datasets
+                 if d in loaded.datasets}, registry, settings)
     folder = Path(out) if out is not None else Path("results") / loaded.name
     found = search(loaded, registry, folder, only=list(only) if only else None,
                    datasets=list(datasets) if datasets else None, trials=trials, jobs=jobs,
@@ -234,12 +234,12 @@ def data_settings(data_dir: str | Path | None, download: bool, verify_checksums:
         verify_checksums=verify_checksums)
 
 
-def _check_data(cells: list[Cell], registry: Registry, settings: DataSettings) -> None:
-    """Every dataset the cells need is there (or may be downloaded): one line naming the folder
-    and the files expected, before any cell runs."""
+def _check_data(sources: set[str], registry: Registry, settings: DataSettings) -> None:
+    """Every dataset of ``sources`` is there (or may be downloaded): one line naming the folder
+    and the files expected, before anything runs."""
     from ..data import check_available
 
-    for source in sorted({cell.dataset.source for cell in cells if not cell.skip_reason}):
+    for source in sorted(sources):
         check_available(registry.dataset(source), settings)
 
 

@@ -38,6 +38,7 @@ from ..execution.setup import Environment
 from ..model.algorithm import Algorithm
 from ..plugin_files import import_plugin_file
 from ..registry import Registry
+from ..results.protocol import flat
 from ..results.record import Record
 from ..spec.cell import Cell
 from ..spec.schema import Path_, Source, coerce, coerce_dataclass
@@ -136,10 +137,9 @@ def _protocol(budget: TuningBudget, spaces: dict[str, SearchSpace], cells: list[
 
 
 def _flat(value: Any, prefix: str) -> dict[str, str]:
-    if isinstance(value, dict) and value:
-        return {key: text for name, item in value.items()
-                for key, text in _flat(item, f"{prefix}.{name}" if prefix else str(name)).items()}
-    return {prefix: json.dumps(value, sort_keys=True)}
+    """Every leaf's path (``results.protocol.flat``, the one flattening) and its value as JSON
+    text, which a study's user attributes hold."""
+    return {path: json.dumps(leaf, sort_keys=True) for path, leaf in flat(value, prefix)}
 
 
 def _first_value(space: SearchSpace) -> Any:
