@@ -17,7 +17,9 @@ an interrupted campaign leaves as many finished cells as possible):
   d. the rest of Tables 1-3, and every cell of lists a-d at the suites' ten seeds;
   e. the tuning studies of suites/three_families.yaml (MNIST): every entry with a `search:`
      space and no `tuned:` provenance, cheapest first by PRIOR (the FA family, Kolen-Pollack,
-     DRTP, then EP, PC, PC with center nudging);
+     DRTP, then EP, PC, PC with center nudging). The calibration's (BP and DFA tuned) come
+     first, and the others wait until the budget passes it: both entries tuned, their cells
+     of list f done and within 2 paper-SD of Table 1 (`status` says what it waits for);
   f. the cells of suites/three_families.yaml, seeds 0-2: the entries with `tuned:` provenance
      (an entry still untuned waits for its study); those of the paper's settings are Table 1's
      cells, set beside them with `--reference results/reference/table1`.
@@ -77,7 +79,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from statistics import median
+from statistics import fmean, median
 from typing import TextIO
 
 import torch
@@ -97,6 +99,7 @@ from bioplaus_bench.execution.inputs import with_inputs
 from bioplaus_bench.execution.progress import LogReporter
 from bioplaus_bench.files import write_atomically
 from bioplaus_bench.registry import load_registry
+from bioplaus_bench.results.paper import PUBLISHED, WITHIN
 from bioplaus_bench.results.record import Record
 from bioplaus_bench.results.store import ResultStore
 from bioplaus_bench.scripts import one_line_errors, tune_logged
@@ -142,6 +145,11 @@ class Studies:
     suite: str
     dataset: str
     entries: tuple[str, ...]
+    # The budget's calibration: entries tuned from spaces that hold the paper's values. The
+    # other studies wait until each of these is tuned and its cells (of the list of cells) lie
+    # within WITHIN paper-SD of the paper's number: else the budget is too small, and every
+    # CPU hour spent tuning under it would be lost.
+    calibration: tuple[str, ...] = ()
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -167,7 +175,8 @@ STAGES = (
                     TABLE1_METHODS)
           + _groups("table3", ("cifar10_cnn",), ("bp", "ddtp-linear", "ddtp-control", "dfa")),
           10),
-    Studies("e", "three_families tuning studies", "three_families", "mnist", THREE_FAMILIES),
+    Studies("e", "three_families tuning studies", "three_families", "mnist", THREE_FAMILIES,
+            calibration=("bp-tuned", "dfa-tuned")),
     # Not the entries with the paper's settings: theirs are Table 1's cells, of this very
     # protocol, which the README's table sets beside (`--reference results/reference/table1`).
     Stage("f", "three_families reference cells, once tuned",
@@ -376,11 +385,41 @@ class Campaign:
 
     def study_left(self, group: Group) -> bool:
         """Whether the group's study still has trials to run (or a file `bench tune` would
-        refuse, which running it says)."""
-        if not self.waiting(group):
+        refuse, which running it says), and may run them: not held back by the calibration."""
+        if not self.waiting(group) or self.held_back(group) is not None:
             return False
         state = self.study(group)
         return state is None or bool(state.why) or state.finished < self.budget(group).trials
+
+    def held_back(self, group: Group) -> str | None:
+        """Why the group's study waits for its list's calibration (None: it need not wait)."""
+        stage = next((s for s in STAGES if isinstance(s, Studies) and group in s.groups), None)
+        if stage is None or group.algorithm in stage.calibration:
+            return None
+        return self.uncalibrated(stage)
+
+    def uncalibrated(self, stage: Studies) -> str | None:
+        """Why the list's budget is not calibrated yet (None: it is): an entry of its
+        calibration not tuned, its cells not all done, no paper number to hold it against, or
+        its mean test error more than WITHIN paper-SD from the paper's."""
+        for name in stage.calibration:
+            group = Group(stage.suite, stage.dataset, name)
+            if self.waiting(group):
+                return f"{name} is not tuned yet"
+            cells = self.cells(_cell_stage(group), group)
+            records = [r for cell in cells if self.state(cell) == "done"
+                       and (r := self.reference_record(cell)) is not None]
+            if len(records) < len(cells):
+                return f"{name}'s cells: {len(records)}/{len(cells)} done"
+            algorithm = self.entry(group).algorithm or name
+            if (paper := PUBLISHED.get((records[0].metric, stage.dataset, algorithm))) is None:
+                return f"no published number of {algorithm} on {stage.dataset} to hold {name} to"
+            mean = fmean(r.reported_value() for r in records)
+            off = (mean - paper[0]) / paper[1]
+            if not abs(off) <= WITHIN:  # NaN too: a record with no number calibrates nothing
+                return (f"{name} {mean:.2f} is {off:+.1f} paper-SD from {paper[0]:.2f} ± "
+                        f"{paper[1]:.2f}: the budget is too small; raise it")
+        return None
 
     def study_line(self, group: Group, pace: float) -> tuple[str, float, bool]:
         """The study's state in words, the seconds it still needs and whether a prior went into
@@ -458,6 +497,9 @@ class Campaign:
                 print(f"  {group.name:40} tuned in the suite (best trial {tuned.trial}, "
                       f"validation error {tuned.validation_error:.4g})")
                 continue
+            if (why := self.held_back(group)) is not None:
+                print(f"  {group.name:40} waits for the budget's calibration ({why})")
+                continue
             line, left, guessed = self.study_line(group, pace)
             total_left, any_prior = total_left + left, any_prior or guessed
             print(f"  {group.name:40} {line}")
@@ -521,6 +563,11 @@ class Campaign:
         sources = {self.suite(group.suite).datasets[group.dataset].source for group in groups}
         for source in sorted(sources):
             check_available(self.registry.dataset(source), self.data)
+
+
+def _cell_stage(group: Group) -> Stage:
+    """The list of cells that runs the group's cells."""
+    return next(s for s in STAGES if isinstance(s, Stage) and group in s.groups)
 
 
 def suite_file(name: str) -> Path:

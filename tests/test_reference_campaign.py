@@ -446,10 +446,22 @@ def test_the_three_families_lists_hold_every_entry_of_the_suite_cheapest_first(r
     assert all(suite.algorithms[e].origin == "paper" for e in ("bp", "dfa", "ddtp-linear"))
     priors = [reference.PRIOR[entry] for entry in reference.THREE_FAMILIES]
     assert priors == sorted(priors)
-    running = [g.algorithm for g in cells.groups if not campaign.waiting(g)]
-    assert running == ["bp-tuned", "dfa-tuned"]
     assert campaign.study_path(studies.groups[0]) == (
         campaign.out / "three_families" / "tuning" / "mnist" / "bp.db")
+    # The calibration: BP and DFA, searched from spaces that hold the paper's values; with no
+    # cells of theirs in the reference folder, every other study waits.
+    assert studies.calibration == ("bp-tuned", "dfa-tuned")
+    for entry, paper in (("bp-tuned", "bp"), ("dfa-tuned", "dfa")):
+        assert suite.algorithms[entry].algorithm == paper
+        [adam] = {cell.settings.optimizer for cell in campaign.group_cells(
+            reference.Group("three_families", "mnist", paper))}
+        optimizer = {"lr": adam.lr, "betas": list(adam.betas), "eps": adam.eps}
+        for key, space in suite.algorithms[entry].search.items():
+            value = optimizer[key.removeprefix("optimizer.")]
+            assert (value in [list(c) for c in space.choices] if space.choices
+                    else space.low <= value <= space.high), (entry, key)
+    assert all(campaign.held_back(g) is not None for g in studies.groups
+               if g.algorithm not in studies.calibration and suite.algorithms[g.algorithm].search)
 
 
 SEARCHED_LR = {"optimizer.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
@@ -557,6 +569,47 @@ def test_the_study_list_tunes_in_place_in_the_reference_folder_and_resumes(
         campaign.work / "logs" / "campaign.log").read_text()
     monkeypatch.setattr(reference, "_tune", lambda *a: pytest.fail("a study started"))
     assert reference.run(campaign, [studies], args) == 0
+
+
+def test_the_other_studies_wait_until_the_budget_passes_its_calibration(
+        reference, tmp_path, monkeypatch, capsys):
+    """The calibration's entries (tuned from spaces that hold the paper's values) are tuned
+    first; every other study waits until each of them is tuned and its cells lie within 2
+    paper-SD of the paper's number. A budget that fails it tunes nothing more."""
+    import dataclasses
+
+    campaign, studies, cells = tiny_families(reference, tmp_path, monkeypatch)
+    studies = dataclasses.replace(studies, calibration=("bp-tuned",))
+    monkeypatch.setattr(reference, "STAGES", (studies, cells))
+    dfa, bp_tuned = (reference.Group("tiny", "teacher", e) for e in ("dfa", "bp-tuned"))
+    assert campaign.held_back(dfa) == "bp-tuned's cells: 0/2 done"
+    assert campaign.held_back(bp_tuned) is None
+    assert not campaign.study_left(dfa) and not campaign.incomplete(studies)
+    args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 1,
+                             "skip_checksums": False, "threads": 1})
+    monkeypatch.setattr(reference, "_tune", lambda *a: pytest.fail("a study started"))
+    assert reference.run(campaign, [studies, cells], args) == 0  # the cells only
+    assert campaign.held_back(dfa) == "no published number of bp on teacher to hold bp-tuned to"
+
+    # The mean of bp-tuned's two records (the teacher task is a regression: its test loss),
+    # read from the files themselves.
+    folder = tmp_path / "out" / "tiny" / "teacher" / "bp-tuned"
+    losses = [json.loads((folder / f"seed-{s}.json").read_text())["final"]["test_loss"]
+              for s in (0, 1)]
+    mean = sum(losses) / 2
+    published = dict(reference.PUBLISHED)
+    monkeypatch.setattr(reference, "PUBLISHED", published)
+    published[("test_error", "teacher", "bp")] = (mean - 1.9, 1.0)
+    assert campaign.held_back(dfa) is None and campaign.study_left(dfa)
+    published[("test_error", "teacher", "bp")] = (mean + 2.5, 1.0)
+    why = (f"bp-tuned {mean:.2f} is -2.5 paper-SD from {mean + 2.5:.2f} ± 1.00: the budget is "
+           "too small; raise it")
+    assert campaign.held_back(dfa) == why
+    assert not campaign.study_left(dfa) and not campaign.incomplete(studies)
+    capsys.readouterr()
+    campaign.status([studies])
+    assert "tiny/teacher/dfa" in (out := capsys.readouterr().out)
+    assert f"waits for the budget's calibration ({why})" in out
 
 
 def _trials(path: Path) -> list:
