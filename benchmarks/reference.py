@@ -4,7 +4,8 @@ git, with the tuning studies; checkpoints stay out).
 
     .venv/bin/python benchmarks/reference.py status [--stages a,b]
     .venv/bin/python benchmarks/reference.py run [--stages a] [--jobs 1] [--threads 1]
-        [--data-dir DIR] [--skip-checksums] [--device cpu] [--seeds N]
+        [--data-dir DIR] [--skip-checksums] [--device cpu] [--seeds N] [--seed-chunk N]
+        [--only SUITE/DATASET/ENTRY,...]
     .venv/bin/python benchmarks/reference.py collect
 
 (`make reference` runs the first list that is not complete.)
@@ -75,7 +76,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -658,7 +659,7 @@ def _run_groups(campaign: Campaign, stage: Stage, groups: list[Group], args: arg
                     for c in cells],
         out=campaign.work_store(first).root, data_dir=args.data_dir,
         verify_checksums=not args.skip_checksums, device=args.device, jobs=args.jobs,
-        threads=args.threads, vectorize_seeds=True,
+        threads=args.threads, vectorize_seeds=True, seed_chunk=args.seed_chunk,
         progress=CampaignLog(campaign, log, {g: len(c) for g, c in missing.items()}))
     assert results.outcome is not None  # a run's results say how it went
     return results.outcome.failed
@@ -825,15 +826,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-checksums", action="store_true",
                         help="accept data whose checksums differ (the rebuilt CIFAR-10 copy)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed-chunk", type=int, default=None,
+                        help="at most N seeds in one computation, each chunk in a worker of its "
+                        "own with --jobs, its records kept as it ends: 1 fits a cell into a "
+                        "working session where its stacked seeds would not")
+    parser.add_argument("--only", default=None,
+                        help="only these groups (SUITE/DATASET/ENTRY[,...], as status names "
+                        "them)")
     args = parser.parse_args(argv)
     names = [stage.name for stage in STAGES]
     if args.stages is not None and not set(args.stages.split(",")) <= set(names):
         parser.error(f"--stages: expected some of {','.join(names)}, got '{args.stages}'")
     chosen = [s for s in STAGES if args.stages is None or s.name in args.stages.split(",")]
-    for option in ("seeds", "jobs", "threads"):
+    if args.only is not None:
+        chosen = _only(chosen, args.only.split(","), parser)
+    for option in ("seeds", "jobs", "threads", "seed_chunk"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
-            parser.error(f"--{option}: expected a positive number, got {getattr(args, option)}")
+            parser.error(f"--{option.replace('_', '-')}: expected a positive number, got "
+                         f"{getattr(args, option)}")
     return one_line_errors(lambda: campaign_action(args, chosen))
+
+
+def _only(stages: list[Stage | Studies], names: list[str], parser: argparse.ArgumentParser
+          ) -> list[Stage | Studies]:
+    """The lists cut to the groups named (those left without any dropped)."""
+    known = {group.name for stage in stages for group in stage.groups}
+    if unknown := [name for name in names if name not in known]:
+        parser.error(f"--only: no group {', '.join(unknown)} in these lists; expected "
+                     "SUITE/DATASET/ENTRY as `status` names them, e.g. table1/mnist/dfa")
+    cut: list[Stage | Studies] = []
+    for stage in stages:
+        if isinstance(stage, Studies):
+            entries = tuple(e for e in stage.entries
+                            if Group(stage.suite, stage.dataset, e).name in names)
+            cut += [replace(stage, entries=entries)] if entries else []
+        elif groups := tuple(g for g in stage.groups if g.name in names):
+            cut.append(replace(stage, groups=groups))
+    return cut
 
 
 def campaign_action(args: argparse.Namespace, chosen: list[Stage | Studies]) -> int:

@@ -134,7 +134,7 @@ def test_a_list_runs_the_shipped_suite_for_its_missing_cells_only(reference, tmp
     runs = Runs()
     monkeypatch.setattr(bioplaus_bench, "run", runs)
     args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "jobs": 2,
-                             "skip_checksums": True, "threads": 1})
+                             "skip_checksums": True, "threads": 1, "seed_chunk": None})
     assert reference.run(campaign, [stage], args) == 0
     [(suite, options)] = runs.calls
     assert suite == ROOT / "suites" / "table1.yaml"
@@ -210,7 +210,7 @@ def test_the_campaign_log_says_where_a_group_under_way_resumes(reference, tmp_pa
     runs = Runs()
     monkeypatch.setattr(bioplaus_bench, "run", runs)
     args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "skip_checksums": True,
-                             "jobs": 1, "threads": 1})
+                             "jobs": 1, "threads": 1, "seed_chunk": None})
     assert reference.run(campaign, [stage], args) == 0
     assert len(runs.calls) == 1 and runs.calls[0][1]["only_cells"] == [("mnist", "bp", 0),
                                                                         ("mnist", "bp", 1)]
@@ -376,7 +376,7 @@ def test_a_list_runs_through_bioplaus_bench_run_and_its_records_reach_the_refere
     stage = reference.Stage("t", "two groups", (dfa, bp), 2)
     monkeypatch.setattr(reference, "STAGES", (stage,))
     args = type("Args", (), {"device": "cpu", "data_dir": tmp_path / "data", "jobs": 1,
-                             "skip_checksums": True, "threads": 1})
+                             "skip_checksums": True, "threads": 1, "seed_chunk": None})
     assert reference.run(campaign, [stage], args) == 0
     out = capsys.readouterr().out.splitlines()
     ends = [line.split(" ", 1)[1] for line in out if " end " in line]
@@ -464,6 +464,23 @@ def test_the_three_families_lists_hold_every_entry_of_the_suite_cheapest_first(r
                if g.algorithm not in studies.calibration and suite.algorithms[g.algorithm].search)
 
 
+def test_only_cuts_the_lists_to_the_groups_named(reference, tmp_path, capsys):
+    folders = ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    named = "table1/fashion_mnist/dtp-drl,three_families/mnist/pc"
+    assert reference.main(["status", "--only", named, *folders]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("  ")] == [
+        "table1/fashion_mnist/dtp-drl", "table1/fashion_mnist/dtp-drl",  # lists b and d
+        "three_families/mnist/pc", "three_families/mnist/pc"]  # lists e and f
+    assert [line.split(":")[0] for line in lines if line.startswith("list")] == [
+        "list b", "list d", "list e", "list f"]
+    for option, why in ((["--only", "table1/mnist/nope"], "--only: no group table1/mnist/nope"),
+                        (["--seed-chunk", "0"], "--seed-chunk: expected a positive number")):
+        with pytest.raises(SystemExit) as stop:
+            reference.main(["status", *option, *folders])
+        assert stop.value.code == 2 and why in capsys.readouterr().err
+
+
 SEARCHED_LR = {"optimizer.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}
 BUDGET = {"trials": 2, "epochs": 1, "seeds": 1, "pruning": {"rule": "none"}}
 # A suite with a tuning budget on the generated teacher task: BP of the paper's settings, DFA to
@@ -508,9 +525,10 @@ def test_the_cell_list_runs_the_paper_s_and_tuned_entries_and_waits_for_the_othe
     runs = Runs()
     monkeypatch.setattr(bioplaus_bench, "run", runs)
     args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 1,
-                             "skip_checksums": False, "threads": 1})
+                             "skip_checksums": False, "threads": 1, "seed_chunk": 1})
     assert reference.run(campaign, [cells], args) == 0
     [(suite, options)] = runs.calls
+    assert options["seed_chunk"] == 1 and options["vectorize_seeds"]
     assert suite == tmp_path / "suites" / "tiny.yaml"
     assert options["only_cells"] == [("teacher", "bp", 0), ("teacher", "bp", 1),
                                      ("teacher", "bp-tuned", 0), ("teacher", "bp-tuned", 1)]
@@ -542,7 +560,8 @@ def test_the_study_list_tunes_in_place_in_the_reference_folder_and_resumes(
     suite_text = (tmp_path / "suites" / "tiny.yaml").read_text()
     dfa = reference.Group("tiny", "teacher", "dfa")
     args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 2,
-                             "skip_checksums": False, "threads": 1})
+                             "skip_checksums": False, "threads": 1,
+                             "seed_chunk": None})
     monkeypatch.setattr(reference, "STUDY_POLL", 0.1)
     assert reference.run(campaign, [studies], args) == 0
     path = tmp_path / "out" / "tiny" / "tuning" / "teacher" / "dfa.db"
@@ -586,7 +605,8 @@ def test_the_other_studies_wait_until_the_budget_passes_its_calibration(
     assert campaign.held_back(bp_tuned) is None
     assert not campaign.study_left(dfa) and not campaign.incomplete(studies)
     args = type("Args", (), {"device": "cpu", "data_dir": None, "jobs": 1,
-                             "skip_checksums": False, "threads": 1})
+                             "skip_checksums": False, "threads": 1,
+                             "seed_chunk": None})
     monkeypatch.setattr(reference, "_tune", lambda *a: pytest.fail("a study started"))
     assert reference.run(campaign, [studies, cells], args) == 0  # the cells only
     assert campaign.held_back(dfa) == "no published number of bp on teacher to hold bp-tuned to"

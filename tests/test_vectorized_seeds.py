@@ -259,7 +259,7 @@ def test_on_a_cpu_seeds_are_stacked_only_where_it_pays(tmp_path, env, registry, 
     notes = []
     cnn = seed_cells(tmp_path, registry, "bp", "cnn")
     assert run_vectorised(cnn, cls, env, tmp_path / "cnn", chunk=None, note=notes.append) is None
-    assert notes == ["cnn/bp: its seeds run one after the other: on a CPU a grouped convolution "
+    assert notes == ["cnn/bp: its seeds are not stacked: on a CPU a grouped convolution "
                      "of stacked seeds costs more than their own"]
     monkeypatch.setattr(seed_group, "CPU_STACKING_MAX_BYTES", 1000)
     mlp = seed_cells(tmp_path, registry, "bp", "mnist")
@@ -400,8 +400,8 @@ def test_bench_run_vectorize_seeds_gives_the_serial_records(tmp_path):
                                      "--vectorize-seeds", "--seed-chunk", "2",
                                      "--out", str(tmp_path / "vectorised")])
     assert vectorised.exit_code == 0, vectorised.output
-    assert "teacher/sign-bp: sign-bp does not declare vectorize_seeds; its seeds run one after " \
-           "the other" in vectorised.output
+    assert "teacher/sign-bp: sign-bp does not declare vectorize_seeds; its seeds are not " \
+           "stacked" in vectorised.output
     assert "teacher/ddtp-linear: 3 seeds in 2 chunks of at most 2 (--seed-chunk)" \
         in vectorised.output
     expected, records = cli_records(tmp_path / "serial"), cli_records(tmp_path / "vectorised")
@@ -457,6 +457,50 @@ def test_vectorize_seeds_with_jobs_runs_each_stack_in_a_worker_as_in_this_proces
         assert without_timings(record) == without_timings(expected[name]), name
     assert records["teacher/ddtp-linear/seed-0.json"]["stacked_seeds"] == 2
     assert not list((tmp_path / "workers").rglob("*.ckpt"))
+
+
+# In every process that loads it, stacking does not pay, as for the CIFAR-10 MLP on a CPU.
+NO_STACKING_PLUGIN = SERIAL_PLUGIN + """
+import bioplaus_bench.execution.seed_group as seed_group
+
+seed_group.CPU_STACKING_MAX_BYTES = 0
+"""
+
+
+def test_with_jobs_seeds_that_do_not_stack_run_side_by_side_each_in_a_worker(tmp_path):
+    """`--vectorize-seeds -j 2`: a stack whose seeds the worker finds it cannot stack is split
+    by the parent into its seeds, each a unit of its own, run side by side (not one after the
+    other in one worker while the other waits; each record kept as its seed ends), and they are
+    the serial run's records, bit for bit. `--seed-chunk 1` splits a stack the same way."""
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE)
+    plugin = tmp_path / "no_stacking.py"
+    plugin.write_text(NO_STACKING_PLUGIN)
+    runner = CliRunner()
+    base = ["run", str(suite), "--plugin", str(plugin), "--quiet", "--only", "ddtp-linear"]
+    serial = runner.invoke(app, [*base, "--out", str(tmp_path / "serial")])
+    assert serial.exit_code == 0, serial.output
+    expected = cli_records(tmp_path / "serial")
+    for options, said in (
+            ([], ["teacher/ddtp-linear: its seeds are not stacked: on a CPU stacking pays for "
+                  "small networks only",  # the worker's note
+                  "teacher/ddtp-linear: its 3 seeds run side by side, one a worker"]),
+            (["--seed-chunk", "1"], ["teacher/ddtp-linear: 3 seeds in 3 chunks of at most 1 "
+                                     "(--seed-chunk), each in a worker"])):
+        out = tmp_path / f"workers{len(options)}"
+        workers = runner.invoke(app, [*base, "--vectorize-seeds", "-j", "2", *options,
+                                      "--out", str(out)])
+        assert workers.exit_code == 0, workers.output
+        assert all(line in workers.output for line in said), workers.output
+        records = cli_records(out)
+        assert sorted(records) == sorted(expected) and len(records) == 3
+        for name, record in records.items():
+            assert record["status"] == "ok", name
+            assert without_timings(record) == without_timings(expected[name]), name
 
 
 @pytest.mark.slow

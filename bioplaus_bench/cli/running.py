@@ -81,8 +81,8 @@ def run(
         "once [default: the suite's vectorize_seeds, else serial].")] = None,
     seed_chunk: Annotated[int | None, typer.Option(
         min=1, help="With --vectorize-seeds: at most N seeds at once, also for networks that "
-        "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay) "
-        "[default: as many as memory holds].")] = None,
+        "run serially by default (on a CPU: CNNs and large MLPs, where stacking does not pay); "
+        "with -j N, each chunk in a worker of its own [default: as many as memory holds].")] = None,
     cell_timeout: Annotated[float | None, typer.Option(
         help="End a cell that runs longer than this many seconds (status "
         "timeout; a re-run continues it from its last epoch) [default: the suite's "

@@ -97,7 +97,7 @@ def train_seed_group(cells: Sequence[Cell], cls: type[Algorithm], env: Environme
             reason = None if chunk or runs else stacking_does_not_pay(run.runner.network,
                                                                       env.device)
             if reason is not None:  # known from the first seed: set up no other
-                say(f"{group}: its seeds run one after the other: {reason}")
+                say(f"{group}: its seeds are not stacked: {reason}")
                 return None
             runs.append(run)
             splits.append(rows)

@@ -37,7 +37,7 @@ def _run_pool(units: list[Unit], context: RunContext, jobs: int, chunk: int | No
     crashes the interpreter) breaks the whole pool and every unit in flight with it: those are
     returned when ``keep_lost``, to be run again each alone in a fresh worker, so that only the
     one that kills its worker gets ``error`` records (one per seed of its stack)."""
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
     from multiprocessing import get_context
 
@@ -45,20 +45,28 @@ def _run_pool(units: list[Unit], context: RunContext, jobs: int, chunk: int | No
 
     lost: list[Unit] = []
     files = context.plugin_files
-    with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=get_context("spawn"),
+    cells = sum(len(unit) for unit in units)  # a stack that cannot stack splits into its seeds
+    with ProcessPoolExecutor(max_workers=min(jobs, cells), mp_context=get_context("spawn"),
                              initializer=init_worker,
                              initargs=(files, torch.get_num_threads())) as pool:
-        futures = {pool.submit(execute_pickled_unit, pickle.dumps([cell for _, cell in unit]),
-                               files, context.env,
-                               [str(context.checkpoint(cell)) for _, cell in unit],
-                               context.force, chunk): unit
-                   for unit in units}
+        futures: dict[Future, Unit] = {}
+        remaining: set[Future] = set()
+
+        def submit(unit: Unit) -> None:
+            future = pool.submit(execute_pickled_unit, pickle.dumps([cell for _, cell in unit]),
+                                 files, context.env,
+                                 [str(context.checkpoint(cell)) for _, cell in unit],
+                                 context.force, chunk)
+            futures[future] = unit
+            remaining.add(future)
+
+        for unit in units:
+            submit(unit)
         try:
-            remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for future in done:
-                    unit = futures[future]
+                    unit = futures.pop(future)
                     try:
                         records, notes = future.result()
                     except BrokenProcessPool as error:
@@ -70,6 +78,13 @@ def _run_pool(units: list[Unit], context: RunContext, jobs: int, chunk: int | No
                         records, notes = [context.lost(cell, error) for _, cell in unit], []
                     for note in notes:
                         context.reporter.log(note)
+                    if records is None:  # its seeds do not stack: each is a unit of its own,
+                        cell = unit[0][1]  # run side by side, its record kept as it ends
+                        context.reporter.log(f"{cell.dataset_id}/{cell.algorithm_id}: its "
+                                             f"{len(unit)} seeds run side by side, one a worker")
+                        for pair in unit:
+                            submit([pair])
+                        continue
                     for (index, cell), record in zip(unit, records, strict=True):
                         context.finish(index, cell, record)
         except BaseException as error:

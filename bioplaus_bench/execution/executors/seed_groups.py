@@ -23,11 +23,12 @@ class SeedVectorization:
 
 def run_seed_groups(todo: list[tuple[int, Cell]], context: RunContext,
                     vectorize: SeedVectorization) -> None:
-    """The pending cells, the seeds of each (dataset, algorithm) together: in this process, or
-    with ``-j N`` each stack in a worker process of its own, N at once (``local.run_units``).
-    An algorithm that does not declare ``vectorize_seeds``, a lone seed, and seeds that cannot
-    be stacked run one after the other, as the local executor runs them."""
-    units = seed_group_units(todo, context)
+    """The pending cells, the seeds of each (dataset, algorithm) together (in chunks of at most
+    ``vectorize.chunk``): in this process, or with ``-j N`` each stack in a worker process of
+    its own, N at once (``local.run_units``). An algorithm that does not declare
+    ``vectorize_seeds``, a lone seed, and seeds that cannot be stacked run as the local
+    executor runs them: one after the other, or with ``-j N`` side by side."""
+    units = _in_chunks(seed_group_units(todo, context), vectorize.chunk, context)
     if context.options.jobs > 1:
         run_units(units, context, vectorize.chunk)
         return
@@ -59,12 +60,30 @@ def seed_group_units(todo: list[tuple[int, Cell]], context: RunContext) -> list[
                 units.append(runnable)
             else:
                 context.reporter.log(f"{dataset}/{entry}: {name} does not declare "
-                                     "vectorize_seeds; its seeds run one after the other")
+                                     "vectorize_seeds; its seeds are not stacked")
                 serial += runnable
         else:
             serial += runnable
         units += [[pair] for pair in sorted(serial, key=lambda pair: pair[0])]
     return units
+
+
+def _in_chunks(units: list[Unit], chunk: int | None, context: RunContext) -> list[Unit]:
+    """Each stack of more than ``chunk`` seeds (``--seed-chunk``) as chunks of at most
+    ``chunk``, each a unit of its own: with ``-j N``, N workers train N chunks at once, and a
+    chunk of one seed runs as a serial run in a worker and in this process alike."""
+    if chunk is None:
+        return units
+    parts: list[Unit] = []
+    for unit in units:
+        chunks = [unit[k:k + chunk] for k in range(0, len(unit), chunk)]
+        if len(chunks) > 1:
+            cell = unit[0][1]
+            context.reporter.log(f"{cell.dataset_id}/{cell.algorithm_id}: {len(unit)} seeds in "
+                                 f"{len(chunks)} chunks of at most {chunk} (--seed-chunk)"
+                                 + (", each in a worker" if context.options.jobs > 1 else ""))
+        parts += chunks
+    return parts
 
 
 def _execute_seed_group(cells: list[Cell], context: RunContext,

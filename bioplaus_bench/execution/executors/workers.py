@@ -57,19 +57,19 @@ def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
 
 def execute_pickled_unit(payload: bytes, plugin_files: list[str], env: Environment,
                          checkpoints: list[str], force: bool, chunk: int | None
-                         ) -> tuple[list[Record], list[str]]:
+                         ) -> tuple[list[Record] | None, list[str]]:
     """A local worker's entry point for a unit (``pickle.dumps`` of its cells, as for
-    ``execute_pickled``): its records, stacked where it has several seeds (one after the other
-    where they cannot be), and the notes said on the way, for the parent to report."""
+    ``execute_pickled``): its records, stacked where it has several seeds, and the notes said on
+    the way, for the parent to report. None where its seeds cannot be stacked: the parent then
+    runs each seed as a unit of its own, side by side in the pool, so that one worker does not
+    run them one after the other while another waits, and each record is kept as it ends."""
     cells: list[Cell] = _unpickled(payload, plugin_files)
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     notes: list[str] = []
-    records = (execute_seed_group(cells, plugin_files, env, paths, force, chunk,
-                                  note=notes.append) if len(cells) > 1 else None)
-    if records is None:
-        records = [execute_cell(cell, plugin_files, env, path, force)
-                   for cell, path in zip(cells, paths, strict=True)]
-    return records, notes
+    if len(cells) > 1:
+        return execute_seed_group(cells, plugin_files, env, paths, force, chunk,
+                                  note=notes.append), notes
+    return [execute_cell(cells[0], plugin_files, env, paths[0], force)], notes
 
 
 def _unpickled(payload: bytes, plugin_files: list[str]) -> Any:
