@@ -367,6 +367,52 @@ def test_trials_run_side_by_side_with_jobs(tmp_path):
     assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
 
 
+@pytest.mark.slow
+def test_trials_run_as_ray_tasks_and_report_their_epochs_to_the_pruner(tmp_path):
+    """`bench tune --executor ray`: the trials are Ray tasks, two at once, and each first seed
+    reports its epochs to the study file from its Ray worker."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'bioplaus-bench[ray]')")
+    suite = write(tmp_path / "s.yaml", SUITE.replace("seeds: 2\n", "seeds: 1\n"))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = invoke("tune", suite, "--only", "dfa", "--out", tmp_path / "r", "-j", "2",
+                        "--executor", "ray")
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    trials = study_of(tmp_path / "r" / "tuning" / "teacher" / "dfa.db").trials
+    assert len(trials) == 3 and all(t.state.is_finished() for t in trials)
+    epochs = yaml.safe_load(suite.read_text())["tuning"]["epochs"]
+    assert all(sorted(t.intermediate_values) == list(range(1, epochs + 1)) for t in trials
+               if t.state.name == "COMPLETE")
+    assert (tmp_path / "r" / "tuning" / "tuning-tuned.yaml").is_file()
+
+
+CELLS_ONLY = """\
+from bioplaus_bench.api import hookimpl
+from bioplaus_bench.execution.executors import Executor
+
+
+def run_reversed(todo, context):
+    for index, cell in reversed(todo):
+        context.finish(index, cell, context.execute(cell))
+
+
+@hookimpl
+def bioplaus_bench_executors():
+    return [Executor("reversed", run_reversed, "the cells in this process, last first")]
+"""
+
+
+def test_an_executor_that_runs_cells_only_is_refused_for_tuning(tmp_path):
+    plugin = write(tmp_path / "reversed.py", CELLS_ONLY)
+    result = invoke("tune", write(tmp_path / "s.yaml", SUITE), "--only", "dfa", "--out",
+                    tmp_path / "r", "--executor", "reversed", "--plugin", plugin)
+    assert result.exit_code == 2
+    assert "executor 'reversed' runs cells only, not tuning trials" in result.stderr
+    assert not (tmp_path / "r" / "tuning" / "teacher" / "dfa.db").exists()
+
+
 def test_structured_choices_such_as_adams_betas_are_searched_and_written_as_they_are(tmp_path):
     """Optuna stores plain choices only: a list of betas pairs is searched by index, and the
     tuned suite holds the pair chosen (the one the best trial ran with)."""

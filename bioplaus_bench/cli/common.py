@@ -103,6 +103,15 @@ DownloadOption = Annotated[bool, typer.Option(
 SkipChecksumsOption = Annotated[bool, typer.Option(
     help="Accept dataset files whose checksums differ from torchvision's (warns).")]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")]
+ExecutorOption = Annotated[str, typer.Option(
+    help="An executor plugin (bench list): local (this machine; see --jobs), ray (Ray tasks), "
+    "or one of yours.")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    help="Ray cluster address (default: start a local Ray; 'auto': the running cluster).")]
+CpusPerCellOption = Annotated[float, typer.Option(
+    min=0.01, help="Ray: CPUs reserved per cell (per trial's cells with bench tune).")]
+GpusPerCellOption = Annotated[float, typer.Option(
+    min=0, help="Ray: GPUs reserved per cell (per trial's cells with bench tune).")]
 
 
 def load_suite_with_plugins(suite: Path, overrides: list[str], plugins: list[Path],

@@ -10,10 +10,14 @@ import typer
 
 from ..errors import InputError, RunInterrupted, StorageError
 from .common import (
+    CpusPerCellOption,
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    ExecutorOption,
+    GpusPerCellOption,
     PluginOption,
+    RayAddressOption,
     SetOption,
     SkipChecksumsOption,
     SuiteArgument,
@@ -65,15 +69,10 @@ def run(
         min=1, help="Torch threads per process, -j workers included [default: $OMP_NUM_THREADS, "
         "else 1: small networks on a shared machine run fastest so; -j uses more cores].")
     ] = None,
-    executor: Annotated[str, typer.Option(
-        help="An executor plugin (bench list): local (this machine; see --jobs), ray (cells as "
-        "Ray tasks), or one of yours.")] = "local",
-    ray_address: Annotated[str | None, typer.Option(
-        help="Ray cluster address (default: start a local Ray; 'auto': the running cluster).")
-    ] = None,
-    cpus_per_cell: Annotated[float, typer.Option(
-        min=0.01, help="Ray: CPUs reserved per cell.")] = 1,
-    gpus_per_cell: Annotated[float, typer.Option(min=0, help="Ray: GPUs reserved per cell.")] = 0,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    cpus_per_cell: CpusPerCellOption = 1,
+    gpus_per_cell: GpusPerCellOption = 0,
     vectorize_seeds: Annotated[bool | None, typer.Option(
         "--vectorize-seeds/--serial-seeds",
         help="Run the seeds of each cell as one computation (each seed's result is its serial "

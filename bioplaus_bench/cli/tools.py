@@ -11,10 +11,14 @@ from rich.table import Table
 
 from ..errors import InputError
 from .common import (
+    CpusPerCellOption,
     DataDirOption,
     DeviceOption,
     DownloadOption,
+    ExecutorOption,
+    GpusPerCellOption,
     PluginOption,
+    RayAddressOption,
     SetOption,
     SkipChecksumsOption,
     SuiteArgument,
@@ -97,10 +101,14 @@ def tune(
         "--out", "-o", help="Folder of the studies (tuning/<dataset>/<entry>.db) and of the "
         "tuned suite (tuning/<suite>-tuned.yaml) [default: results/<suite name>].")] = None,
     jobs: Annotated[int, typer.Option(
-        "--jobs", "-j", min=1, help="Run N trials at once in local worker processes (each with "
-        "--threads torch threads).")] = 1,
+        "--jobs", "-j", min=1, help="Run N trials at once: in local worker processes (each with "
+        "--threads torch threads), or as Ray tasks with --executor ray.")] = 1,
     threads: Annotated[int | None, typer.Option(
         min=1, help="Torch threads per process [default: $OMP_NUM_THREADS, else 1].")] = None,
+    executor: ExecutorOption = "local",
+    ray_address: RayAddressOption = None,
+    cpus_per_cell: CpusPerCellOption = 1,
+    gpus_per_cell: GpusPerCellOption = 0,
     data_dir: DataDirOption = None,
     download: DownloadOption = False,
     skip_checksums: SkipChecksumsOption = False,
@@ -118,6 +126,8 @@ def tune(
         tuning = tune_suite(suite, only=names(only), datasets=names(datasets), trials=trials,
                             overrides=set_, plugins=plugin, out=results, data_dir=data_dir,
                             download=download, verify_checksums=not skip_checksums,
-                            device=device, jobs=jobs, threads=threads, log=warn)
+                            device=device, jobs=jobs, threads=threads, executor=executor,
+                            ray_address=ray_address, cpus_per_cell=cpus_per_cell,
+                            gpus_per_cell=gpus_per_cell, log=warn)
     out.print(tuning.suite, markup=False, highlight=False, soft_wrap=True, end="")
     err.print(f"wrote {tuning.path}", markup=False, highlight=False)

@@ -161,8 +161,12 @@ def tune(suite: str | Path, *,
          download: bool = False,
          verify_checksums: bool = True,
          device: str = "cpu",
+         executor: str = "local",
          jobs: int = 1,
          threads: int | None = None,
+         ray_address: str | None = None,
+         cpus_per_cell: float = 1,
+         gpus_per_cell: float = 0,
          log: Callable[[str], None] | None = None) -> Tuning:
     """Tune every entry of ``suite`` with a ``search:`` space (of ``only``), on each dataset
     (of ``datasets``), under the suite's ``tuning:`` budget, as ``bench tune`` does
@@ -170,9 +174,11 @@ def tune(suite: str | Path, *,
     [``out`` default: ``results/<suite name>``], resumed where they stopped, and the suite with
     the tuned values and their provenance is written, atomically, to
     ``<out>/tuning/<suite>-tuned.yaml``. ``trials`` overrides the budget's count (no change of
-    protocol); ``jobs`` trials run at once in worker processes; ``log`` gets one line per trial
-    [default: stderr]. The other arguments are ``run``'s. Raises ``InputError`` (one line) for a
+    protocol); ``jobs`` trials run at once, through ``executor``'s tasks (local: in worker
+    processes; ray: as Ray tasks, which must reach the study file); ``log`` gets one line per
+    trial [default: stderr]. The other arguments are ``run``'s. Raises ``InputError`` (one line) for a
     bad suite, missing data, or a study of another protocol."""
+    from ..execution.executors import ExecutorOptions
     from ..execution.setup import Environment
     from ..execution.threads import set_torch_threads
     from ..files import write_atomically
@@ -183,14 +189,17 @@ def tune(suite: str | Path, *,
 
     log = log or _to_stderr
     set_torch_threads(threads)
-    registry, loaded = load_suite_with_plugins(suite, overrides, plugins, only=only, warn=log)
+    registry, loaded = load_suite_with_plugins(suite, overrides, plugins, only=only,
+                                               executor=executor, warn=log)
     settings = data_settings(data_dir, download, verify_checksums)
     # An unknown dataset id is left to Suite.cells, which names it.
     _check_data({loaded.datasets[d].source for d in datasets or loaded.datasets
                  if d in loaded.datasets}, registry, settings)
     folder = Path(out) if out is not None else Path("results") / loaded.name
     found = search(loaded, registry, folder, only=list(only) if only else None,
-                   datasets=list(datasets) if datasets else None, trials=trials, jobs=jobs,
+                   datasets=list(datasets) if datasets else None, trials=trials,
+                   executor=registry.executor(executor),
+                   options=ExecutorOptions(jobs, ray_address, cpus_per_cell, gpus_per_cell),
                    env=Environment(settings, device), plugin_files=list(registry.files),
                    log=log)
     text = (f"# Written by bench tune from {one_line(str(loaded.path))}: the tuned values of "

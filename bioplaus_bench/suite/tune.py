@@ -25,14 +25,14 @@ import json
 import math
 import pickle
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..execution.executors import execute_cell
-from ..execution.executors.workers import init_worker
+from ..execution.executors import Executor, ExecutorOptions, execute_cell
+from ..execution.executors.local import LOCAL
 from ..execution.inputs import with_inputs
 from ..execution.setup import Environment
 from ..model.algorithm import Algorithm
@@ -178,13 +178,20 @@ class StudyResult:
 
 
 def tune(suite: Suite, registry: Registry, out: Path, *, only: list[str] | None = None,
-         datasets: list[str] | None = None, trials: int | None = None, jobs: int = 1,
+         datasets: list[str] | None = None, trials: int | None = None,
+         executor: Executor | None = None, options: ExecutorOptions = ExecutorOptions(),
          env: Environment | None = None, plugin_files: Sequence[str] = (),
          log: Callable[[str], None] = print) -> list[StudyResult]:
     """Tune every searched entry of the suite on each dataset under its ``tuning:`` budget
     (``trials`` overrides the budget's count, which only says when to stop); return each
-    study's best trial as the provenance of its values."""
+    study's best trial as the provenance of its values. The trials run through ``executor``'s
+    tasks, ``options.jobs`` at once [default: the local executor's: in this process, or with
+    jobs > 1 in worker processes]."""
     env = env or Environment()
+    executor = executor or LOCAL
+    if executor.tasks is None:
+        raise InputError(f"executor '{executor.name}' runs cells only, not tuning trials (it "
+                         "has no tasks); use local or ray")
     plans = plan(suite, registry, out, env, only=only, datasets=datasets)
     assert suite.tuning is not None  # plan() requires it
     budget = suite.tuning if trials is None else dataclasses.replace(suite.tuning, trials=trials)
@@ -193,13 +200,13 @@ def tune(suite: Suite, registry: Registry, out: Path, *, only: list[str] | None 
             held.enter_context(study_lock(p.path))
         studies = [(p, open_study(p, budget, registry.get(p.cells[0].algorithm).cls))
                    for p in plans]
-        return [StudyResult(p, _search(p, study, budget, registry, env, jobs,
+        return [StudyResult(p, _search(p, study, budget, registry, env, executor, options,
                                        list(plugin_files), log)) for p, study in studies]
 
 
 def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registry,
-            env: Environment, jobs: int, plugin_files: list[str],
-            log: Callable[[str], None]) -> Tuned:
+            env: Environment, executor: Executor, options: ExecutorOptions,
+            plugin_files: list[str], log: Callable[[str], None]) -> Tuned:
     from optuna.trial import TrialState
 
     name = f"{plan.dataset}/{plan.entry}"
@@ -226,7 +233,8 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
                 return None
             return cells, TrialLink(plan.storage, trial._trial_id, budget)
 
-        _run_trials(study, budget.trials - done, start, registry, env, jobs, plugin_files,
+        _run_trials(study, budget.trials - done, start, registry, env, executor, options,
+                    plugin_files,
                     lambda trial, records: _end(study, trial, records, None, log, name),
                     lambda trial, why: _end(study, trial, None, why, log, name))
     else:
@@ -245,12 +253,14 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
 
 
 def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: Registry,
-                env: Environment, jobs: int, plugin_files: list[str],
-                end: Callable[[Any, list[Record]], None], lost: Callable[[Any, str], None]
-                ) -> None:
-    """Ask ``count`` trials of the study and run them, ``jobs`` at a time in spawned worker
-    processes (one torch thread each, as ``bench run -j``), or here with ``jobs`` 1. A trial
-    whose worker dies is ``lost`` (the others go on)."""
+                env: Environment, executor: Executor, options: ExecutorOptions,
+                plugin_files: list[str], end: Callable[[Any, list[Record]], None],
+                lost: Callable[[Any, str], None]) -> None:
+    """Ask ``count`` trials of the study and run them, ``options.jobs`` at a time, through the
+    executor's tasks (local: spawned worker processes with one torch thread each, as ``bench
+    run -j``), or here with the local executor and one job. A trial whose worker dies is
+    ``lost`` (the others go on). Each trial's first seed reports its epochs to the study file,
+    so Ray's workers must reach it (this machine, or a shared file system)."""
     asked = 0
 
     def next_trial() -> tuple[Any, list[Cell], TrialLink] | None:
@@ -263,36 +273,27 @@ def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: R
                 return (trial, *started)
         return None
 
-    if jobs == 1:
+    if executor.name == LOCAL.name and options.jobs == 1:
         while (item := next_trial()) is not None:
             trial, cells, link = item
             end(trial, run_trial(cells, registry, env, link))
         return
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from multiprocessing import get_context
-
-    import torch
-
+    assert executor.tasks is not None  # tune() refuses an executor without
     worker_env = dataclasses.replace(env, registry=None)  # workers load the plugin files
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                             initializer=init_worker,
-                             initargs=(plugin_files, torch.get_num_threads())) as pool:
-        running: dict[Any, Any] = {}
+    with executor.tasks(options, plugin_files) as pool:
+        running: dict[Hashable, Any] = {}
 
         def fill() -> None:
-            while len(running) < jobs and (item := next_trial()) is not None:
+            while len(running) < options.jobs and (item := next_trial()) is not None:
                 trial, cells, link = item
                 running[pool.submit(run_pickled_trial, pickle.dumps(cells), plugin_files,
                                     worker_env, link)] = trial
 
         fill()
         while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                trial = running.pop(future)
-                try:
-                    records = future.result()
-                except Exception as error:  # a worker that died (os._exit, a crash)
+            for handle, records, error in pool.wait(list(running)):
+                trial = running.pop(handle)
+                if error is not None:  # a worker that died (os._exit, a crash)
                     lost(trial, f"error (its worker failed: {type(error).__name__}: {error})")
                 else:
                     end(trial, records)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from ...registry import Registry
 from ...results.record import Record
@@ -95,11 +97,33 @@ class RunContext:
 @dataclass(frozen=True)
 class Executor:
     """``bench run --executor NAME``: ``run(todo, context)`` runs the pending ``(index, cell)``
-    pairs and calls ``context.finish(index, cell, record)`` for each (docs/extending.md)."""
+    pairs and calls ``context.finish(index, cell, record)`` for each (docs/extending.md).
+    ``tasks``, if given, runs other work the same way (``bench tune --executor NAME``: its
+    trials); an executor without it runs cells only."""
 
     name: str
     run: Callable[[list[tuple[int, Cell]], RunContext], None]
     summary: str = ""
+    tasks: TaskPools | None = None
+
+
+class TaskPool(Protocol):
+    """Functions of the package run where an executor runs cells, at most ``jobs`` (or the
+    cluster's share) at once; each gets the torch threads of a cell and the plugin files
+    imported before its arguments are unpickled. The caller keeps the handles."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Hashable:
+        """Start ``fn(*args)``; a handle to wait for."""
+        ...
+
+    def wait(self, handles: Collection[Hashable]) -> list[tuple[Hashable, Any, Exception | None]]:
+        """Block until at least one of ``handles`` has ended; for each that has: (handle, its
+        result, None), or (handle, None, the error that ended it: a lost worker too)."""
+        ...
+
+
+# (options, plugin files) -> a pool that is open within the ``with`` and closed after it.
+TaskPools = Callable[[ExecutorOptions, list[str]], AbstractContextManager[TaskPool]]
 
 
 def _detail(record: Record) -> str:

@@ -4,10 +4,16 @@ With ``--vectorize-seeds -j N``, each stack of seeds runs in a worker of its own
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import pickle
+import typing
+from collections.abc import Callable, Collection, Hashable, Iterator
+from concurrent.futures import Future
+from typing import Any
 
 from ...spec.cell import Cell
-from .executor import Executor, RunContext
+from .executor import Executor, ExecutorOptions, RunContext, TaskPool
 from .workers import execute_pickled_unit, init_worker
 
 # A share of a run that one process runs: one cell, or the seeds of one (dataset, entry) trained
@@ -37,64 +43,90 @@ def _run_pool(units: list[Unit], context: RunContext, jobs: int, chunk: int | No
     crashes the interpreter) breaks the whole pool and every unit in flight with it: those are
     returned when ``keep_lost``, to be run again each alone in a fresh worker, so that only the
     one that kills its worker gets ``error`` records (one per seed of its stack)."""
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
+
+    lost: list[Unit] = []
+    cells = sum(len(unit) for unit in units)  # a stack that cannot stack splits into its seeds
+    options = dataclasses.replace(context.options, jobs=min(jobs, cells))
+    with local_tasks(options, context.plugin_files) as pool:
+        running: dict[Hashable, Unit] = {}
+
+        def submit(unit: Unit) -> None:
+            running[pool.submit(execute_pickled_unit, pickle.dumps([cell for _, cell in unit]),
+                                context.plugin_files, context.env,
+                                [str(context.checkpoint(cell)) for _, cell in unit],
+                                context.force, chunk)] = unit
+
+        for unit in units:
+            submit(unit)
+        while running:
+            for handle, result, error in pool.wait(list(running)):
+                unit = running.pop(handle)
+                if isinstance(error, BrokenProcessPool) and keep_lost:
+                    lost.append(unit)
+                    continue
+                # else an error: the worker died, or could not start or load the cells
+                records, notes = result if error is None else (
+                    [context.lost(cell, error) for _, cell in unit], [])
+                for note in notes:
+                    context.reporter.log(note)
+                if records is None:  # its seeds do not stack: each is a unit of its own,
+                    cell = unit[0][1]  # run side by side, its record kept as it ends
+                    context.reporter.log(f"{cell.dataset_id}/{cell.algorithm_id}: its "
+                                         f"{len(unit)} seeds run side by side, one a worker")
+                    for pair in unit:
+                        submit([pair])
+                    continue
+                for (index, cell), record in zip(unit, records, strict=True):
+                    context.finish(index, cell, record)
+    return lost
+
+
+class _ProcessPool:
+    """``TaskPool`` over a ``concurrent.futures`` process pool."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Hashable:
+        return self.pool.submit(fn, *args)
+
+    def wait(self, handles: Collection[Hashable]) -> list[tuple[Hashable, Any, Exception | None]]:
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        done, _ = wait(typing.cast(Collection[Future], handles), return_when=FIRST_COMPLETED)
+        ended: list[tuple[Hashable, Any, Exception | None]] = []
+        for future in done:
+            try:
+                ended.append((future, future.result(), None))
+            except Exception as error:
+                ended.append((future, None, error))
+        return ended
+
+
+@contextlib.contextmanager
+def local_tasks(options: ExecutorOptions, plugin_files: list[str]) -> Iterator[TaskPool]:
+    """``-j N`` spawned worker processes, each with this process's torch threads and the plugin
+    files imported. Stopped (Ctrl-C, SIGTERM), the workers are ended at once rather than
+    waited for: what they ran keeps its last checkpoint, so a re-run goes on from it."""
+    from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     import torch
 
-    lost: list[Unit] = []
-    files = context.plugin_files
-    cells = sum(len(unit) for unit in units)  # a stack that cannot stack splits into its seeds
-    with ProcessPoolExecutor(max_workers=min(jobs, cells), mp_context=get_context("spawn"),
+    with ProcessPoolExecutor(max_workers=options.jobs, mp_context=get_context("spawn"),
                              initializer=init_worker,
-                             initargs=(files, torch.get_num_threads())) as pool:
-        futures: dict[Future, Unit] = {}
-        remaining: set[Future] = set()
-
-        def submit(unit: Unit) -> None:
-            future = pool.submit(execute_pickled_unit, pickle.dumps([cell for _, cell in unit]),
-                                 files, context.env,
-                                 [str(context.checkpoint(cell)) for _, cell in unit],
-                                 context.force, chunk)
-            futures[future] = unit
-            remaining.add(future)
-
-        for unit in units:
-            submit(unit)
+                             initargs=(plugin_files, torch.get_num_threads())) as pool:
         try:
-            while remaining:
-                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-                for future in done:
-                    unit = futures.pop(future)
-                    try:
-                        records, notes = future.result()
-                    except BrokenProcessPool as error:
-                        if keep_lost:
-                            lost.append(unit)
-                            continue
-                        records, notes = [context.lost(cell, error) for _, cell in unit], []
-                    except Exception as error:  # the worker could not start or load the cells
-                        records, notes = [context.lost(cell, error) for _, cell in unit], []
-                    for note in notes:
-                        context.reporter.log(note)
-                    if records is None:  # its seeds do not stack: each is a unit of its own,
-                        cell = unit[0][1]  # run side by side, its record kept as it ends
-                        context.reporter.log(f"{cell.dataset_id}/{cell.algorithm_id}: its "
-                                             f"{len(unit)} seeds run side by side, one a worker")
-                        for pair in unit:
-                            submit([pair])
-                        continue
-                    for (index, cell), record in zip(unit, records, strict=True):
-                        context.finish(index, cell, record)
+            yield _ProcessPool(pool)
         except BaseException as error:
             workers = list((pool._processes or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            if isinstance(error, KeyboardInterrupt):  # SIGTERM, or Ctrl-C sent to bench alone:
-                for worker in workers:  # exiting would wait for the cells they run; a cell's
-                    worker.terminate()  # last checkpoint is kept, so a re-run goes on from it
+            if isinstance(error, KeyboardInterrupt):
+                for worker in workers:
+                    worker.terminate()
             raise
-    return lost
 
 
-LOCAL = Executor("local", run_local, "this machine: one cell after the other, or -j N processes")
+LOCAL = Executor("local", run_local, "this machine: one cell after the other, or -j N processes",
+                 tasks=local_tasks)

@@ -6,14 +6,14 @@ import contextlib
 import pickle
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from typing import Any
 
 from ...errors import InputError, Terminated
 from ...results.record import Record
 from ...spec.cell import Cell
-from .executor import Executor, RunContext
-from .workers import execute_pickled
+from .executor import Executor, ExecutorOptions, RunContext, TaskPool
+from .workers import execute_pickled, import_files
 
 RAY_MISSING = "the Ray executor needs ray: pip install 'bioplaus-bench[ray]'"
 MAX_RETRIES = 3
@@ -25,21 +25,8 @@ def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
     """The driver (this process) writes every record once. A task whose worker is lost is
     re-run by Ray (``MAX_RETRIES``), and said so; checkpoints go to the store's folder, so on one
     machine (or a shared file system) a re-run continues from the last epoch."""
-    try:
-        import ray
-    except ImportError:
-        raise InputError(RAY_MISSING) from None
     options = context.options
-    started_ray = False
-    try:
-        if not ray.is_initialized():
-            with _suite_signal_handlers():
-                if options.address in (None, "local"):
-                    ray.init(address=options.address, include_dashboard=False,
-                             log_to_driver=False)
-                else:
-                    ray.init(address=options.address, log_to_driver=False)
-            started_ray = True
+    with _ray_session(options) as ray:
         remote = ray.remote(_attempt).options(
             num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell,
             max_retries=MAX_RETRIES, retry_exceptions=False)
@@ -64,9 +51,73 @@ def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
                         context.reporter.log(f"cell {cell.key} retried after its worker was "
                                              f"lost ({_times(attempt)})")
                 context.finish(index, cell, record)
+
+
+@contextlib.contextmanager
+def _ray_session(options: ExecutorOptions) -> Iterator[Any]:
+    """Ray, joined at ``options.address`` (None or "local": started on this machine) unless
+    this process has joined already, and left at the end if joined here."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError(RAY_MISSING) from None
+    started_ray = False
+    try:
+        if not ray.is_initialized():
+            with _suite_signal_handlers():
+                if options.address in (None, "local"):
+                    ray.init(address=options.address, include_dashboard=False,
+                             log_to_driver=False)
+                else:
+                    ray.init(address=options.address, log_to_driver=False)
+            started_ray = True
+        yield ray
     finally:
         if started_ray:
             ray.shutdown()
+
+
+class _RayPool:
+    """``TaskPool`` over Ray tasks, each with a cell's CPUs, GPUs and torch threads."""
+
+    def __init__(self, ray: Any, options: ExecutorOptions, plugin_files: list[str]) -> None:
+        self.ray, self.plugin_files = ray, plugin_files
+        self.threads = max(1, int(options.cpus_per_cell))
+        self.remote = ray.remote(_task).options(
+            num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell,
+            max_retries=MAX_RETRIES, retry_exceptions=False)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Hashable:
+        return self.remote.remote(self.plugin_files, self.threads, fn, *args)
+
+    def wait(self, handles: Collection[Hashable]) -> list[tuple[Hashable, Any, Exception | None]]:
+        done: list[Any] = []
+        while not done:  # with a timeout: Python runs the signal handlers only between waits
+            done, _ = self.ray.wait(list(handles), num_returns=1, timeout=WAIT_S)
+        ended: list[tuple[Hashable, Any, Exception | None]] = []
+        for ref in done:
+            try:
+                ended.append((ref, self.ray.get(ref), None))
+            except Exception as error:  # retries exhausted, or the task could not run
+                ended.append((ref, None, error))
+        return ended
+
+
+@contextlib.contextmanager
+def ray_tasks(options: ExecutorOptions, plugin_files: list[str]) -> Iterator[TaskPool]:
+    """Ray tasks on this machine or a cluster; a task whose worker is lost is run again."""
+    with _ray_session(options) as ray:
+        yield _RayPool(ray, options, plugin_files)
+
+
+def _task(plugin_files: list[str], threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """A Ray task of a ``TaskPool``: ``fn(*args)`` with the threads and plugin files a cell
+    gets (``fn``'s pickled arguments are unpickled by ``fn`` itself, after the imports)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    import_files(plugin_files)
+    return fn(*args)
 
 
 def _attempt(payload: bytes, plugin_files: list[str], env: Any, checkpoint: str | None,
@@ -114,4 +165,5 @@ def _suite_signal_handlers() -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
-RAY = Executor("ray", run_ray, "cells as Ray tasks, on this machine or a cluster (--ray-address)")
+RAY = Executor("ray", run_ray, "cells as Ray tasks, on this machine or a cluster (--ray-address)",
+               tasks=ray_tasks)

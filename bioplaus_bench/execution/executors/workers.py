@@ -17,7 +17,7 @@ from ..setup import Environment
 from .execute import execute_cell, execute_seed_group
 
 
-def _import_files(plugin_files: list[str]) -> None:
+def import_files(plugin_files: list[str]) -> None:
     """Import the parent's plugin files: a pickled cell may hold instances of their classes."""
     for file in plugin_files:
         import_plugin_file(file)
@@ -38,7 +38,7 @@ def init_worker(plugin_files: list[str], threads: int) -> None:
         os._exit(1)
 
     threading.Thread(target=orphaned, daemon=True).start()
-    _import_files(plugin_files)  # before any cell is unpickled
+    import_files(plugin_files)  # before any cell is unpickled
 
 
 def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
@@ -74,7 +74,7 @@ def execute_pickled_unit(payload: bytes, plugin_files: list[str], env: Environme
 
 def _unpickled(payload: bytes, plugin_files: list[str]) -> Any:
     try:
-        _import_files(plugin_files)
+        import_files(plugin_files)
         return pickle.loads(payload)
     except Exception as error:
         raise RuntimeError(f"worker could not load the cell: {type(error).__name__}: {error}"
