@@ -9,7 +9,6 @@ import dataclasses
 import pickle
 import typing
 from collections.abc import Callable, Collection, Hashable, Iterator
-from concurrent.futures import Future
 from typing import Any
 
 from ...spec.cell import Cell
@@ -92,7 +91,7 @@ class _ProcessPool:
         return self.pool.submit(fn, *args)
 
     def wait(self, handles: Collection[Hashable]) -> list[tuple[Hashable, Any, Exception | None]]:
-        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures import FIRST_COMPLETED, Future, wait
 
         done, _ = wait(typing.cast(Collection[Future], handles), return_when=FIRST_COMPLETED)
         ended: list[tuple[Hashable, Any, Exception | None]] = []
