@@ -270,6 +270,12 @@ class Campaign:
         state = self.reference(cell).state(cell, any_code=True)
         return "done" if state == "finished" else state
 
+    def done_record(self, cell: Cell) -> Record | None:
+        """The cell's record when it is done (as ``state`` says), read once; only a regular
+        file is opened."""
+        store = self.reference(cell)
+        return store.finished(cell, any_code=True) if store.path(cell).is_file() else None
+
     def full_protocol(self, record: Record, cell: Cell) -> bool:
         """Whether ``record`` is of the suite's own protocol: no deviation, the suite's epochs."""
         return record.paper_protocol and record.epochs == cell.dataset.protocol.epochs
@@ -408,8 +414,7 @@ class Campaign:
             if self.waiting(group):
                 return f"{name} is not tuned yet"
             cells = self.cells(_cell_stage(group), group)
-            records = [r for cell in cells if self.state(cell) == "done"
-                       and (r := self.reference_record(cell)) is not None]
+            records = [r for cell in cells if (r := self.done_record(cell)) is not None]
             if len(records) < len(cells):
                 return f"{name}'s cells: {len(records)}/{len(cells)} done"
             algorithm = self.entry(group).algorithm or name

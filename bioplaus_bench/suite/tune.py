@@ -33,10 +33,10 @@ from typing import Any
 from ..errors import InputError
 from ..execution.executors import Executor, ExecutorOptions, execute_cell
 from ..execution.executors.local import LOCAL
+from ..execution.executors.workers import unpickled
 from ..execution.inputs import with_inputs
 from ..execution.setup import Environment
 from ..model.algorithm import Algorithm
-from ..plugin_files import import_plugin_file
 from ..registry import Registry
 from ..results.protocol import flat
 from ..results.record import Record
@@ -164,11 +164,9 @@ def run_trial(cells: list[Cell], plugins: Registry | list[str], env: Environment
 
 def run_pickled_trial(payload: bytes, plugin_files: list[str], env: Environment,
                       link: TrialLink) -> list[Record]:
-    """A worker's entry point (``-j N``): the cells travel pickled, to be unpickled after the
-    plugin files are imported, as ``execute_pickled`` does; made by the parent process."""
-    for file in plugin_files:
-        import_plugin_file(file)
-    return run_trial(pickle.loads(payload), plugin_files, env, link)
+    """A task's entry point (an executor's ``TaskPool``): the trial's cells, pickled by this
+    search's parent process, unpickled as every worker does (``workers.unpickled``)."""
+    return run_trial(unpickled(payload, plugin_files), plugin_files, env, link)
 
 
 @dataclass(frozen=True)

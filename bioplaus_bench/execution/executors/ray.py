@@ -25,28 +25,17 @@ def run_ray(todo: list[tuple[int, Cell]], context: RunContext) -> None:
     """The driver (this process) writes every record once. A task whose worker is lost is
     re-run by Ray (``MAX_RETRIES``), and said so; checkpoints go to the store's folder, so on one
     machine (or a shared file system) a re-run continues from the last epoch."""
-    options = context.options
-    with _ray_session(options) as ray:
-        remote = ray.remote(_attempt).options(
-            num_cpus=options.cpus_per_cell, num_gpus=options.gpus_per_cell,
-            max_retries=MAX_RETRIES, retry_exceptions=False)
-        threads = max(1, int(options.cpus_per_cell))
-        # ray's overloads take _attempt's optional last argument for 5 of them: it has 6.
-        refs = {remote.remote(pickle.dumps(cell), context.plugin_files,  # type: ignore[call-arg]
-                              context.env,
-                              str(context.checkpoint(cell)), context.force, threads):
-                (index, cell) for index, cell in todo}
-        remaining = list(refs)
-        while remaining:
-            # With a timeout: Python runs the signal handlers only between waits.
-            done, remaining = ray.wait(remaining, num_returns=1, timeout=WAIT_S)
-            for ref in done:
-                index, cell = refs[ref]
-                try:
-                    record, attempt = ray.get(ref)
-                except Exception as error:  # retries exhausted, or the task could not run
+    with ray_tasks(context.options, context.plugin_files) as pool:
+        running = {pool.submit(_attempt, pickle.dumps(cell), context.plugin_files, context.env,
+                               str(context.checkpoint(cell)), context.force): (index, cell)
+                   for index, cell in todo}
+        while running:
+            for ref, result, error in pool.wait(list(running)):
+                index, cell = running.pop(ref)
+                if error is not None:  # retries exhausted, or the task could not run
                     record = context.lost(cell, error)
                 else:
+                    record, attempt = result
                     if attempt:
                         context.reporter.log(f"cell {cell.key} retried after its worker was "
                                              f"lost ({_times(attempt)})")
@@ -121,10 +110,10 @@ def _task(plugin_files: list[str], threads: int, fn: Callable[..., Any], *args: 
 
 
 def _attempt(payload: bytes, plugin_files: list[str], env: Any, checkpoint: str | None,
-             force: bool, threads: int | None = None) -> tuple[Record, int]:
-    """A Ray task: the cell's record, and which attempt of the task made it (0: the first; a
-    task is attempted again when its worker or node was lost)."""
-    return execute_pickled(payload, plugin_files, env, checkpoint, force, threads), _attempts()
+             force: bool) -> tuple[Record, int]:
+    """A cell's task: its record, and which attempt of the task made it (0: the first; a task
+    is attempted again when its worker or node was lost)."""
+    return execute_pickled(payload, plugin_files, env, checkpoint, force), _attempts()
 
 
 def _attempts() -> int:

@@ -42,16 +42,12 @@ def init_worker(plugin_files: list[str], threads: int) -> None:
 
 
 def execute_pickled(payload: bytes, plugin_files: list[str], env: Environment,
-                    checkpoint: str | None, force: bool, threads: int | None = None) -> Record:
-    """A worker's entry point for one cell. The cell travels pickled, to be unpickled only
-    after the plugin files are imported (its params may be instances of a plugin's class).
+                    checkpoint: str | None, force: bool) -> Record:
+    """A task's entry point for one cell. The cell travels pickled, to be unpickled only after
+    the plugin files are imported (its params may be instances of a plugin's class).
     ``payload`` is made by the parent ``bench`` process (``pickle.dumps(cell)``) and handed over
     in memory by the process pool or Ray; nothing read from disk is ever unpickled here."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    cell = _unpickled(payload, plugin_files)
+    cell = unpickled(payload, plugin_files)
     return execute_cell(cell, plugin_files, env, Path(checkpoint) if checkpoint else None, force)
 
 
@@ -63,7 +59,7 @@ def execute_pickled_unit(payload: bytes, plugin_files: list[str], env: Environme
     the way, for the parent to report. None where its seeds cannot be stacked: the parent then
     runs each seed as a unit of its own, side by side in the pool, so that one worker does not
     run them one after the other while another waits, and each record is kept as it ends."""
-    cells: list[Cell] = _unpickled(payload, plugin_files)
+    cells: list[Cell] = unpickled(payload, plugin_files)
     paths = [Path(checkpoint) for checkpoint in checkpoints]
     notes: list[str] = []
     if len(cells) > 1:
@@ -72,7 +68,10 @@ def execute_pickled_unit(payload: bytes, plugin_files: list[str], env: Environme
     return [execute_cell(cells[0], plugin_files, env, paths[0], force)], notes
 
 
-def _unpickled(payload: bytes, plugin_files: list[str]) -> Any:
+def unpickled(payload: bytes, plugin_files: list[str]) -> Any:
+    """What the parent process pickled (``pickle.dumps`` of its cells, handed over in memory by
+    the pool or Ray; never anything read from a folder), after the plugin files are imported:
+    the cells may hold instances of their classes. The one place a worker unpickles."""
     try:
         import_files(plugin_files)
         return pickle.loads(payload)
