@@ -6,6 +6,7 @@ tables."""
 import hashlib
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -431,3 +432,29 @@ def test_structured_choices_such_as_adams_betas_are_searched_and_written_as_they
     assert cells["fa"].settings_origin["values"]["optimizer.betas"] == chosen
     # The trial ran with that pair: its shown values name it.
     assert f"optimizer.betas={chosen}" in best.user_attrs["shown"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("suite_file", sorted((REPO / "suites").glob("*.yaml")),
+                         ids=lambda path: path.name)
+def test_every_committed_tuned_value_is_its_committed_study_s_best_trial(suite_file):
+    """Tuned values reach ``suites/`` by a person's copy: each must be the best trial of the
+    study it names, that study the committed file of its digest, and the entry's own settings
+    for that dataset the tuned values (a categorical is stored as its index into the choices)."""
+    document = yaml.safe_load(suite_file.read_text())
+    for name, entry in document["algorithms"].items():
+        for dataset, origin in (entry.get("tuned") or {}).items():
+            path = REPO / origin["study"]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == origin["sha256"], path
+            best = study_of(path).best_trial
+            assert (best.number, best.value) == (origin["trial"], origin["validation_error"])
+            found = {key: origin["search"][key]["choices"][value]
+                     if "choices" in origin["search"][key] else value
+                     for key, value in best.params.items()}
+            assert found == origin["values"], name
+            settings = entry["datasets"][dataset]
+            for key, value in origin["values"].items():
+                group, field = key.split(".")
+                assert settings[group][field] == value, f"{name}: {key}"
