@@ -8,11 +8,12 @@ it with the first epoch stored in its record, so that a later change to the nume
 
 For every folder results/reference/<suite>/ and every (dataset, entry) in it, the lowest seed
 whose record is `ok` is run again through the normal runner, together with the seeds it was
-stacked with (the campaign stacks seeds: the records of one stacked run carry the same commit
-and finish time), in this process: `bioplaus_bench.run("suites/<suite>.yaml", datasets=[D],
-only=[E], only_seeds=[S, ...], epochs=1, vectorize_seeds=True)` (False for a seed that ran
-alone), into a temporary folder. Stacked as it was run, a seed's arithmetic is the record's, so
-every seed of the stack is compared. Each re-run record must have its reference record's
+stacked with (the campaign stacks seeds: the records of one stacked run carry the same commit,
+finish time, stack size and wall time, an equal share of the stack's), in this process:
+`bioplaus_bench.run("suites/<suite>.yaml", datasets=[D], only=[E], only_seeds=[S, ...],
+epochs=1, vectorize_seeds=True)` (False for a seed that ran alone), into a temporary folder.
+Stacked as it was run, a seed's arithmetic is the record's, so every seed of the stack is
+compared. Each re-run record must have its reference record's
 settings but for the epoch count (``results.protocol.settings_differences``: a suite edited
 since is a mismatch, the records are no longer its cells), and its epoch-1 figures (training
 loss, test and validation loss and error, the feedback losses, and every feedback pre-training
@@ -166,8 +167,13 @@ def jobs(results: Path, suites: Path, only: str | None, cells_wanted: Sequence[s
 
 
 def _run(record: Record) -> tuple:
-    """What the records of one (stacked) run share: the commit and the moment they finished."""
-    return record.provenance.get("git_commit"), record.provenance.get("finished_at")
+    """What the records of one stacked run share: the commit, the moment they finished, the
+    stack's size and its wall time, of which each seed's is an equal share. Seeds run apart
+    (`--seed-chunk 1`, a worker each) can finish within the same second of the same commit, but
+    not with the same wall time to the last digit; records older than ``stacked_seeds`` are told
+    apart by that alone."""
+    return (record.provenance.get("git_commit"), record.provenance.get("finished_at"),
+            record.stacked_seeds, record.wall_time)
 
 
 def rerun(job: Job, out: Path, data_dir: Path, device: str) -> dict[int, Record] | str:

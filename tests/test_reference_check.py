@@ -93,6 +93,38 @@ def test_the_first_epoch_of_every_reference_cell_is_reproduced_and_changes_are_c
         {"bp": [0, 1], "dfa": [0], "dfa-fast": [0, 1]}
 
 
+def test_seeds_run_apart_within_the_same_second_are_not_taken_for_a_stack(tmp_path, capsys):
+    # the campaign's --seed-chunk 1: a worker per seed, so two records of one commit can carry
+    # the same finish time to the second without having been trained stacked
+    script = load_script()
+    suites, results = tmp_path / "suites", tmp_path / "reference"
+    suites.mkdir()
+    suite = write(suites / "tiny.yaml", TINY_SUITE)
+    run = invoke("run", suite, "--out", results / "tiny", "--quiet", "--only", "dfa")
+    assert run.exit_code == 0, run.output
+    paths = [results / "tiny" / "teacher" / "dfa" / f"seed-{seed}.json" for seed in (0, 1)]
+    records = [json.loads(path.read_text()) for path in paths]
+    assert [r.get("stacked_seeds") for r in records] == [None, None]
+    assert records[0]["wall_time"] != records[1]["wall_time"]
+    records[1]["provenance"]["finished_at"] = records[0]["provenance"]["finished_at"]
+    paths[1].write_text(json.dumps(records[1]))
+
+    found, problems = script.jobs(results, suites, None)
+    assert problems == [] and [job.seeds for job in found] == [[0]]
+    assert script.main(["--results", str(results), "--suites", str(suites),
+                        "--data-dir", str(tmp_path)]) == 0
+    assert "tiny teacher/dfa seed 0: ok" in capsys.readouterr().out
+
+    # a record from before `stacked_seeds` was written: its stack is told by the wall time
+    for record in records:
+        record["stacked_seeds"] = None
+        record["wall_time"] = 1.5
+    for path, record in zip(paths, records, strict=True):
+        path.write_text(json.dumps(record))
+    found, _ = script.jobs(results, suites, None)
+    assert [job.seeds for job in found] == [[0, 1]]
+
+
 MNIST_SUITE = """\
 name: m
 seeds: [0]
