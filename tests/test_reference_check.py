@@ -125,6 +125,50 @@ def test_seeds_run_apart_within_the_same_second_are_not_taken_for_a_stack(tmp_pa
     assert [job.seeds for job in found] == [[0, 1]]
 
 
+def test_a_cell_that_amplifies_rounding_is_compared_within_its_own_spread(
+        tmp_path, capsys, monkeypatch):
+    # another CPU's kernels round otherwise; a cell that amplifies it (Frozen-MNIST DDTP-linear
+    # by 1e-5) is measured again on the checking machine, in another order of its arithmetic
+    script = load_script()
+    suites, results = tmp_path / "suites", tmp_path / "reference"
+    suites.mkdir()
+    suite = write(suites / "tiny.yaml", TINY_SUITE)
+    run = invoke("run", suite, "--out", results / "tiny", "--quiet", "--vectorize-seeds",
+                 "--only", "dfa")
+    assert run.exit_code == 0, run.output
+    path = results / "tiny" / "teacher" / "dfa" / "seed-1.json"
+    record = json.loads(path.read_text())
+    exact = record["history"][0]["test_loss"]
+
+    # measured for real: this small cell's other order (seed 0 alone) moves it by rounding only
+    [job] = script.jobs(results, suites, None)[0]
+    news = script.rerun(job, tmp_path / "again", tmp_path, "cpu")
+    spread = script.rounding_spread(job, news, tmp_path / "alone", tmp_path, "cpu",
+                                    script.split_sizes(job, tmp_path))
+    assert 0 <= spread.relative <= 1e-12 and spread.samples == 0
+
+    def check_with(relative_change, spread):
+        record["history"][0]["test_loss"] = exact * (1 + relative_change)
+        path.write_text(json.dumps(record))
+        monkeypatch.setattr(script, "rounding_spread", lambda *args: script.Spread(spread, 0))
+        code = script.main(["--results", str(results), "--suites", str(suites),
+                            "--data-dir", str(tmp_path)])
+        return code, capsys.readouterr().out.splitlines()[0]
+
+    # within 10 × the spread: ok, and the line says why
+    code, line = check_with(3e-6, 1e-6)
+    assert code == 0, line
+    assert line.startswith("tiny teacher/dfa seeds 0,1 stacked as run: ok (largest relative "
+                           "difference 3.0e-06, test_loss, seed 1) (amplifies rounding: ")
+    assert "moves it by 1.0e-06 and 0 samples here, so compared within 1.0e-05 and 10 " \
+        "samples" in line
+    # beyond it, or where the cell does not amplify rounding: a mismatch, as before
+    for change, spread in ((3e-4, 1e-6), (3e-6, 0.0)):
+        code, line = check_with(change, spread)
+        assert code == 1
+        assert line.startswith("tiny teacher/dfa seed 1: MISMATCH at epoch 1: test_loss "), line
+
+
 MNIST_SUITE = """\
 name: m
 seeds: [0]
