@@ -80,7 +80,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -324,13 +324,25 @@ def accuracies(record: Record) -> dict[str, float]:
     return {key: row[key] for key in ACCURACIES if row.get(key) is not None}
 
 
+class Comparison(NamedTuple):
+    """Two records' first epochs side by side."""
+
+    largest: float  # the largest relative difference of the losses
+    largest_name: str  # its figure
+    samples: int  # the largest difference of an error, in samples of its split
+    bad: list[str]  # the figures outside the tolerance
+
+
+def precision_tolerance(record: Record) -> tuple[float, int]:
+    return TOLERANCE.get(str(record.config.get("precision")), TOLERANCE["float32"])
+
+
 def compare(reference: Record, new: Record, samples: dict[str, int] | None = None,
-            tolerance: tuple[float, int] | None = None) -> tuple[float, str, list[str]]:
-    """The largest relative difference of the losses (and its name), and the figures outside
-    the tolerance (its precision's, unless ``tolerance`` is given). ``samples``: the size of each
-    split, to count error differences in samples (None: compared as losses)."""
-    rel_tol, sample_tol = tolerance or TOLERANCE.get(str(reference.config.get("precision")),
-                                                     TOLERANCE["float32"])
+            tolerance: tuple[float, int] | None = None) -> Comparison:
+    """The two records' first epochs compared within the tolerance (the reference's precision's,
+    unless ``tolerance`` is given). ``samples``: the size of each split, to count error
+    differences in samples (None: compared as losses)."""
+    rel_tol, sample_tol = tolerance or precision_tolerance(reference)
     if reference.provenance.get("device", "cpu") != new.provenance.get("device", "cpu"):
         rel_tol, sample_tol = rel_tol * OTHER_DEVICE, math.ceil(sample_tol * OTHER_DEVICE)
     ours, theirs = figures(new), figures(reference)
@@ -345,29 +357,20 @@ def compare(reference: Record, new: Record, samples: dict[str, int] | None = Non
             worst, worst_name = rel, key
         if rel > rel_tol:
             bad.append(f"{key} {a!r} in the record, {b!r} now (relative {rel:.1e})")
-    old, now = accuracies(reference), accuracies(new)
+    old, now, most_samples = accuracies(reference), accuracies(new), 0
     for key in sorted(old.keys() | now.keys()):
         a, b = old.get(key), now.get(key)
         n = (samples or {}).get(ACCURACIES[key])
         if a is None or b is None:
             bad.append(f"{key} {a} in the record, {b} now")
-        elif n is not None and _samples(a, b, n) > sample_tol:
-            bad.append(f"{key} {a!r} in the record, {b!r} now ({_samples(a, b, n)} samples)")
-        elif n is None and abs(a - b) > rel_tol * max(abs(a), abs(b), 1e-300):
+        elif n is not None:
+            differ = round(abs(a - b) * n)
+            most_samples = max(most_samples, differ)
+            if differ > sample_tol:
+                bad.append(f"{key} {a!r} in the record, {b!r} now ({differ} samples)")
+        elif abs(a - b) > rel_tol * max(abs(a), abs(b), 1e-300):
             bad.append(f"{key} {a!r} in the record, {b!r} now")
-    return worst, worst_name, bad
-
-
-def _samples(accuracy: float, other: float, n: int) -> int:
-    """How many samples of a split of ``n`` two accuracies of it differ by."""
-    return round(abs(accuracy - other) * n)
-
-
-def sample_difference(reference: Record, new: Record, samples: dict[str, int]) -> int:
-    """The largest difference of an error between two records' first epochs, in samples."""
-    old, now = accuracies(reference), accuracies(new)
-    return max((_samples(old[key], now[key], samples[ACCURACIES[key]])
-                for key in old.keys() & now.keys() if ACCURACIES[key] in samples), default=0)
+    return Comparison(worst, worst_name, most_samples, bad)
 
 
 def split_sizes(job: Job, data_dir: Path) -> dict[str, int]:
@@ -411,12 +414,11 @@ def check(job: Job, out: Path, data_dir: Path, device: str) -> tuple[bool, str, 
             return False, (f"{name}: MISMATCH, the suite's settings are not the record's: "
                            + ", ".join(differing)), []
     worst, worst_name, mismatch = _compared(job, news, sizes)
-    precision = str(r.config.get("precision"))
     if mismatch:
         # another CPU's kernels round otherwise, and some cells amplify that: measured here
         spread = rounding_spread(job, news, out / "other-order", data_dir, device, sizes)
         if spread.relative > TOLERANCE["float64"][0]:
-            base_rel, base_samples = TOLERANCE.get(precision, TOLERANCE["float32"])
+            base_rel, base_samples = precision_tolerance(r)
             tolerance = (max(base_rel, SENSITIVE_FACTOR * spread.relative),
                          max(base_samples, SENSITIVE_SAMPLES, SENSITIVE_FACTOR * spread.samples))
             worst, worst_name, mismatch = _compared(job, news, sizes, tolerance)
@@ -438,12 +440,12 @@ def _compared(job: Job, news: dict[int, Record], sizes: dict[str, int],
     and seed, and the first mismatch's line ("" if none)."""
     worst, worst_name = 0.0, ""
     for reference in job.records:
-        largest, largest_name, bad = compare(reference, news[reference.seed], sizes, tolerance)
-        if bad:
+        compared = compare(reference, news[reference.seed], sizes, tolerance)
+        if compared.bad:
             return worst, worst_name, (f"{job.cell} seed {reference.seed}: MISMATCH at epoch 1: "
-                                       + "; ".join(bad))
-        if largest >= worst:
-            worst, worst_name = largest, f"{largest_name}, seed {reference.seed}"
+                                       + "; ".join(compared.bad))
+        if compared.largest >= worst:
+            worst, worst_name = compared.largest, f"{compared.largest_name}, seed {reference.seed}"
     return worst, worst_name, ""
 
 
@@ -474,8 +476,8 @@ def rounding_spread(job: Job, news: dict[int, Record], out: Path, data_dir: Path
     again = rerun(job, out, data_dir, device, seeds, stacked)
     if isinstance(again, str) or any(again[seed].status != "ok" for seed in job.seeds):
         return none
-    return Spread(max(compare(news[seed], again[seed], sizes)[0] for seed in job.seeds),
-                  max(sample_difference(news[seed], again[seed], sizes) for seed in job.seeds))
+    compared = [compare(news[seed], again[seed], sizes) for seed in job.seeds]
+    return Spread(max(c.largest for c in compared), max(c.samples for c in compared))
 
 
 def attests(job: Job, again: Record) -> list[Attested]:
