@@ -214,18 +214,24 @@ def test_a_checkpoint_is_not_saved_through_a_link_at_its_temporary_name(tmp_path
     untouched(victim, planted)
 
 
-def test_tune_refuses_a_study_file_that_is_a_link(tmp_path):
-    """SQLite writes the study in place: a link there would be written through."""
+@pytest.mark.parametrize("name, target", [("bp.db", "victim.txt"),
+                                          ("bp.checkpoints", "elsewhere")])
+def test_tune_refuses_a_study_file_or_its_checkpoints_folder_that_is_a_link(tmp_path, name,
+                                                                             target):
+    """SQLite writes the study in place, and a trial's seeds their checkpoints in the folder
+    beside it: a link at either would be written through."""
     pytest.importorskip("optuna")
     suite = write(tmp_path / "s.yaml", ONE_SEED.replace("datasets:", "tuning: {trials: 1}\n"
                                                         "datasets:").split("  dfa:\n")[0] + (
         "    search:\n      optimizer.lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"))
     victim = tmp_path / "victim.txt"
     victim.write_text(MINE)
+    (tmp_path / "elsewhere").mkdir()
     (tmp_path / "r" / "tuning" / "teacher").mkdir(parents=True)
-    study = link(tmp_path / "r" / "tuning" / "teacher" / "bp.db", victim)
-    refused(invoke("tune", suite, "--out", tmp_path / "r"), study)
-    untouched(victim, study)
+    planted = link(tmp_path / "r" / "tuning" / "teacher" / name, tmp_path / target)
+    refused(invoke("tune", suite, "--out", tmp_path / "r"), planted)
+    untouched(victim, planted)
+    assert not any((tmp_path / "elsewhere").iterdir())
 
 
 # --- the scripts -------------------------------------------------------------------------------

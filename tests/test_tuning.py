@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bioplaus_bench.execution import training
 from bioplaus_bench.execution.executors import execute_cell
 from bioplaus_bench.execution.inputs import with_inputs
 from bioplaus_bench.execution.setup import Environment
@@ -32,7 +33,7 @@ from bioplaus_bench.suite.studies import (  # noqa: E402
     open_study,
     pruning_rule,
 )
-from bioplaus_bench.suite.tune import StudyResult, plan, tuned_document  # noqa: E402
+from bioplaus_bench.suite.tune import StudyResult, plan, tune, tuned_document  # noqa: E402
 
 BUDGET = """\
 tuning:
@@ -193,6 +194,51 @@ def test_a_killed_tune_resumes_with_its_finished_trials_kept(tmp_path):
         "optimizer.lr"]}) == 3  # the resumed sampler does not repeat values
 
 
+def test_a_trial_killed_mid_way_resumes_at_its_last_epoch(tmp_path, monkeypatch):
+    """Killed in its first seed's second epoch, a trial is run again from that seed's epoch-1
+    checkpoint: no epoch is trained twice, the study gets the trial's whole curve, and the
+    result is an unbroken trial's, to the bit."""
+    suite = load_suite(write(tmp_path / "s.yaml", SUITE.replace("epochs: 2\n  subset",
+                                                                 "epochs: 3\n  subset")), REGISTRY)
+    trained, kill_at = [], {"epoch": 2}
+
+    def training_epoch(engine, runs, epoch, active, out_of_time):
+        if epoch == kill_at.get("epoch"):
+            kill_at.clear()
+            raise KeyboardInterrupt
+        trained.append((runs[0].cell.seed, epoch))
+        return real_training_epoch(engine, runs, epoch, active, out_of_time)
+
+    real_training_epoch = training._training_epoch
+    monkeypatch.setattr(training, "_training_epoch", training_epoch)
+
+    def search(out, log=lambda line: None):
+        [study_plan] = plan(suite, REGISTRY, out, Environment(), only=["dfa"])
+        open_study(study_plan, suite.tuning, REGISTRY.get("dfa").cls).enqueue_trial(
+            {"optimizer.lr": 0.01})
+        return tune(suite, REGISTRY, out, only=["dfa"], trials=1, log=log), study_plan
+
+    with pytest.raises(KeyboardInterrupt):
+        search(tmp_path / "r")
+    checkpoints = tmp_path / "r" / "tuning" / "teacher" / "dfa.checkpoints"
+    assert len(list(checkpoints.glob("*.ckpt"))) == 1  # the first seed's, at epoch 1
+    assert trained == [(0, 1)]
+    lines: list[str] = []
+    [resumed], study_plan = search(tmp_path / "r", lines.append)
+    assert "teacher/dfa: trial 0 was interrupted; its values are tried again" in lines
+    assert trained == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    killed, again = study_of(study_plan.path).trials[:2]
+    assert killed.state == optuna.trial.TrialState.FAIL and killed.intermediate_values.keys() == {1}
+    assert sorted(again.intermediate_values) == [1, 2, 3]
+    assert again.intermediate_values[1] == killed.intermediate_values[1]
+    assert not checkpoints.exists()  # the trial told, its checkpoints are gone
+    trained.clear()
+    [unbroken], other = search(tmp_path / "unbroken")
+    assert len(trained) == 6
+    assert study_of(other.path).trials[0].intermediate_values == again.intermediate_values
+    assert unbroken.tuned.validation_error == resumed.tuned.validation_error
+
+
 @pytest.mark.parametrize("override, key, made, now", [
     ("tuning.epochs=3", "tuning.epochs", "2", "3"),
     ("tuning.subset=40", "tuning.subset", "48", "40"),
@@ -279,8 +325,16 @@ def test_pruning_stops_a_trial_worse_than_the_median_after_its_warm_up(tmp_path)
     study.tell(first, 0.4)
 
     def stop_rule():
-        return pruning_rule(TrialLink(study_plan.storage, study.ask(distributions)._trial_id,
-                                      budget))
+        trial = study.ask(distributions)
+        link = TrialLink(study_plan.storage, trial._trial_id, budget, tmp_path / "checkpoints")
+        rule = pruning_rule(link)
+        history = []
+
+        def after_epoch(row):  # as the epoch loop calls it: with the history so far
+            history.append(row)
+            return rule(history)
+
+        return after_epoch
 
     poor = stop_rule()
     assert not poor({"epoch": 1, "val_loss": 0.9})  # the warm-up epoch: never pruned
@@ -292,6 +346,12 @@ def test_pruning_stops_a_trial_worse_than_the_median_after_its_warm_up(tmp_path)
     better_earlier = stop_rule()
     assert not better_earlier({"epoch": 1, "val_accuracy": 0.7, "val_loss": 9.0})
     assert not better_earlier({"epoch": 2, "val_accuracy": 0.1, "val_loss": 9.0})
+    # A run resumed from its checkpoint: its restored epochs are reported at its first new one.
+    resumed = study.ask(distributions)
+    rule = pruning_rule(TrialLink(study_plan.storage, resumed._trial_id, budget, tmp_path))
+    assert not rule([{"epoch": 1, "val_loss": 0.9}, {"epoch": 2, "val_loss": 0.3}])
+    assert study_of(study_plan.path).trials[resumed.number].intermediate_values == {1: 0.9,
+                                                                                   2: 0.3}
 
 
 def test_a_tune_prunes_the_poor_trial_after_the_warm_up(tmp_path):

@@ -36,9 +36,10 @@ from .runner import ForwardOptimisers, Runner
 from .setup import Environment, batches, evaluate, prepare
 
 EpochCallback = Callable[[str, int, int], None]  # (phase, epoch done, epochs in phase)
-# Called with each finished epoch's history row; True stops the cell there as pruned
-# (`bench tune`'s pruner, which judges a trial by its validation error so far).
-StopRule = Callable[[dict[str, Any]], bool]
+# Called after each finished epoch with the seed's whole history so far (a resumed run's
+# restored epochs too); True stops the cell there as pruned (`bench tune`'s pruner, which
+# judges a trial by its validation error so far).
+StopRule = Callable[[list[dict[str, Any]]], bool]
 
 
 class CellTimeout(BaseException):
@@ -232,7 +233,8 @@ def train_seeds(runs: Sequence[SeedRun], engine: SeedEngine, on_epoch: EpochCall
             pruning = protocol.pruning
             too_poor = pruning and engine.task.kind == "classification" \
                 and epoch >= pruning.from_epoch and row["train_accuracy"] < pruning.min_train_accuracy
-            if run.state["status"] == "ok" and (too_poor or stop is not None and stop(row)):
+            if run.state["status"] == "ok" and (too_poor or stop is not None
+                                                and stop(run.state["history"])):
                 run.state["pruned_at"] = epoch
         snapshot(chosen)
         notify("epoch", epoch, protocol.epochs)

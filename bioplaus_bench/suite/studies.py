@@ -182,11 +182,29 @@ def trial_values(params: dict[str, Any], spaces: dict[str, SearchSpace]) -> dict
 
 @dataclass(frozen=True)
 class TrialLink:
-    """Where a trial reports its epochs: its study's storage and id, and the budget's pruner."""
+    """Where a trial reports its epochs (its study's storage and id, and the budget's pruner)
+    and where its seeds keep their per-epoch checkpoints while it runs (``checkpoints``)."""
 
     storage: str
     trial_id: int
     budget: TuningBudget
+    checkpoints: Path
+
+    def checkpoint(self, cell: Cell) -> Path:
+        return trial_checkpoint(self.checkpoints, cell)
+
+
+def checkpoint_folder(plan: StudyPlan) -> Path:
+    """Where the study's running trials keep their seeds' checkpoints (``<entry>.checkpoints``
+    beside its file), so that a killed search resumes a trial at its last epoch: the trial run
+    again with the same values is the same cell, whose checkpoint it finds."""
+    return plan.path.with_suffix(".checkpoints")
+
+
+def trial_checkpoint(folder: Path, cell: Cell) -> Path:
+    # The cell's hash covers the trial's values, the seed, the code and the data: a checkpoint
+    # of anything else is never picked up (and Checkpoint checks the hash it holds).
+    return folder / f"{cell.config_hash()}.ckpt"
 
 
 def validation_so_far(rows: list[dict[str, Any]]) -> float:
@@ -200,19 +218,22 @@ def validation_so_far(rows: list[dict[str, Any]]) -> float:
 
 def pruning_rule(link: TrialLink) -> StopRule:
     """``train_cell``'s stop rule for a trial's first seed: each epoch's validation error so far
-    is reported to the study at step = epoch, and the pruner decides."""
+    is reported to the study at step = epoch, and the pruner decides. The epochs of a run
+    resumed from its checkpoint are reported at its first new epoch, so that the trial's
+    curve is whole for the pruner's medians."""
     optuna = _optuna()
     study = optuna.load_study(study_name=STUDY_NAME, storage=link.storage,
                               pruner=_pruner(link.budget))
     trial = optuna.trial.Trial(study, link.trial_id)
-    rows: list[dict[str, Any]] = []
+    reported = 0  # the history's rows told to the trial
 
-    def stop(row: dict[str, Any]) -> bool:
-        rows.append(row)
-        value = validation_so_far(rows)
-        if not math.isfinite(value):
-            return False  # a diverged epoch ends the cell anyway
-        trial.report(value, row["epoch"])
-        return bool(trial.should_prune())
+    def stop(history: list[dict[str, Any]]) -> bool:
+        nonlocal reported
+        for end in range(reported + 1, len(history) + 1):
+            value = validation_so_far(history[:end])
+            if math.isfinite(value):  # a diverged epoch ends the cell anyway
+                trial.report(value, history[end - 1]["epoch"])
+        reported = len(history)
+        return math.isfinite(validation_so_far(history)) and bool(trial.should_prune())
 
     return stop

@@ -10,7 +10,8 @@ validation error of a trial's first seed goes to Optuna's pruner, which stops a 
 
 Each (dataset, entry) is one study (``studies``: its file, locked while tuned, tied to its
 protocol): a killed search continues where it stopped (finished trials are kept, a trial that
-was running is run again with its values; the budget's ``trials`` counts the total). The result
+was running is run again with its values from its seeds' last epoch checkpoints, kept beside
+the study while it runs; the budget's ``trials`` counts the total). The result
 is the suite with the tuned values and, for each, where they came from (``Tuned``: the budget,
 the space, the study file and its SHA-256, the best trial).
 """
@@ -36,6 +37,7 @@ from ..execution.executors.local import LOCAL
 from ..execution.executors.workers import unpickled
 from ..execution.inputs import with_inputs
 from ..execution.setup import Environment
+from ..files import open_folder
 from ..model.algorithm import Algorithm
 from ..registry import Registry
 from ..results.protocol import flat
@@ -45,7 +47,17 @@ from ..spec.schema import Path_, Source, coerce, coerce_dataclass
 from .document import SearchSpace, Suite, Tuned, TuningBudget
 from .fragments import fragment
 from .load import read_document
-from .studies import StudyPlan, TrialLink, open_study, pruning_rule, study_lock, suggest, trial_values
+from .studies import (
+    StudyPlan,
+    TrialLink,
+    checkpoint_folder,
+    open_study,
+    pruning_rule,
+    study_lock,
+    suggest,
+    trial_checkpoint,
+    trial_values,
+)
 
 # --- one trial's cells -----------------------------------------------------------------------
 
@@ -154,7 +166,7 @@ def run_trial(cells: list[Cell], plugins: Registry | list[str], env: Environment
     pruned or not ``ok`` ends the trial (its records so far are returned)."""
     records = []
     for index, cell in enumerate(cells):
-        record = execute_cell(cell, plugins, env, None, False,
+        record = execute_cell(cell, plugins, env, link.checkpoint(cell), False,
                               stop=pruning_rule(link) if index == 0 else None)
         records.append(record)
         if record.status != "ok" or record.pruned_at_epoch is not None:
@@ -208,7 +220,15 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
     from optuna.trial import TrialState
 
     name = f"{plan.dataset}/{plan.entry}"
-    # A trial left running by a killed search is failed and its values are tried again.
+    checkpoints = checkpoint_folder(plan)
+    try:  # created here, under the study's lock, and never through a link
+        with open_folder(checkpoints, inside=plan.path.parent):
+            pass
+    except OSError as error:
+        raise InputError(f"cannot write the trials' checkpoints in {checkpoints}: "
+                         f"{error.strerror or error}") from None
+    # A trial left running by a killed search is failed and its values are tried again: the
+    # same cells, which resume from their checkpoints.
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
         study.enqueue_trial(stale.params)
@@ -229,14 +249,22 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
             except InputError as error:  # a value the spec rejects: this trial fails
                 _end(study, trial, None, f"error ({type(error).__name__}: {error})", log, name)
                 return None
-            return cells, TrialLink(plan.storage, trial._trial_id, budget)
+            return cells, TrialLink(plan.storage, trial._trial_id, budget, checkpoints)
+
+        def ended(trial: Any, cells: list[Cell], records: list[Record] | None,
+                  failure: str | None) -> None:
+            _end(study, trial, records, failure, log, name)
+            for cell in cells:  # told to the study: nothing of the trial is run again
+                trial_checkpoint(checkpoints, cell).unlink(missing_ok=True)
 
         _run_trials(study, budget.trials - done, start, registry, env, executor, options,
                     plugin_files,
-                    lambda trial, records: _end(study, trial, records, None, log, name),
-                    lambda trial, why: _end(study, trial, None, why, log, name))
+                    lambda trial, cells, records: ended(trial, cells, records, None),
+                    lambda trial, cells, why: ended(trial, cells, None, why))
     else:
         log(f"{name}: all {budget.trials} trials finished earlier ({plan.path})")
+    with contextlib.suppress(OSError):  # empty once every trial has been told
+        checkpoints.rmdir()
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise InputError(f"{plan.path}: no trial finished with a validation result "
@@ -252,8 +280,8 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
 
 def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: Registry,
                 env: Environment, executor: Executor, options: ExecutorOptions,
-                plugin_files: list[str], end: Callable[[Any, list[Record]], None],
-                lost: Callable[[Any, str], None]) -> None:
+                plugin_files: list[str], end: Callable[[Any, list[Cell], list[Record]], None],
+                lost: Callable[[Any, list[Cell], str], None]) -> None:
     """Ask ``count`` trials of the study and run them, ``options.jobs`` at a time, through the
     executor's tasks (local: spawned worker processes with one torch thread each, as ``bench
     run -j``), or here with the local executor and one job. A trial whose worker dies is
@@ -274,27 +302,28 @@ def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: R
     if executor.name == LOCAL.name and options.jobs == 1:
         while (item := next_trial()) is not None:
             trial, cells, link = item
-            end(trial, run_trial(cells, registry, env, link))
+            end(trial, cells, run_trial(cells, registry, env, link))
         return
     assert executor.tasks is not None  # tune() refuses an executor without
     worker_env = dataclasses.replace(env, registry=None)  # workers load the plugin files
     with executor.tasks(options, plugin_files) as pool:
-        running: dict[Hashable, Any] = {}
+        running: dict[Hashable, tuple[Any, list[Cell]]] = {}
 
         def fill() -> None:
             while len(running) < options.jobs and (item := next_trial()) is not None:
                 trial, cells, link = item
                 running[pool.submit(run_pickled_trial, pickle.dumps(cells), plugin_files,
-                                    worker_env, link)] = trial
+                                    worker_env, link)] = trial, cells
 
         fill()
         while running:
             for handle, records, error in pool.wait(list(running)):
-                trial = running.pop(handle)
+                trial, cells = running.pop(handle)
                 if error is not None:  # a worker that died (os._exit, a crash)
-                    lost(trial, f"error (its worker failed: {type(error).__name__}: {error})")
+                    lost(trial, cells, f"error (its worker failed: {type(error).__name__}: "
+                                       f"{error})")
                 else:
-                    end(trial, records)
+                    end(trial, cells, records)
             fill()
 
 
