@@ -20,7 +20,6 @@ from typing import Any
 
 from ..errors import InputError
 from ..execution.inputs import code_identity, describe_code, same_implementation
-from ..execution.training import StopRule
 from ..files import LinkRefused
 from ..model.algorithm import Algorithm
 from ..results.store import open_lock_file
@@ -216,24 +215,26 @@ def validation_so_far(rows: list[dict[str, Any]]) -> float:
     return min(finite) if finite else math.nan
 
 
-def pruning_rule(link: TrialLink) -> StopRule:
-    """``train_cell``'s stop rule for a trial's first seed: each epoch's validation error so far
-    is reported to the study at step = epoch, and the pruner decides. The epochs of a run
-    resumed from its checkpoint are reported at its first new epoch, so that the trial's
-    curve is whole for the pruner's medians."""
-    optuna = _optuna()
-    study = optuna.load_study(study_name=STUDY_NAME, storage=link.storage,
-                              pruner=_pruner(link.budget))
-    trial = optuna.trial.Trial(study, link.trial_id)
-    reported = 0  # the history's rows told to the trial
+class PruningRule:
+    """``train_cell``'s stop rule for a trial's first seed (a ``StopRule``): each epoch's
+    validation error so far is reported to the study at step = epoch, and the pruner decides.
+    Epochs restored from a checkpoint are reported with the first new one, or by ``report``
+    for a seed restored finished, so that the trial's curve is whole for the pruner's medians."""
 
-    def stop(history: list[dict[str, Any]]) -> bool:
-        nonlocal reported
-        for end in range(reported + 1, len(history) + 1):
+    def __init__(self, link: TrialLink):
+        optuna = _optuna()
+        study = optuna.load_study(study_name=STUDY_NAME, storage=link.storage,
+                                  pruner=_pruner(link.budget))
+        self.trial = optuna.trial.Trial(study, link.trial_id)
+        self.reported = 0  # the history's rows told to the trial
+
+    def report(self, history: list[dict[str, Any]]) -> None:
+        for end in range(self.reported + 1, len(history) + 1):
             value = validation_so_far(history[:end])
             if math.isfinite(value):  # a diverged epoch ends the cell anyway
-                trial.report(value, history[end - 1]["epoch"])
-        reported = len(history)
-        return math.isfinite(validation_so_far(history)) and bool(trial.should_prune())
+                self.trial.report(value, history[end - 1]["epoch"])
+        self.reported = max(self.reported, len(history))
 
-    return stop
+    def __call__(self, history: list[dict[str, Any]]) -> bool:
+        self.report(history)
+        return math.isfinite(validation_so_far(history)) and bool(self.trial.should_prune())

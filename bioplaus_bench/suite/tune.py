@@ -48,11 +48,11 @@ from .document import SearchSpace, Suite, Tuned, TuningBudget
 from .fragments import fragment
 from .load import read_document
 from .studies import (
+    PruningRule,
     StudyPlan,
     TrialLink,
     checkpoint_folder,
     open_study,
-    pruning_rule,
     study_lock,
     suggest,
     trial_checkpoint,
@@ -166,8 +166,10 @@ def run_trial(cells: list[Cell], plugins: Registry | list[str], env: Environment
     pruned or not ``ok`` ends the trial (its records so far are returned)."""
     records = []
     for index, cell in enumerate(cells):
-        record = execute_cell(cell, plugins, env, link.checkpoint(cell), False,
-                              stop=pruning_rule(link) if index == 0 else None)
+        stop = PruningRule(link) if index == 0 else None
+        record = execute_cell(cell, plugins, env, link.checkpoint(cell), False, stop=stop)
+        if stop is not None and record.history:  # restored finished, it ran no epoch here
+            stop.report(record.history)
         records.append(record)
         if record.status != "ok" or record.pruned_at_epoch is not None:
             break
