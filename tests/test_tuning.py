@@ -227,6 +227,7 @@ def test_a_trial_killed_mid_way_resumes_at_its_last_epoch(tmp_path, monkeypatch,
         search(tmp_path / "r")
     checkpoints = tmp_path / "r" / "tuning" / "teacher" / "dfa.checkpoints"
     assert len(list(checkpoints.glob("*.ckpt"))) == len({seed for seed, _ in kept})
+    stale = write(checkpoints / f"{'0' * 16}.ckpt", "of a trial of other code, killed")
     assert trained == kept
     lines: list[str] = []
     [resumed], study_plan = search(tmp_path / "r", lines.append)
@@ -236,7 +237,7 @@ def test_a_trial_killed_mid_way_resumes_at_its_last_epoch(tmp_path, monkeypatch,
     assert killed.state == optuna.trial.TrialState.FAIL
     assert sorted(again.intermediate_values) == [1, 2, 3]
     assert killed.intermediate_values.items() <= again.intermediate_values.items()
-    assert not checkpoints.exists()  # the trial told, its checkpoints are gone
+    assert not stale.exists() and not checkpoints.exists()  # the trial told, nothing is left
     trained.clear()
     [unbroken], other = search(tmp_path / "unbroken")
     assert len(trained) == 6

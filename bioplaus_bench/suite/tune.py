@@ -265,8 +265,7 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
                     lambda trial, cells, why: ended(trial, cells, None, why))
     else:
         log(f"{name}: all {budget.trials} trials finished earlier ({plan.path})")
-    with contextlib.suppress(OSError):  # empty once every trial has been told
-        checkpoints.rmdir()
+    _remove_checkpoints(checkpoints)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise InputError(f"{plan.path}: no trial finished with a validation result "
@@ -278,6 +277,15 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
                  values=trial_values(best.params, plan.spaces), study=str(plan.path),
                  sha256=hashlib.sha256(plan.path.read_bytes()).hexdigest(), trial=best.number,
                  validation_error=best.value)
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    """The trials' checkpoint folder once every trial has been told (the study's lock is held,
+    so none runs): what is left is of a trial killed after it was told or of other code."""
+    for leftover in [*folder.glob("*.ckpt"), *folder.glob(".*.tmp")]:
+        leftover.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # kept if something else was put there
+        folder.rmdir()
 
 
 def _run_trials(study: Any, count: int, start: Callable[[Any], Any], registry: Registry,
