@@ -189,13 +189,14 @@ STAGES = (
 # has records of its own: MNIST measured for BP and DFA (2 seeds stacked, one thread, loaded
 # machine: 13 and 22 minutes for 100 epochs), the others scaled by their float64 step times and
 # feedback epochs in benchmarks/seed_batching.py; CIFAR-10 by its step-time ratio.
-# The three families' rules (float64, BP's being 7 there) from their cost against BP on the
-# 5×256 MLP (docs/plugins.md): the FA family, Kolen-Pollack and DRTP about BP's; at their
-# defaults EP 17 × BP, PC 38 ×, PC with center nudging 96 ×.
+# The three families' rules (float64, BP's being 7 there): the FA family, Kolen-Pollack and
+# DRTP about BP's (their cost against BP on the 5×256 MLP, docs/plugins.md); EP and PC as their
+# first study trials ran (one thread each, side by side: 41-69 and 70-103 s an epoch, evaluation
+# included), PC with center nudging twice PC (two relaxations a minibatch).
 PRIOR = {"bp": 4, "dfa": 7, "ddtp-linear": 22, "dtp": 23, "ddtp-control": 30, "dtp-drl": 24,
          "dtp-pretrained": 40, "ddtp-rhl": 60, "bp-tuned": 4, "dfa-tuned": 7,
          "feedback-alignment": 8, "usf": 8, "brsf": 8, "frsf": 8, "kolen-pollack": 8, "drtp": 8,
-         "ep": 120, "pc": 270, "pc-center": 670}
+         "ep": 50, "pc": 85, "pc-center": 170}
 DATASET_FACTOR = {"cifar10": 5, "cifar10_cnn": 40}
 MNIST_TRAINING = 55000  # the training images a prior's epoch goes through (5000 validate)
 
