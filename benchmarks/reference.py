@@ -30,12 +30,14 @@ Each study of list e is `bioplaus_bench.tune(SUITE, only=[ENTRY])` (`bench tune`
 its own (`--jobs N`: N
 studies at once; `--threads` torch threads each), its study file in place in the reference
 folder (results/reference/three_families/tuning/mnist/<entry>.db, committed with the records,
-so that the next session resumes it: finished trials are kept, one under way runs again). As
+so that the next session resumes it: finished trials are kept, one under way runs again from
+its last epoch, whose checkpoints wait beside the study in <entry>.checkpoints/). As
 each ends, a tune of every finished study (no trial runs) writes their tuned suite beside them
 (tuning/three_families-tuned.yaml); the campaign never edits suites/: a person reviews the
 values and copies them, with their provenance, into suites/three_families.yaml, which makes the
-entry's cells part of list f. `status` shows each study's finished trials out of the budget's
-and its time left (the mean of its finished trials, else the prior per epoch for a whole trial).
+entry's cells part of list f. `status` shows each study's finished trials out of the budget's,
+the epoch of a trial under way, and its time left (the mean of its finished trials, else the
+prior per epoch for a whole trial).
 
 Each group (one suite, dataset and algorithm, the seeds it still misses) is one stack of seeds
 of the shipped suite, with nothing changed: no tuning, no shorter schedule, the configs'
@@ -219,11 +221,12 @@ class Partial:
 @dataclass(frozen=True)
 class StudyState:
     """A tuning study as its file stands: its finished trials (complete or pruned, as `bench
-    tune` counts them), whether one is under way (or was, when a search was killed), their
-    mean wall time, the best (trial number, validation error)."""
+    tune` counts them), those under way (or that were, when a search was killed: the last
+    epoch each reported, where it resumes from its checkpoints), the finished ones' mean wall
+    time, the best (trial number, validation error)."""
 
     finished: int
-    running: bool
+    running: tuple[int, ...]
     seconds_per_trial: float | None
     best: tuple[int, float] | None
     why: str = ""  # why the file could not be read as a study
@@ -388,7 +391,7 @@ class Campaign:
         """The group's study, if its file is there (a regular file: a FIFO would block)."""
         path = self.study_path(group)
         if path.is_symlink():  # `bench tune` never writes a study through a link
-            return StudyState(0, False, None, None, "it is a symbolic link")
+            return StudyState(0, (), None, None, "it is a symbolic link")
         return _read_study(path) if path.is_file() else None
 
     def study_left(self, group: Group) -> bool:
@@ -447,7 +450,10 @@ class Campaign:
         measured = state.seconds_per_trial if state else None
         per_trial = measured if measured is not None else self._prior_trial(group, budget) * pace
         left = (budget.trials - done) * per_trial
-        return (line + (" (one under way or interrupted)" if state and state.running else "")
+        epochs = budget.epochs or self.suite(group.suite).datasets[group.dataset].protocol.epochs
+        under_way = ", ".join(f"{epoch} of {epochs}" for epoch in state.running) if state else ""
+        return (line + (f" (one under way or interrupted, at epoch {under_way})" if under_way
+                        else "")
                 + f", {'' if measured else '~'}{_hours(left)} left", left, measured is None)
 
     def _prior_trial(self, group: Group, budget: TuningBudget) -> float:
@@ -742,7 +748,7 @@ def _read_study(path: Path) -> StudyState:
         import optuna
         from optuna.trial import TrialState
     except ImportError:
-        return StudyState(0, False, None, None, "reading it needs optuna: pip install "
+        return StudyState(0, (), None, None, "reading it needs optuna: pip install "
                           "'bioplaus-bench[tune]'")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = None
@@ -752,7 +758,7 @@ def _read_study(path: Path) -> StudyState:
         trials = optuna.load_study(study_name=None, storage=storage).get_trials(deepcopy=False)
     except Exception as error:  # not SQLite, or not a study: the file is anyone's
         first_line = " ".join(str(error).split("\n", 1)[0].split())
-        return StudyState(0, False, None, None, f"{type(error).__name__}: {first_line}")
+        return StudyState(0, (), None, None, f"{type(error).__name__}: {first_line}")
     finally:
         if storage is not None:
             storage.engine.dispose()
@@ -762,7 +768,9 @@ def _read_study(path: Path) -> StudyState:
     complete = [(t.value, t.number) for t in finished
                 if t.state == TrialState.COMPLETE and t.value is not None]
     best = min(complete) if complete else None  # the first of equals, as Optuna's best_trial
-    return StudyState(len(finished), any(t.state == TrialState.RUNNING for t in trials),
+    running = tuple(max(t.intermediate_values, default=0) for t in trials
+                    if t.state == TrialState.RUNNING)
+    return StudyState(len(finished), running,
                       sum(seconds) / len(seconds) if seconds else None,
                       (best[1], best[0]) if best else None)
 

@@ -582,6 +582,19 @@ def test_the_study_list_tunes_in_place_in_the_reference_folder_and_resumes(
     campaign, studies, _ = tiny_families(reference, tmp_path, monkeypatch, trials=3)
     line, seconds, guessed = campaign.study_line(dfa, 1.0)
     assert line.startswith("2/3 trials, ") and seconds > 0 and not guessed  # measured
+    # A search killed in a trial's epoch 2: status says where the trial stands (it resumes
+    # there, from its seeds' checkpoints).
+    import optuna
+
+    study = optuna.load_study(study_name="tune", storage=f"sqlite:///{path}")
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)  # the study's space
+    killed = study.ask({"optimizer.lr": lr})
+    killed.report(0.5, 1)
+    killed.report(0.4, 2)
+    epochs = campaign.budget(dfa).epochs
+    assert campaign.study(dfa).running == (2,)
+    assert campaign.study_line(dfa, 1.0)[0].startswith(
+        f"2/3 trials (one under way or interrupted, at epoch 2 of {epochs}), ")
     assert reference.run(campaign, [studies], args) == 0
     assert campaign.study(dfa).finished == 3 and [t.params for t in _trials(path)][:2] == first
     assert "dfa: 2 of 3 trials finished earlier; running 1" in (
