@@ -184,7 +184,8 @@ def test_a_killed_tune_resumes_with_its_finished_trials_kept(tmp_path):
         1e-4, 1e-1, log=True)})
     resumed = invoke(*args, "--trials", "3")
     assert resumed.exit_code == 0, resumed.output
-    assert "teacher/dfa: trial 2 was interrupted; its values are tried again" in resumed.stderr
+    assert ("teacher/dfa: trial 2 was interrupted; its values are tried again, from the "
+            "last epoch each seed finished") in resumed.stderr
     assert "teacher/dfa: 2 of 3 trials finished earlier; running 1" in resumed.stderr
     trials = study_of(path).trials
     assert [(t.params, t.value, t.datetime_complete) for t in trials[:2]] == before
@@ -231,7 +232,8 @@ def test_a_trial_killed_mid_way_resumes_at_its_last_epoch(tmp_path, monkeypatch,
     assert trained == kept
     lines: list[str] = []
     [resumed], study_plan = search(tmp_path / "r", lines.append)
-    assert "teacher/dfa: trial 0 was interrupted; its values are tried again" in lines
+    assert ("teacher/dfa: trial 0 was interrupted; its values are tried again, from the "
+            "last epoch each seed finished") in lines
     assert trained == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
     killed, again = study_of(study_plan.path).trials[:2]
     assert killed.state == optuna.trial.TrialState.FAIL

@@ -234,7 +234,8 @@ def _search(plan: StudyPlan, study: Any, budget: TuningBudget, registry: Registr
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
         study.enqueue_trial(stale.params)
-        log(f"{name}: trial {stale.number} was interrupted; its values are tried again")
+        log(f"{name}: trial {stale.number} was interrupted; its values are tried again, from the "
+            "last epoch each seed finished")
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     cls = registry.get(plan.cells[0].algorithm).cls
