@@ -450,18 +450,24 @@ class Campaign:
         measured = state.seconds_per_trial if state else None
         per_trial = measured if measured is not None else self._prior_trial(group, budget) * pace
         left = (budget.trials - done) * per_trial
-        epochs = budget.epochs or self.suite(group.suite).datasets[group.dataset].protocol.epochs
-        under_way = ", ".join(f"{epoch} of {epochs}" for epoch in state.running) if state else ""
-        return (line + (f" (one under way or interrupted, at epoch {under_way})" if under_way
-                        else "")
-                + f", {'' if measured else '~'}{_hours(left)} left", left, measured is None)
+        if state and state.running:
+            at = ", ".join(f"{epoch} of {self._trial_epochs(group, budget)}"
+                           for epoch in state.running)
+            count = "one" if len(state.running) == 1 else str(len(state.running))
+            line += f" ({count} under way or interrupted, at epoch {at})"
+        return (line + f", {'' if measured else '~'}{_hours(left)} left", left,
+                measured is None)
+
+    def _trial_epochs(self, group: Group, budget: TuningBudget) -> int:
+        """The epochs a trial of the budget runs in full (the protocol's, where it says none)."""
+        return budget.epochs or self.suite(group.suite).datasets[group.dataset].protocol.epochs
 
     def _prior_trial(self, group: Group, budget: TuningBudget) -> float:
         """A trial run in full: the group's prior per epoch, for the budget's epochs on its
         share of MNIST's training images, for each of its seeds."""
         protocol = self.suite(group.suite).datasets[group.dataset].protocol
         share = min(1.0, budget.subset / MNIST_TRAINING) if budget.subset else 1.0
-        return (self._prior(group) / protocol.epochs * (budget.epochs or protocol.epochs)
+        return (self._prior(group) / protocol.epochs * self._trial_epochs(group, budget)
                 * share * budget.seeds)
 
     def status(self, stages: Sequence[Stage | Studies]) -> None:
