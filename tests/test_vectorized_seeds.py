@@ -459,6 +459,28 @@ def test_vectorize_seeds_with_jobs_runs_each_stack_in_a_worker_as_in_this_proces
     assert not list((tmp_path / "workers").rglob("*.ckpt"))
 
 
+def test_the_seeds_of_one_stack_carry_one_finish_time(tmp_path, monkeypatch):
+    """A stack's records are told apart from seeds run alone by what they share, the finish
+    time among it: a clock that ticks between two seeds' records must not split the stack."""
+    import itertools
+
+    from typer.testing import CliRunner
+
+    from bioplaus_bench.cli import app
+    from bioplaus_bench.results import store
+
+    ticks = itertools.count()
+    monkeypatch.setattr(store, "timestamp", lambda: f"2026-01-01T00:00:{next(ticks):02d}+00:00")
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(CLI_SUITE)
+    result = CliRunner().invoke(app, ["run", str(suite), "--quiet", "--vectorize-seeds",
+                                      "--only", "ddtp-linear", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    records = cli_records(tmp_path / "out")
+    assert [r["stacked_seeds"] for r in records.values()] == [3, 3, 3]
+    assert len({r["provenance"]["finished_at"] for r in records.values()}) == 1
+
+
 # In every process that loads it, stacking does not pay, as for the CIFAR-10 MLP on a CPU.
 NO_STACKING_PLUGIN = SERIAL_PLUGIN + """
 import bioplaus_bench.execution.seed_group as seed_group

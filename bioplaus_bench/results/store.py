@@ -87,31 +87,37 @@ def _static_provenance() -> dict[str, Any]:
             "host": socket.gethostname(), "git_commit": _git_commit()}
 
 
-def provenance(cell: Cell, device: str) -> dict[str, Any]:
+def timestamp() -> str:
+    """Now, in UTC to the second, as records carry their finish time."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(cell: Cell, device: str, finished_at: str | None = None) -> dict[str, Any]:
     """Where and with what the record was computed; ``code`` and ``data`` (the algorithm's
     source digest, the data's identity) are also in the config hash, ``settings`` (how the
-    settings were obtained) is not."""
+    settings were obtained) is not. ``finished_at``: now unless given (a stack's seeds share
+    one)."""
     made = {**_static_provenance(), "device": device, "dtype": cell.precision,
             "config_hash": cell.config_hash(), "torch_threads": torch.get_num_threads(),
-            **cell.inputs,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            **cell.inputs, "finished_at": finished_at or timestamp()}
     if cell.settings_origin:  # how the suite's settings were obtained (paper, tuned): tables say
         made["settings"] = cell.settings_origin
     return made
 
 
-def make_record(cell: Cell, result: dict[str, Any], device: str, task: str) -> Record:
+def make_record(cell: Cell, result: dict[str, Any], device: str, task: str,
+                finished_at: str | None = None) -> Record:
     """The record of ``cell`` with the run's ``result`` (the fields of ``Record`` from
     ``status`` on; any other key is a TypeError, not a silently dropped field). ``task``: the
     dataset's kind, "classification" or "regression", which the caller knows from the dataset
-    (the store knows no datasets)."""
+    (the store knows no datasets). ``finished_at``: as for ``provenance``."""
     return Record(
         suite=cell.suite, dataset=cell.dataset_id, dataset_label=cell.dataset.label, task=task,
         algorithm=cell.algorithm_id, algorithm_name=cell.algorithm, label=cell.label,
         seed=cell.seed, order=cell.order, paper_protocol=not cell.deviations,
         deviations=cell.deviations, metric=cell.metric, config=cell.config(),
         config_hash=cell.config_hash(), baseline=cell.baseline,
-        provenance=provenance(cell, device), **result)
+        provenance=provenance(cell, device, finished_at), **result)
 
 
 def open_lock_file(path: Path) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ...registry import Registry, Wanted, load_registry
 from ...results.record import Record
-from ...results.store import make_record
+from ...results.store import make_record, timestamp
 from ...spec.cell import Cell
 from ..setup import Environment
 from ..training import CellTimeout, StopRule, train_cell
@@ -83,21 +83,24 @@ def execute_seed_group(cells: list[Cell], plugins: Registry | list[str], env: En
                     "traceback": traceback.format_exc()}] * len(cells)
     if results is None:
         return None
-    return [cell_record(cell, result, env, plugins)
+    finished = timestamp()  # one moment for the stack: what tells its records from seeds run apart
+    return [cell_record(cell, result, env, plugins, finished)
             for cell, result in zip(cells, results, strict=True)]
 
 
-def cell_record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str]) -> Record:
+def cell_record(cell: Cell, result: dict, env: Environment, plugins: Registry | list[str],
+                finished_at: str | None = None) -> Record:
     """The cell's record; its task kind is its dataset's, known before anything loads. A result
-    that JSON cannot hold (a metric plugin's object) fails this cell, not the run."""
+    that JSON cannot hold (a metric plugin's object) fails this cell, not the run.
+    ``finished_at``: now unless given."""
     kind = _registry(plugins, cell).dataset(cell.dataset.source).kind
-    record = make_record(cell, result, env.device, kind)
+    record = make_record(cell, result, env.device, kind, finished_at)
     try:
         json.dumps(record.to_json(), allow_nan=False)
     except (TypeError, ValueError) as error:
         text = f"the result cannot be stored as JSON: {type(error).__name__}: {error}"
         record = make_record(cell, {"status": "error", "error": text, "reason": text},
-                             env.device, kind)
+                             env.device, kind, finished_at)
     return record
 
 
