@@ -467,10 +467,17 @@ def test_the_seeds_of_one_stack_carry_one_finish_time(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from bioplaus_bench.cli import app
+    from bioplaus_bench.execution.executors import execute
     from bioplaus_bench.results import store
 
     ticks = itertools.count()
-    monkeypatch.setattr(store, "timestamp", lambda: f"2026-01-01T00:00:{next(ticks):02d}+00:00")
+
+    def clock():
+        return f"2026-01-01T00:00:{next(ticks):02d}+00:00"
+
+    # every module that reads the clock: a stamp taken per record, anywhere, differs
+    monkeypatch.setattr(store, "timestamp", clock)
+    monkeypatch.setattr(execute, "timestamp", clock)
     suite = tmp_path / "tiny.yaml"
     suite.write_text(CLI_SUITE)
     result = CliRunner().invoke(app, ["run", str(suite), "--quiet", "--vectorize-seeds",
