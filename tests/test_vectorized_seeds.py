@@ -463,21 +463,23 @@ def test_the_seeds_of_one_stack_carry_one_finish_time(tmp_path, monkeypatch):
     """A stack's records are told apart from seeds run alone by what they share, the finish
     time among it: a clock that ticks between two seeds' records must not split the stack."""
     import itertools
+    from datetime import datetime, timedelta
 
     from typer.testing import CliRunner
 
     from bioplaus_bench.cli import app
-    from bioplaus_bench.execution.executors import execute
     from bioplaus_bench.results import store
 
     ticks = itertools.count()
 
-    def clock():
-        return f"2026-01-01T00:00:{next(ticks):02d}+00:00"
+    class TickingClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 1, tzinfo=tz) + timedelta(seconds=next(ticks))
 
-    # every module that reads the clock: a stamp taken per record, anywhere, differs
-    monkeypatch.setattr(store, "timestamp", clock)
-    monkeypatch.setattr(execute, "timestamp", clock)
+    # under store.timestamp, not over it: a stamp taken per record, by any module that
+    # imports timestamp, differs
+    monkeypatch.setattr(store, "datetime", TickingClock)
     suite = tmp_path / "tiny.yaml"
     suite.write_text(CLI_SUITE)
     result = CliRunner().invoke(app, ["run", str(suite), "--quiet", "--vectorize-seeds",
