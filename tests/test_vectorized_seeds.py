@@ -498,7 +498,8 @@ seed_group.CPU_STACKING_MAX_BYTES = 0
 """
 
 
-def test_with_jobs_seeds_that_do_not_stack_run_side_by_side_each_in_a_worker(tmp_path):
+def test_with_jobs_seeds_that_do_not_stack_run_side_by_side_each_in_a_worker(tmp_path,
+                                                                              monkeypatch):
     """`--vectorize-seeds -j 2`: a stack whose seeds the worker finds it cannot stack is split
     by the parent into its seeds, each a unit of its own, run side by side (not one after the
     other in one worker while the other waits; each record kept as its seed ends), and they are
@@ -506,7 +507,11 @@ def test_with_jobs_seeds_that_do_not_stack_run_side_by_side_each_in_a_worker(tmp
     from typer.testing import CliRunner
 
     from bioplaus_bench.cli import app
+    from bioplaus_bench.execution import seed_group
 
+    # the plugin lowers the limit in this process too (the serial run imports it here): put
+    # back afterwards, or every later test's stacks are split
+    monkeypatch.setattr(seed_group, "CPU_STACKING_MAX_BYTES", seed_group.CPU_STACKING_MAX_BYTES)
     suite = tmp_path / "tiny.yaml"
     suite.write_text(CLI_SUITE)
     plugin = tmp_path / "no_stacking.py"
